@@ -1,0 +1,249 @@
+//! Wire records shared by nstrace's kernel programs and its collector.
+//!
+//! Every type here crosses the kernel/user boundary as raw bytes, so each is `#[repr(C)]`, built
+//! from fixed-width integers and arrays only, laid out by descending alignment with explicit
+//! padding, and pinned by a size assertion: the two sides cannot drift apart.
+#![no_std]
+
+use core::mem::size_of;
+
+/// How many namespace slots a task has, as listed by `ls /proc/PID/ns`.
+pub const NS_SLOTS: usize = 10;
+
+/// Slot indexes into [`NsSet`], one per entry of `/proc/PID/ns`.
+pub mod slot {
+    pub const MNT: usize = 0;
+    pub const UTS: usize = 1;
+    pub const IPC: usize = 2;
+    /// The task's own pid namespace: fixed for its whole life.
+    pub const PID: usize = 3;
+    /// Where the task's future children will be born (`unshare`/`setns` of CLONE_NEWPID).
+    pub const PID_FOR_CHILDREN: usize = 4;
+    pub const NET: usize = 5;
+    pub const USER: usize = 6;
+    pub const CGROUP: usize = 7;
+    /// The task's own time namespace: changes only at exec or at birth.
+    pub const TIME: usize = 8;
+    /// Where the task's next exec or non-CLONE_VM child goes (`unshare`/`setns` of CLONE_NEWTIME).
+    pub const TIME_FOR_CHILDREN: usize = 9;
+}
+
+/// A task's whole namespace set.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NsSet {
+    /// `ns_common.ns_id`: never reused while the system runs; 0 on kernels before 6.18.
+    pub id: [u64; NS_SLOTS],
+    /// `ns_common.inum`: the inode `ls -l /proc/PID/ns` shows; reused once a namespace is freed.
+    pub inum: [u32; NS_SLOTS],
+}
+const _: () = assert!(size_of::<NsSet>() == 120);
+
+impl NsSet {
+    pub const EMPTY: Self = Self {
+        id: [0; NS_SLOTS],
+        inum: [0; NS_SLOTS],
+    };
+}
+
+/// Record kinds: the `kind` of every [`Header`].
+pub mod record {
+    /// A [`super::Transition`].
+    pub const TRANSITION: u32 = 1;
+}
+
+/// Which call a [`Transition`] reports: its `call` field.
+pub mod call {
+    pub const CLONE: u32 = 1;
+    pub const CLONE3: u32 = 2;
+    pub const UNSHARE: u32 = 3;
+    pub const SETNS: u32 = 4;
+    /// A fork/clone without CLONE_NEW* whose child is still born elsewhere: into the parent's
+    /// pid_for_children or time_for_children.
+    pub const FORK: u32 = 5;
+    /// An exec that moved the task into its time_for_children namespace.
+    pub const EXEC: u32 = 6;
+}
+
+/// The first bytes of every record on the perf buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the transition completed.
+    pub ts_ns: u64,
+    /// One of [`record`].
+    pub kind: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<Header>() == 16);
+
+/// One namespace transition: a clone/clone3/unshare/setns that returned (successfully or not), a
+/// fork whose child was born into another pid or time namespace, or an exec that entered a time
+/// namespace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transition {
+    pub header: Header,
+    /// `task_struct.start_boottime` of the caller, in ns since boot: with `tid` it names the task
+    /// safely across pid reuse.
+    pub start_boottime_ns: u64,
+    /// clone/clone3/unshare flags, or setns's nstype argument.
+    pub flags: u64,
+    /// The syscall's return value: a child pid, 0, or -errno.
+    pub ret: i64,
+    /// The caller's set at syscall entry.
+    pub before: NsSet,
+    /// The caller's set at syscall exit.
+    pub after: NsSet,
+    /// The child's set (clone, clone3, fork); all zero otherwise.
+    pub child: NsSet,
+    /// Global thread id of the caller.
+    pub tid: u32,
+    /// Global thread-group (process) id of the caller.
+    pub tgid: u32,
+    /// Global tgid of the caller's parent.
+    pub ppid: u32,
+    pub uid: u32,
+    /// The caller's thread id as seen in its own pid namespace.
+    pub ns_tid: u32,
+    /// Depth of the caller's pid namespace (0: the initial one).
+    pub pid_level: u32,
+    /// Global tid of the child (clone, clone3, fork); 0 otherwise.
+    pub child_tid: u32,
+    /// The child's tid in its own pid namespace (1: it is that namespace's init).
+    pub child_ns_tid: u32,
+    /// setns's fd argument; -1 for other calls.
+    pub fd: i32,
+    /// One of [`call`].
+    pub call: u32,
+    pub comm: [u8; 16],
+}
+const _: () = assert!(size_of::<Transition>() == 456);
+
+impl Transition {
+    pub const EMPTY: Self = Self {
+        header: Header {
+            ts_ns: 0,
+            kind: record::TRANSITION,
+            _pad: 0,
+        },
+        start_boottime_ns: 0,
+        flags: 0,
+        ret: 0,
+        before: NsSet::EMPTY,
+        after: NsSet::EMPTY,
+        child: NsSet::EMPTY,
+        tid: 0,
+        tgid: 0,
+        ppid: 0,
+        uid: 0,
+        ns_tid: 0,
+        pid_level: 0,
+        child_tid: 0,
+        child_ns_tid: 0,
+        fd: -1,
+        call: 0,
+        comm: [0; 16],
+    };
+}
+
+/// Kernel structure offsets, computed from the running kernel's BTF at start-up and handed to the
+/// programs as the read-only global [`OFFSETS_GLOBAL`] (Rust eBPF has no CO-RE relocations).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub task_nsproxy: u32,
+    pub task_real_cred: u32,
+    pub task_thread_pid: u32,
+    pub task_real_parent: u32,
+    pub task_tgid: u32,
+    pub task_pid: u32,
+    pub task_start_boottime: u32,
+    pub cred_user_ns: u32,
+    /// Offset within `struct nsproxy` of each slot's namespace pointer (u32::MAX: not in nsproxy).
+    pub nsproxy: [u32; NS_SLOTS],
+    /// Offset of `struct ns_common ns` within each slot's namespace struct.
+    pub ns_common: [u32; NS_SLOTS],
+    pub ns_common_inum: u32,
+    pub ns_common_ns_id: u32,
+    /// 1 when `ns_common.ns_id` exists (Linux 6.18+).
+    pub has_ns_id: u32,
+    pub pid_level: u32,
+    pub pid_numbers: u32,
+    pub upid_size: u32,
+    pub upid_nr: u32,
+    pub upid_ns: u32,
+}
+const _: () = assert!(size_of::<KernelOffsets>() == 144);
+
+impl KernelOffsets {
+    pub const ZERO: Self = Self {
+        task_nsproxy: 0,
+        task_real_cred: 0,
+        task_thread_pid: 0,
+        task_real_parent: 0,
+        task_tgid: 0,
+        task_pid: 0,
+        task_start_boottime: 0,
+        cred_user_ns: 0,
+        nsproxy: [0; NS_SLOTS],
+        ns_common: [0; NS_SLOTS],
+        ns_common_inum: 0,
+        ns_common_ns_id: 0,
+        has_ns_id: 0,
+        pid_level: 0,
+        pid_numbers: 0,
+        upid_size: 0,
+        upid_nr: 0,
+        upid_ns: 0,
+    };
+}
+
+/// Kernel-side counters, one per-CPU slot each, in the [`STATS_MAP`] map.
+pub mod stat {
+    /// A record could not be built (no scratch slot).
+    pub const BUILD_FAILED: u32 = 0;
+    /// A task's namespace set could not be read.
+    pub const READ_FAILED: u32 = 1;
+    /// A syscall's entry could not be stashed until its exit.
+    pub const STASH_FAILED: u32 = 2;
+    pub const COUNT: u32 = 3;
+}
+
+/// Load-time globals.
+pub const OFFSETS_GLOBAL: &str = "OFFSETS";
+pub const OWN_TGID_GLOBAL: &str = "OWN_TGID";
+
+/// Map names.
+pub const EVENTS_MAP: &str = "EVENTS";
+pub const STATS_MAP: &str = "STATS";
+
+/// CLONE_NEW* flags (include/uapi/linux/sched.h).
+pub mod flags {
+    pub const CLONE_NEWTIME: u64 = 0x0000_0080;
+    pub const CLONE_NEWNS: u64 = 0x0002_0000;
+    pub const CLONE_NEWCGROUP: u64 = 0x0200_0000;
+    pub const CLONE_NEWUTS: u64 = 0x0400_0000;
+    pub const CLONE_NEWIPC: u64 = 0x0800_0000;
+    pub const CLONE_NEWUSER: u64 = 0x1000_0000;
+    pub const CLONE_NEWPID: u64 = 0x2000_0000;
+    pub const CLONE_NEWNET: u64 = 0x4000_0000;
+    /// Every namespace flag that clone() takes. CLONE_NEWTIME is not among them: its bit is
+    /// part of clone()'s exit-signal byte, so only clone3() and unshare() can ask for it.
+    pub const CLONE_NS_MASK: u64 = CLONE_NEWNS
+        | CLONE_NEWCGROUP
+        | CLONE_NEWUTS
+        | CLONE_NEWIPC
+        | CLONE_NEWUSER
+        | CLONE_NEWPID
+        | CLONE_NEWNET;
+    /// Every namespace flag clone3() and unshare() take.
+    pub const NS_MASK: u64 = CLONE_NS_MASK | CLONE_NEWTIME;
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain #[repr(C)] structs of integers with explicit padding: every bit pattern is valid.
+    unsafe impl aya::Pod for super::KernelOffsets {}
+    unsafe impl aya::Pod for super::Transition {}
+}

@@ -1,0 +1,51 @@
+//! Every map and load-time global of the programs.
+use aya_ebpf::{
+    macros::map,
+    maps::{LruHashMap, PerCpuArray, PerfEventArray},
+};
+use nstrace_common::{KernelOffsets, NsSet, Transition, stat};
+
+/// Kernel structure offsets from the running kernel's BTF, set by the loader.
+#[unsafe(no_mangle)]
+pub static OFFSETS: KernelOffsets = KernelOffsets::ZERO;
+
+/// The collector's own tgid: its own calls are not traced.
+#[unsafe(no_mangle)]
+pub static OWN_TGID: u32 = 0;
+
+/// Completed transitions, one perf buffer per CPU.
+#[map]
+pub static EVENTS: PerfEventArray<Transition> = PerfEventArray::new(0);
+
+/// Syscalls between entry and exit, keyed by pid_tgid. LRU: a task that dies mid-syscall never
+/// reaches the exit, and its entry must not stay forever.
+#[map]
+pub static PENDING: LruHashMap<u64, Transition> = LruHashMap::with_max_entries(8192, 0);
+
+/// Tasks whose time_for_children differs from their time namespace, keyed by tid, with their set
+/// at that moment: their next exec moves them, and exec is where the move is reported.
+#[map]
+pub static TIME_ARMED: LruHashMap<u32, NsSet> = LruHashMap::with_max_entries(4096, 0);
+
+/// Where records are built: 456 bytes do not fit the verifier's stack budget comfortably, and
+/// building on the stack makes verification orders of magnitude slower.
+#[map]
+pub static SCRATCH: PerCpuArray<Transition> = PerCpuArray::with_max_entries(1, 0);
+
+/// Kernel-side counters (see `nstrace_common::stat`).
+#[map]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+
+#[inline(always)]
+pub fn own_tgid() -> u32 {
+    // SAFETY: a plain read of a global the loader sets; volatile so it is not folded to 0.
+    unsafe { core::ptr::read_volatile(&raw const OWN_TGID) }
+}
+
+#[inline(always)]
+pub fn count(stat: u32) {
+    if let Some(slot) = STATS.get_ptr_mut(stat) {
+        // SAFETY: per-CPU slot: no other writer while this program runs on this CPU.
+        unsafe { *slot += 1 }
+    }
+}

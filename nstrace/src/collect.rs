@@ -1,0 +1,240 @@
+//! The live collector: transport → reorder → sink, until told to stop.
+use std::{future::Future, io, time::Duration};
+
+use aya::maps::PerCpuArray;
+use aya_log::EbpfLogger;
+use log::debug;
+use nstrace_common::{EVENTS_MAP, STATS_MAP, stat};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    sync::mpsc,
+};
+
+use crate::{
+    clock::monotonic_ns,
+    event::Record,
+    load::Loaded,
+    output::Sink,
+    transport::{Batch, Reorder, spawn_readers},
+};
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Perf buffer size per CPU, in pages (a power of two).
+    pub buffer_pages: usize,
+    /// How long records wait for slower CPUs before release.
+    pub reorder_window: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            buffer_pages: 256,
+            reorder_window: Duration::from_millis(30),
+        }
+    }
+}
+
+/// What a trace saw, for the closing line.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub transitions: u64,
+    /// Samples the kernel dropped because a perf buffer was full.
+    pub lost: u64,
+    /// Samples that did not decode.
+    pub malformed: u64,
+    /// Records that arrived after the reorder window had passed them (kept, out of order).
+    pub late: u64,
+    /// Kernel-side failures (see `nstrace_common::stat`).
+    pub build_failed: u64,
+    pub read_failed: u64,
+    pub stash_failed: u64,
+}
+
+impl Summary {
+    /// The closing line: every count that could mean something is missing is named.
+    pub fn closing_line(&self) -> String {
+        let mut line = format!(
+            "nstrace: {} transitions, {} lost samples",
+            self.transitions, self.lost
+        );
+        for (count, what) in [
+            (self.malformed, "malformed samples"),
+            (self.late, "records later than the reorder window"),
+            (self.build_failed, "records the kernel could not build"),
+            (self.read_failed, "namespace sets the kernel could not read"),
+            (
+                self.stash_failed,
+                "syscalls the kernel could not follow to their exit",
+            ),
+        ] {
+            if count > 0 {
+                line.push_str(&format!(", {count} {what}"));
+            }
+        }
+        line
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    #[error("the events map is missing from the eBPF object")]
+    NoEventsMap,
+    #[error(transparent)]
+    Transport(#[from] crate::transport::TransportError),
+    #[error("writing the output: {0}")]
+    Output(#[from] io::Error),
+}
+
+/// Streams every transition into `sink` until `stop` completes, then drains what is in flight.
+/// `ready` is called once the buffers are open: from then on nothing is missed.
+pub async fn collect(
+    loaded: &mut Loaded,
+    options: &Options,
+    sink: &mut dyn Sink,
+    stop: impl Future<Output = ()>,
+    ready: impl FnOnce(usize),
+) -> Result<Summary, CollectError> {
+    let map = loaded
+        .ebpf
+        .take_map(EVENTS_MAP)
+        .ok_or(CollectError::NoEventsMap)?;
+    let (tx, mut rx) = mpsc::channel::<Batch>(256);
+    let readers = spawn_readers(map, options.buffer_pages, tx)?;
+    let mut logger = match EbpfLogger::init(&mut loaded.ebpf) {
+        // SAFETY: the logger owns its ring buffer's fd and is moved into the AsyncFd.
+        Ok(logger) => unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) }.ok(),
+        Err(e) => {
+            debug!("no eBPF logs: {e}");
+            None
+        }
+    };
+    ready(readers.cpus);
+    sink.start()?;
+
+    let window_ns = options.reorder_window.as_nanos() as u64;
+    let mut reorder = Reorder::new(window_ns);
+    let mut summary = Summary::default();
+    let mut tick = tokio::time::interval(options.reorder_window / 3);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    let mut stopping_until: Option<u64> = None;
+
+    loop {
+        tokio::select! {
+            batch = rx.recv() => {
+                let Some(batch) = batch else { break };
+                take(&mut summary, &mut reorder, batch);
+            }
+            _ = tick.tick() => {
+                let now = monotonic_ns();
+                release(&mut reorder, now, sink, &mut summary)?;
+                sink.flush()?;
+                if stopping_until.is_some_and(|until| now >= until) {
+                    break;
+                }
+            }
+            () = &mut stop, if stopping_until.is_none() => {
+                // Give the readers one window to hand over what the buffers still hold.
+                debug!("stopping: draining the buffers");
+                stopping_until = Some(monotonic_ns() + window_ns);
+            }
+            guard = readable(&mut logger) => {
+                if let Some(mut guard) = guard {
+                    guard.get_inner_mut().flush();
+                    guard.clear_ready();
+                }
+            }
+        }
+    }
+    debug!("stopped; releasing the last records");
+    while let Ok(batch) = rx.try_recv() {
+        take(&mut summary, &mut reorder, batch);
+    }
+    let mut result = Ok(());
+    reorder.drain(|record| {
+        if result.is_ok() {
+            result = emit(sink, record, &mut summary);
+        }
+    });
+    result?;
+    sink.flush()?;
+    for task in &readers.tasks {
+        task.abort();
+    }
+    summary.late = reorder.late;
+    kernel_stats(loaded, &mut summary);
+    Ok(summary)
+}
+
+async fn readable<T: std::os::fd::AsRawFd>(
+    fd: &mut Option<AsyncFd<T>>,
+) -> Option<tokio::io::unix::AsyncFdReadyMutGuard<'_, T>> {
+    match fd {
+        Some(fd) => fd.readable_mut().await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+fn take(summary: &mut Summary, reorder: &mut Reorder, batch: Batch) {
+    if batch.lost > 0 {
+        summary.lost += batch.lost;
+        eprintln!(
+            "nstrace: lost {} samples on CPU {} (its perf buffer was full; --buffer-pages makes it \
+             larger), {} lost in all",
+            batch.lost, batch.cpu, summary.lost
+        );
+    }
+    if batch.malformed > 0 {
+        summary.malformed += batch.malformed;
+        eprintln!(
+            "nstrace: {} malformed samples on CPU {}",
+            batch.malformed, batch.cpu
+        );
+    }
+    for record in batch.records {
+        reorder.push(record);
+    }
+}
+
+fn release(
+    reorder: &mut Reorder,
+    now: u64,
+    sink: &mut dyn Sink,
+    summary: &mut Summary,
+) -> io::Result<()> {
+    let mut result = Ok(());
+    reorder.release(now, |record| {
+        if result.is_ok() {
+            result = emit(sink, record, summary);
+        }
+    });
+    result
+}
+
+fn emit(sink: &mut dyn Sink, record: Record, summary: &mut Summary) -> io::Result<()> {
+    match record {
+        Record::Transition(t) => {
+            summary.transitions += 1;
+            sink.transition(&t)
+        }
+    }
+}
+
+fn kernel_stats(loaded: &Loaded, summary: &mut Summary) {
+    let Some(map) = loaded.ebpf.map(STATS_MAP) else {
+        return;
+    };
+    let Ok(stats) = PerCpuArray::<_, u64>::try_from(map) else {
+        return;
+    };
+    let sum = |index: u32| {
+        stats
+            .get(&index, 0)
+            .map(|values| values.iter().sum())
+            .unwrap_or(0)
+    };
+    summary.build_failed = sum(stat::BUILD_FAILED);
+    summary.read_failed = sum(stat::READ_FAILED);
+    summary.stash_failed = sum(stat::STASH_FAILED);
+}

@@ -1,0 +1,362 @@
+//! Decoding wire records into typed events.
+//!
+//! The bytes come from the kernel through a perf buffer and may carry trailing alignment padding.
+//! A short record or an unknown kind or call is an error for the caller to count, never a panic.
+use std::mem::size_of;
+
+use nstrace_common::{self as wire, NS_SLOTS, call, record};
+
+use crate::ns::{NsKind, errno_name, flag_names};
+
+/// One namespace by both of its names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NsRef {
+    /// The inode `ls -l /proc/PID/ns` shows.
+    pub inum: u32,
+    /// The kernel's never-reused namespace id (0 on kernels before 6.18).
+    pub id: u64,
+}
+
+/// A task's whole namespace set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NsSet {
+    pub inum: [u32; NS_SLOTS],
+    pub id: [u64; NS_SLOTS],
+}
+
+impl NsSet {
+    pub fn get(&self, kind: NsKind) -> NsRef {
+        NsRef {
+            inum: self.inum[kind.slot()],
+            id: self.id[kind.slot()],
+        }
+    }
+
+    /// The kinds in which `other` differs from `self`, in `/proc/PID/ns` order.
+    pub fn differences(&self, other: &NsSet) -> Vec<NsKind> {
+        NsKind::ALL
+            .into_iter()
+            .filter(|k| self.get(*k) != other.get(*k))
+            .collect()
+    }
+
+    /// True when the kernel reported ns_ids (Linux 6.18+).
+    pub fn has_ids(&self) -> bool {
+        self.id.iter().any(|&id| id != 0)
+    }
+}
+
+impl From<&wire::NsSet> for NsSet {
+    fn from(set: &wire::NsSet) -> Self {
+        Self {
+            inum: set.inum,
+            id: set.id,
+        }
+    }
+}
+
+/// What kind of call a transition reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Call {
+    Clone,
+    Clone3,
+    Unshare,
+    Setns,
+    /// A fork or clone without CLONE_NEW* whose child is still born into another pid or time
+    /// namespace (the parent's pid_for_children or time_for_children).
+    Fork,
+    /// An exec that moved the task into its time_for_children namespace.
+    Exec,
+}
+
+impl Call {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Call::Clone => "clone",
+            Call::Clone3 => "clone3",
+            Call::Unshare => "unshare",
+            Call::Setns => "setns",
+            Call::Fork => "fork",
+            Call::Exec => "exec",
+        }
+    }
+
+    /// Whether this call creates a child.
+    pub const fn has_child(self) -> bool {
+        matches!(self, Call::Clone | Call::Clone3 | Call::Fork)
+    }
+}
+
+impl TryFrom<u32> for Call {
+    type Error = DecodeError;
+
+    fn try_from(value: u32) -> Result<Self, Self::Error> {
+        Ok(match value {
+            call::CLONE => Call::Clone,
+            call::CLONE3 => Call::Clone3,
+            call::UNSHARE => Call::Unshare,
+            call::SETNS => Call::Setns,
+            call::FORK => Call::Fork,
+            call::EXEC => Call::Exec,
+            other => return Err(DecodeError::UnknownCall(other)),
+        })
+    }
+}
+
+/// The child of a clone, clone3 or fork.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Child {
+    /// Global tid.
+    pub tid: u32,
+    /// Tid in the child's own pid namespace (1: that namespace's init).
+    pub ns_tid: u32,
+    pub ns: NsSet,
+}
+
+/// One namespace transition, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    /// Kernel CLOCK_MONOTONIC time of completion, in ns.
+    pub ts_ns: u64,
+    pub call: Call,
+    /// clone/clone3/unshare flags, or setns's nstype.
+    pub flags: u64,
+    pub ret: i64,
+    /// setns's fd argument.
+    pub fd: Option<i32>,
+    pub tid: u32,
+    /// The process (thread group) id.
+    pub pid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    /// The caller's tid as seen from its own pid namespace.
+    pub ns_tid: u32,
+    pub pid_level: u32,
+    pub start_boottime_ns: u64,
+    pub comm: String,
+    pub before: NsSet,
+    pub after: NsSet,
+    pub child: Option<Child>,
+}
+
+impl Transition {
+    /// The errno of a failed call.
+    pub fn errno(&self) -> Option<i32> {
+        (self.ret < 0).then(|| (-self.ret) as i32)
+    }
+
+    pub fn errno_name(&self) -> Option<String> {
+        self.errno().map(errno_name)
+    }
+
+    /// The namespaces the caller left for new ones (its own set's changes).
+    pub fn changed(&self) -> Vec<NsKind> {
+        self.before.differences(&self.after)
+    }
+
+    /// The namespaces in which the child was born elsewhere than where its parent is.
+    pub fn child_moved(&self) -> Vec<NsKind> {
+        match &self.child {
+            Some(child) => self.after.differences(&child.ns),
+            None => Vec::new(),
+        }
+    }
+
+    /// The flags word by name. clone()'s low byte is its exit signal; setns's 0 means "any type".
+    pub fn flag_names(&self) -> Vec<String> {
+        flag_names(self.flags, self.call == Call::Clone)
+    }
+}
+
+/// A decoded record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    Transition(Box<Transition>),
+}
+
+impl Record {
+    pub fn ts_ns(&self) -> u64 {
+        match self {
+            Record::Transition(t) => t.ts_ns,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("record of {len} bytes is shorter than the {need} its kind needs")]
+    Short { len: usize, need: usize },
+    #[error("unknown record kind {0}")]
+    UnknownKind(u32),
+    #[error("unknown call {0}")]
+    UnknownCall(u32),
+}
+
+/// Copies a `T` out of the front of `bytes`, which need not be aligned.
+fn read<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
+    if bytes.len() < size_of::<T>() {
+        return Err(DecodeError::Short {
+            len: bytes.len(),
+            need: size_of::<T>(),
+        });
+    }
+    // SAFETY: the length is checked above, and the wire types are plain integers and arrays,
+    // valid for every bit pattern.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// Decodes one record from a perf sample.
+pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
+    let header: wire::Header = read(bytes)?;
+    match header.kind {
+        record::TRANSITION => {
+            let raw: wire::Transition = read(bytes)?;
+            Ok(Record::Transition(Box::new(transition(&raw)?)))
+        }
+        other => Err(DecodeError::UnknownKind(other)),
+    }
+}
+
+fn transition(raw: &wire::Transition) -> Result<Transition, DecodeError> {
+    let call = Call::try_from(raw.call)?;
+    let comm_len = raw
+        .comm
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(raw.comm.len());
+    let child = (call.has_child() && raw.child_tid != 0).then(|| Child {
+        tid: raw.child_tid,
+        ns_tid: raw.child_ns_tid,
+        ns: NsSet::from(&raw.child),
+    });
+    Ok(Transition {
+        ts_ns: raw.header.ts_ns,
+        call,
+        flags: raw.flags,
+        ret: raw.ret,
+        fd: (call == Call::Setns).then_some(raw.fd),
+        tid: raw.tid,
+        pid: raw.tgid,
+        ppid: raw.ppid,
+        uid: raw.uid,
+        ns_tid: raw.ns_tid,
+        pid_level: raw.pid_level,
+        start_boottime_ns: raw.start_boottime_ns,
+        comm: String::from_utf8_lossy(&raw.comm[..comm_len]).into_owned(),
+        before: NsSet::from(&raw.before),
+        after: NsSet::from(&raw.after),
+        child,
+    })
+}
+
+/// The bytes of a wire record, for tests and replay.
+pub fn encode(raw: &wire::Transition) -> Vec<u8> {
+    // SAFETY: a #[repr(C)] struct of integers with explicit padding: every byte is initialised.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            (raw as *const wire::Transition).cast::<u8>(),
+            size_of::<wire::Transition>(),
+        )
+    };
+    bytes.to_vec()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use nstrace_common::{flags, slot};
+
+    use super::*;
+
+    /// A setns of pid 42 from uts 4026531838 to 4026532177.
+    pub(crate) fn setns_record() -> wire::Transition {
+        let mut raw = wire::Transition::EMPTY;
+        raw.header.ts_ns = 1_000;
+        raw.call = call::SETNS;
+        raw.flags = flags::CLONE_NEWUTS;
+        raw.fd = 3;
+        raw.tid = 43;
+        raw.tgid = 42;
+        raw.ppid = 1;
+        raw.comm[..7].copy_from_slice(b"nsenter");
+        for (i, inum) in raw.before.inum.iter_mut().enumerate() {
+            *inum = 4026531830 + i as u32;
+        }
+        raw.after = raw.before;
+        raw.after.inum[slot::UTS] = 4026532177;
+        raw
+    }
+
+    #[test]
+    fn decodes_a_setns_with_padding_after_it() {
+        let mut bytes = encode(&setns_record());
+        bytes.extend_from_slice(&[0; 4]);
+        let Record::Transition(t) = decode(&bytes).expect("decodes");
+        assert_eq!(t.call, Call::Setns);
+        assert_eq!((t.pid, t.tid, t.ppid), (42, 43, 1));
+        assert_eq!(t.comm, "nsenter");
+        assert_eq!(t.fd, Some(3));
+        assert_eq!(t.changed(), [NsKind::Uts]);
+        assert_eq!(t.after.get(NsKind::Uts).inum, 4026532177);
+        assert!(t.child.is_none());
+        assert_eq!(t.errno(), None);
+    }
+
+    #[test]
+    fn a_short_record_is_an_error() {
+        let bytes = encode(&setns_record());
+        assert_eq!(
+            decode(&bytes[..100]),
+            Err(DecodeError::Short {
+                len: 100,
+                need: 456
+            })
+        );
+        assert!(matches!(
+            decode(&bytes[..3]),
+            Err(DecodeError::Short { .. })
+        ));
+        assert!(matches!(decode(&[]), Err(DecodeError::Short { .. })));
+    }
+
+    #[test]
+    fn unknown_kinds_and_calls_are_errors() {
+        let mut raw = setns_record();
+        raw.call = 99;
+        assert_eq!(decode(&encode(&raw)), Err(DecodeError::UnknownCall(99)));
+        raw.header.kind = 7;
+        assert_eq!(decode(&encode(&raw)), Err(DecodeError::UnknownKind(7)));
+    }
+
+    #[test]
+    fn a_failed_call_keeps_its_errno() {
+        let mut raw = setns_record();
+        raw.ret = -22;
+        raw.after = raw.before;
+        let Record::Transition(t) = decode(&encode(&raw)).expect("decodes");
+        assert_eq!(t.errno_name().as_deref(), Some("EINVAL"));
+        assert!(t.changed().is_empty());
+    }
+
+    #[test]
+    fn a_clone_reports_where_its_child_was_born() {
+        let mut raw = setns_record();
+        raw.call = call::CLONE3;
+        raw.flags = flags::CLONE_NEWPID | flags::CLONE_NEWNET;
+        raw.after = raw.before;
+        raw.ret = 77;
+        raw.child_tid = 77;
+        raw.child_ns_tid = 1;
+        raw.child = raw.before;
+        raw.child.inum[slot::PID] = 4026532300;
+        raw.child.inum[slot::PID_FOR_CHILDREN] = 4026532300;
+        raw.child.inum[slot::NET] = 4026532301;
+        let Record::Transition(t) = decode(&encode(&raw)).expect("decodes");
+        assert!(t.changed().is_empty());
+        assert_eq!(
+            t.child_moved(),
+            [NsKind::Pid, NsKind::PidForChildren, NsKind::Net]
+        );
+        assert_eq!(t.child.as_ref().map(|c| c.ns_tid), Some(1));
+        assert_eq!(t.flag_names(), ["CLONE_NEWPID", "CLONE_NEWNET"]);
+    }
+}

@@ -1,0 +1,228 @@
+//! Loading and attaching the kernel programs, with an error that names the fix for every way it
+//! can fail on a user's machine.
+use std::path::{Path, PathBuf};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{BtfTracePoint, TracePoint},
+};
+use log::debug;
+use nstrace_common::{OFFSETS_GLOBAL, OWN_TGID_GLOBAL};
+
+use crate::btf::{BtfError, KernelBtf, VMLINUX_BTF};
+
+/// Where tracefs lives, newest convention first.
+const TRACEFS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+
+/// How one program attaches.
+enum Hook {
+    /// syscalls/<name> tracepoints (one program may serve several).
+    Syscalls(&'static [&'static str]),
+    /// A BTF-enabled raw tracepoint (tp_btf/<name>).
+    Btf(&'static str),
+}
+
+/// Every program and where it attaches. Program names are unique in their first 15 bytes, which
+/// is all the kernel keeps.
+const PROBES: [(&str, Hook); 7] = [
+    ("clone_enter", Hook::Syscalls(&["sys_enter_clone"])),
+    ("clone3_enter", Hook::Syscalls(&["sys_enter_clone3"])),
+    ("unshare_enter", Hook::Syscalls(&["sys_enter_unshare"])),
+    ("setns_enter", Hook::Syscalls(&["sys_enter_setns"])),
+    (
+        "ns_exit",
+        Hook::Syscalls(&[
+            "sys_exit_clone",
+            "sys_exit_clone3",
+            "sys_exit_unshare",
+            "sys_exit_setns",
+        ]),
+    ),
+    ("sched_fork", Hook::Btf("sched_process_fork")),
+    ("sched_exec", Hook::Btf("sched_process_exec")),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "nstrace needs root, or CAP_BPF and CAP_PERFMON with read access to tracefs: run it as \
+         root (`sudo nstrace`)"
+    )]
+    NotPrivileged,
+    #[error(transparent)]
+    Btf(#[from] BtfError),
+    #[error(
+        "tracefs is not mounted and mounting it failed ({0}): run `mount -t tracefs nodev \
+         /sys/kernel/tracing` as root"
+    )]
+    NoTracefs(std::io::Error),
+    #[error(
+        "this kernel has no tracepoint syscalls/{name} ({path} is missing): nstrace needs a kernel \
+         built with CONFIG_FTRACE_SYSCALLS=y"
+    )]
+    NoTracepoint { name: String, path: PathBuf },
+    #[error("parsing the kernel's BTF for the loader: {0}")]
+    LoaderBtf(#[from] aya::BtfError),
+    #[error("loading nstrace's eBPF object: {0}")]
+    Object(#[from] aya::EbpfError),
+    #[error("the eBPF object has no program {0} (a build mismatch: rebuild nstrace)")]
+    NoProgram(&'static str),
+    #[error("loading program {program} into the kernel: {source}")]
+    Program {
+        program: &'static str,
+        source: aya::programs::ProgramError,
+    },
+    #[error("attaching program {program} to {hook}: {source}")]
+    Attach {
+        program: &'static str,
+        hook: String,
+        source: aya::programs::ProgramError,
+    },
+}
+
+/// The loaded, attached programs; detached when dropped.
+pub struct Loaded {
+    pub ebpf: Ebpf,
+    /// Every hook attached, as `category/name`.
+    pub hooks: Vec<String>,
+}
+
+/// True when the effective capabilities include CAP_BPF and CAP_PERFMON.
+fn has_bpf_capabilities() -> bool {
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_BPF) != 0 && caps & (1 << CAP_PERFMON) != 0)
+}
+
+/// Finds tracefs, mounting it at /sys/kernel/tracing when it is not mounted anywhere.
+pub fn tracefs() -> Result<PathBuf, LoadError> {
+    if let Some(dir) = TRACEFS
+        .iter()
+        .map(Path::new)
+        .find(|d| d.join("events").is_dir())
+    {
+        return Ok(dir.to_path_buf());
+    }
+    let target = Path::new(TRACEFS[0]);
+    debug!(
+        "tracefs is not mounted: mounting it at {}",
+        target.display()
+    );
+    let c = |s: &str| std::ffi::CString::new(s).expect("no NUL in a constant");
+    let (source, dir, fstype) = (c("nodev"), c(TRACEFS[0]), c("tracefs"));
+    // SAFETY: valid NUL-terminated strings; no data argument.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            dir.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(LoadError::NoTracefs(std::io::Error::last_os_error()));
+    }
+    Ok(target.to_path_buf())
+}
+
+/// Checks what the programs need, then loads and attaches them.
+pub fn load() -> Result<Loaded, LoadError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 && !has_bpf_capabilities() {
+        return Err(LoadError::NotPrivileged);
+    }
+    let kernel_btf = KernelBtf::load(Path::new(VMLINUX_BTF))?;
+    let offsets = kernel_btf.kernel_offsets()?;
+    debug!("kernel offsets: {offsets:?}");
+
+    let tracefs = tracefs()?;
+    for (_, hook) in &PROBES {
+        if let Hook::Syscalls(names) = hook {
+            for name in *names {
+                let path = tracefs.join("events/syscalls").join(name);
+                if !path.is_dir() {
+                    return Err(LoadError::NoTracepoint {
+                        name: (*name).into(),
+                        path,
+                    });
+                }
+            }
+        }
+    }
+
+    raise_memlock();
+    let btf = aya::Btf::from_sys_fs()?;
+    let own_tgid = std::process::id();
+    let mut ebpf = EbpfLoader::new()
+        .btf(Some(&btf))
+        .override_global(OFFSETS_GLOBAL, &offsets, true)
+        .override_global(OWN_TGID_GLOBAL, &own_tgid, true)
+        .load(aya::include_bytes_aligned!(concat!(
+            env!("OUT_DIR"),
+            "/nstrace"
+        )))?;
+
+    let mut hooks = Vec::new();
+    for (program, hook) in PROBES {
+        let prog = ebpf
+            .program_mut(program)
+            .ok_or(LoadError::NoProgram(program))?;
+        match hook {
+            Hook::Syscalls(names) => {
+                let tp: &mut TracePoint = prog
+                    .try_into()
+                    .map_err(|source| LoadError::Program { program, source })?;
+                tp.load()
+                    .map_err(|source| LoadError::Program { program, source })?;
+                for name in names {
+                    tp.attach("syscalls", name)
+                        .map_err(|source| LoadError::Attach {
+                            program,
+                            hook: format!("syscalls/{name}"),
+                            source,
+                        })?;
+                    hooks.push(format!("syscalls/{name}"));
+                }
+            }
+            Hook::Btf(name) => {
+                let tp: &mut BtfTracePoint = prog
+                    .try_into()
+                    .map_err(|source| LoadError::Program { program, source })?;
+                tp.load(name, &btf)
+                    .map_err(|source| LoadError::Program { program, source })?;
+                tp.attach().map_err(|source| LoadError::Attach {
+                    program,
+                    hook: format!("tp_btf/{name}"),
+                    source,
+                })?;
+                hooks.push(format!("tp_btf/{name}"));
+            }
+        }
+        debug!("attached {program}");
+    }
+    Ok(Loaded { ebpf, hooks })
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer ones ignore it. A failure here
+/// is only worth a warning.
+fn raise_memlock() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: a valid rlimit struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+        debug!(
+            "could not raise RLIMIT_MEMLOCK ({}); loading may fail on kernels before 5.11",
+            std::io::Error::last_os_error()
+        );
+    }
+}

@@ -1,0 +1,225 @@
+//! Namespace kinds and the flags that name them.
+use std::fmt;
+
+use nstrace_common::{NS_SLOTS, flags as f, slot};
+
+/// One entry of `/proc/PID/ns`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NsKind {
+    Mnt,
+    Uts,
+    Ipc,
+    Pid,
+    PidForChildren,
+    Net,
+    User,
+    Cgroup,
+    Time,
+    TimeForChildren,
+}
+
+impl NsKind {
+    /// In `/proc/PID/ns` order of the wire record's slots.
+    pub const ALL: [NsKind; NS_SLOTS] = [
+        NsKind::Mnt,
+        NsKind::Uts,
+        NsKind::Ipc,
+        NsKind::Pid,
+        NsKind::PidForChildren,
+        NsKind::Net,
+        NsKind::User,
+        NsKind::Cgroup,
+        NsKind::Time,
+        NsKind::TimeForChildren,
+    ];
+
+    /// The file name under `/proc/PID/ns`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            NsKind::Mnt => "mnt",
+            NsKind::Uts => "uts",
+            NsKind::Ipc => "ipc",
+            NsKind::Pid => "pid",
+            NsKind::PidForChildren => "pid_for_children",
+            NsKind::Net => "net",
+            NsKind::User => "user",
+            NsKind::Cgroup => "cgroup",
+            NsKind::Time => "time",
+            NsKind::TimeForChildren => "time_for_children",
+        }
+    }
+
+    /// The index of this kind in a wire `NsSet`.
+    pub const fn slot(self) -> usize {
+        match self {
+            NsKind::Mnt => slot::MNT,
+            NsKind::Uts => slot::UTS,
+            NsKind::Ipc => slot::IPC,
+            NsKind::Pid => slot::PID,
+            NsKind::PidForChildren => slot::PID_FOR_CHILDREN,
+            NsKind::Net => slot::NET,
+            NsKind::User => slot::USER,
+            NsKind::Cgroup => slot::CGROUP,
+            NsKind::Time => slot::TIME,
+            NsKind::TimeForChildren => slot::TIME_FOR_CHILDREN,
+        }
+    }
+
+    /// The CLONE_NEW* flag of this kind's namespace type.
+    pub const fn clone_flag(self) -> u64 {
+        match self {
+            NsKind::Mnt => f::CLONE_NEWNS,
+            NsKind::Uts => f::CLONE_NEWUTS,
+            NsKind::Ipc => f::CLONE_NEWIPC,
+            NsKind::Pid | NsKind::PidForChildren => f::CLONE_NEWPID,
+            NsKind::Net => f::CLONE_NEWNET,
+            NsKind::User => f::CLONE_NEWUSER,
+            NsKind::Cgroup => f::CLONE_NEWCGROUP,
+            NsKind::Time | NsKind::TimeForChildren => f::CLONE_NEWTIME,
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<NsKind> {
+        NsKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+impl fmt::Display for NsKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Every clone flag with its name (include/uapi/linux/sched.h), lowest bit first.
+const CLONE_FLAGS: &[(u64, &str)] = &[
+    (0x0000_0080, "CLONE_NEWTIME"),
+    (0x0000_0100, "CLONE_VM"),
+    (0x0000_0200, "CLONE_FS"),
+    (0x0000_0400, "CLONE_FILES"),
+    (0x0000_0800, "CLONE_SIGHAND"),
+    (0x0000_1000, "CLONE_PIDFD"),
+    (0x0000_2000, "CLONE_PTRACE"),
+    (0x0000_4000, "CLONE_VFORK"),
+    (0x0000_8000, "CLONE_PARENT"),
+    (0x0001_0000, "CLONE_THREAD"),
+    (0x0002_0000, "CLONE_NEWNS"),
+    (0x0004_0000, "CLONE_SYSVSEM"),
+    (0x0008_0000, "CLONE_SETTLS"),
+    (0x0010_0000, "CLONE_PARENT_SETTID"),
+    (0x0020_0000, "CLONE_CHILD_CLEARTID"),
+    (0x0040_0000, "CLONE_DETACHED"),
+    (0x0080_0000, "CLONE_UNTRACED"),
+    (0x0100_0000, "CLONE_CHILD_SETTID"),
+    (0x0200_0000, "CLONE_NEWCGROUP"),
+    (0x0400_0000, "CLONE_NEWUTS"),
+    (0x0800_0000, "CLONE_NEWIPC"),
+    (0x1000_0000, "CLONE_NEWUSER"),
+    (0x2000_0000, "CLONE_NEWPID"),
+    (0x4000_0000, "CLONE_NEWNET"),
+    (0x8000_0000, "CLONE_IO"),
+    (0x1_0000_0000, "CLONE_CLEAR_SIGHAND"),
+    (0x2_0000_0000, "CLONE_INTO_CGROUP"),
+];
+
+/// Names the bits of a flags word. `exit_signal_byte`: the low byte is clone()'s exit signal
+/// (so 0x80 is not CLONE_NEWTIME there). Unknown bits are kept as one hex number.
+pub fn flag_names(flags: u64, exit_signal_byte: bool) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = flags;
+    if exit_signal_byte {
+        let signal = (rest & 0xff) as i32;
+        rest &= !0xff;
+        if signal != 0 {
+            names.push(signal_name(signal));
+        }
+    }
+    for &(bit, name) in CLONE_FLAGS {
+        if rest & bit != 0 {
+            names.push(name.to_owned());
+            rest &= !bit;
+        }
+    }
+    if rest != 0 {
+        names.push(format!("{rest:#x}"));
+    }
+    names
+}
+
+fn signal_name(signal: i32) -> String {
+    match signal {
+        libc::SIGCHLD => "SIGCHLD".into(),
+        libc::SIGUSR1 => "SIGUSR1".into(),
+        libc::SIGUSR2 => "SIGUSR2".into(),
+        libc::SIGTERM => "SIGTERM".into(),
+        libc::SIGKILL => "SIGKILL".into(),
+        other => format!("signal {other}"),
+    }
+}
+
+/// The name of an errno value (`EINVAL`), or its number when unknown.
+pub fn errno_name(errno: i32) -> String {
+    let name = match errno {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::ESRCH => "ESRCH",
+        libc::EINTR => "EINTR",
+        libc::EBADF => "EBADF",
+        libc::EAGAIN => "EAGAIN",
+        libc::ENOMEM => "ENOMEM",
+        libc::EACCES => "EACCES",
+        libc::EFAULT => "EFAULT",
+        libc::EBUSY => "EBUSY",
+        libc::EEXIST => "EEXIST",
+        libc::EINVAL => "EINVAL",
+        libc::ENFILE => "ENFILE",
+        libc::EMFILE => "EMFILE",
+        libc::ENOSPC => "ENOSPC",
+        libc::ENOSYS => "ENOSYS",
+        libc::EUSERS => "EUSERS",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::ERESTART => "ERESTART",
+        _ => return format!("errno {errno}"),
+    };
+    name.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for kind in NsKind::ALL {
+            assert_eq!(NsKind::from_name(kind.name()), Some(kind));
+            assert_eq!(NsKind::ALL[kind.slot()], kind);
+        }
+        assert_eq!(NsKind::from_name("bogus"), None);
+    }
+
+    #[test]
+    fn clone_flags_keep_the_exit_signal_apart_from_newtime() {
+        let flags = f::CLONE_NEWUTS | f::CLONE_NEWNET | libc::SIGCHLD as u64;
+        assert_eq!(
+            flag_names(flags, true),
+            ["SIGCHLD", "CLONE_NEWUTS", "CLONE_NEWNET"]
+        );
+        assert_eq!(flag_names(0x80, false), ["CLONE_NEWTIME"]);
+        assert_eq!(flag_names(0x80, true), ["signal 128"]);
+    }
+
+    #[test]
+    fn unknown_bits_stay_visible() {
+        assert_eq!(
+            flag_names(f::CLONE_NEWPID | 0x40_0000_0000, false),
+            ["CLONE_NEWPID", "0x4000000000"]
+        );
+        assert!(flag_names(0, false).is_empty());
+    }
+
+    #[test]
+    fn errno_names() {
+        assert_eq!(errno_name(libc::EINVAL), "EINVAL");
+        assert_eq!(errno_name(libc::EPERM), "EPERM");
+        assert_eq!(errno_name(4095), "errno 4095");
+    }
+}

@@ -1,0 +1,173 @@
+//! JSON Lines: one object per transition, every field (documented in the README).
+use std::io;
+
+use serde::{Serialize, Serializer, ser::SerializeMap};
+
+use super::Sink;
+use crate::{
+    clock::WallClock,
+    event::{NsSet, Transition},
+    ns::NsKind,
+};
+
+pub struct JsonSink<W: io::Write> {
+    out: W,
+    clock: WallClock,
+}
+
+impl<W: io::Write> JsonSink<W> {
+    pub fn new(out: W, clock: WallClock) -> Self {
+        Self { out, clock }
+    }
+}
+
+impl<W: io::Write> Sink for JsonSink<W> {
+    fn transition(&mut self, t: &Transition) -> io::Result<()> {
+        serde_json::to_writer(&mut self.out, &JsonTransition::new(t, &self.clock))?;
+        self.out.write_all(b"\n")
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// A namespace set as `{"mnt": inode, ...}` or `{"mnt": ns_id, ...}`.
+struct Slots<'a>(&'a NsSet, bool);
+
+impl Serialize for Slots<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(NsKind::ALL.len()))?;
+        for kind in NsKind::ALL {
+            let ns = self.0.get(kind);
+            if self.1 {
+                map.serialize_entry(kind.name(), &ns.id)?;
+            } else {
+                map.serialize_entry(kind.name(), &ns.inum)?;
+            }
+        }
+        map.end()
+    }
+}
+
+fn inodes(set: &NsSet) -> Slots<'_> {
+    Slots(set, false)
+}
+
+fn ids(set: &NsSet) -> Option<Slots<'_>> {
+    set.has_ids().then_some(Slots(set, true))
+}
+
+#[derive(Serialize)]
+struct JsonChild<'a> {
+    tid: u32,
+    ns_tid: u32,
+    moved: Vec<&'static str>,
+    ns: Slots<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ns_id: Option<Slots<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonTransition<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    time: String,
+    ts_ns: u64,
+    call: &'static str,
+    pid: u32,
+    tid: u32,
+    ppid: u32,
+    uid: u32,
+    comm: &'a str,
+    ns_tid: u32,
+    pid_level: u32,
+    start_boottime_ns: u64,
+    flags: u64,
+    flag_names: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fd: Option<i32>,
+    ret: i64,
+    errno: Option<String>,
+    changed: Vec<&'static str>,
+    before: Slots<'a>,
+    after: Slots<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    before_id: Option<Slots<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    after_id: Option<Slots<'a>>,
+    child: Option<JsonChild<'a>>,
+}
+
+impl<'a> JsonTransition<'a> {
+    fn new(t: &'a Transition, clock: &WallClock) -> Self {
+        let names = |kinds: Vec<NsKind>| kinds.into_iter().map(NsKind::name).collect();
+        Self {
+            kind: "transition",
+            time: clock
+                .to_utc(t.ts_ns)
+                .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+            ts_ns: t.ts_ns,
+            call: t.call.name(),
+            pid: t.pid,
+            tid: t.tid,
+            ppid: t.ppid,
+            uid: t.uid,
+            comm: &t.comm,
+            ns_tid: t.ns_tid,
+            pid_level: t.pid_level,
+            start_boottime_ns: t.start_boottime_ns,
+            flags: t.flags,
+            flag_names: t.flag_names(),
+            fd: t.fd,
+            ret: t.ret,
+            errno: t.errno_name(),
+            changed: names(t.changed()),
+            before: inodes(&t.before),
+            after: inodes(&t.after),
+            before_id: ids(&t.before),
+            after_id: ids(&t.after),
+            child: t.child.as_ref().map(|c| JsonChild {
+                tid: c.tid,
+                ns_tid: c.ns_tid,
+                moved: names(t.child_moved()),
+                ns: inodes(&c.ns),
+                ns_id: ids(&c.ns),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Record, decode, encode, tests::setns_record};
+
+    #[test]
+    fn one_object_per_line_with_every_slot() {
+        let Record::Transition(t) = decode(&encode(&setns_record())).unwrap();
+        let mut out = Vec::new();
+        let mut sink = JsonSink::new(&mut out, WallClock::with_offset(0));
+        sink.transition(&t).unwrap();
+        sink.transition(&t).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.lines().count(), 2);
+        let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(v["type"], "transition");
+        assert_eq!(v["call"], "setns");
+        assert_eq!(v["pid"], 42);
+        assert_eq!(v["tid"], 43);
+        assert_eq!(v["fd"], 3);
+        assert_eq!(v["flag_names"][0], "CLONE_NEWUTS");
+        assert_eq!(v["errno"], serde_json::Value::Null);
+        assert_eq!(v["changed"], serde_json::json!(["uts"]));
+        assert_eq!(v["after"]["uts"], 4026532177u32);
+        assert_eq!(v["before"].as_object().unwrap().len(), 10);
+        assert_eq!(v["time"], "1970-01-01T00:00:00.000001000Z");
+        assert!(
+            v.get("before_id").is_none(),
+            "no ids on the wire: none printed"
+        );
+        assert_eq!(v["child"], serde_json::Value::Null);
+    }
+}

@@ -1,0 +1,172 @@
+//! A namespace-hopping helper for the integration tests: it performs the namespace calls named on
+//! its command line, in order, so that the tests (and the collector) never change namespaces
+//! themselves.
+//!
+//! Actions:
+//!   unshare TYPES          unshare(2) with the CLONE_NEW* flags of TYPES (e.g. uts,net)
+//!   setns PATH TYPE        setns(open(PATH), TYPE); TYPE is a type name or 0
+//!   try-setns PATH TYPE    the same, but a failure prints `errno NAME` and goes on
+//!   setns-pidfd PID TYPES  setns(pidfd_open(PID), flags of TYPES)
+//!   clone3 TYPES           clone3(2) with those flags; the child goes on with the next actions,
+//!                          the parent waits for it and exits with its status
+//!   fork                   fork(2), likewise
+//!   exec-self ACTIONS...   execve this helper with the remaining actions
+//!   hold                   print `ready PID` (PID as /proc names it) and wait for stdin to
+//!                          close, then exit 0
+//!
+//! TYPES: mnt, uts, ipc, net, pid, user, cgroup, time, comma-separated.
+use std::{
+    ffi::CString,
+    io::{Read as _, Write as _},
+    os::fd::AsRawFd as _,
+    process::exit,
+};
+
+fn flag(name: &str) -> u64 {
+    (match name {
+        "mnt" => libc::CLONE_NEWNS,
+        "uts" => libc::CLONE_NEWUTS,
+        "ipc" => libc::CLONE_NEWIPC,
+        "net" => libc::CLONE_NEWNET,
+        "pid" => libc::CLONE_NEWPID,
+        "user" => libc::CLONE_NEWUSER,
+        "cgroup" => libc::CLONE_NEWCGROUP,
+        "time" => 0x80,
+        "0" => 0,
+        other => fail(&format!("unknown namespace type {other}")),
+    }) as u64
+}
+
+fn flags(types: &str) -> u64 {
+    types.split(',').map(flag).fold(0, |a, b| a | b)
+}
+
+fn fail(what: &str) -> ! {
+    eprintln!("nshelper: {what}: {}", std::io::Error::last_os_error());
+    exit(101)
+}
+
+fn errno_name() -> String {
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::EINVAL) => "EINVAL".into(),
+        Some(libc::EPERM) => "EPERM".into(),
+        Some(libc::EBADF) => "EBADF".into(),
+        Some(other) => format!("{other}"),
+        None => "none".into(),
+    }
+}
+
+fn wait_and_exit(child: libc::pid_t) -> ! {
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    if unsafe { libc::waitpid(child, &mut status, 0) } < 0 {
+        fail("waitpid");
+    }
+    exit(if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        102
+    })
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    let next = |i: &mut usize| -> String {
+        let a = args
+            .get(*i)
+            .cloned()
+            .unwrap_or_else(|| fail("missing argument"));
+        *i += 1;
+        a
+    };
+    while i < args.len() {
+        let action = next(&mut i);
+        match action.as_str() {
+            "unshare" => {
+                let f = flags(&next(&mut i));
+                // SAFETY: plain syscall.
+                if unsafe { libc::unshare(f as i32) } != 0 {
+                    fail("unshare");
+                }
+            }
+            "setns" | "try-setns" => {
+                let path = next(&mut i);
+                let nstype = flag(&next(&mut i));
+                let file = std::fs::File::open(&path)
+                    .unwrap_or_else(|e| fail(&format!("open {path}: {e}")));
+                // SAFETY: a valid fd.
+                if unsafe { libc::setns(file.as_raw_fd(), nstype as i32) } != 0 {
+                    if action == "setns" {
+                        fail(&format!("setns {path}"));
+                    }
+                    println!("errno {}", errno_name());
+                    let _ = std::io::stdout().flush();
+                }
+            }
+            "setns-pidfd" => {
+                let pid: i32 = next(&mut i).parse().unwrap_or_else(|_| fail("bad pid"));
+                let f = flags(&next(&mut i));
+                // SAFETY: plain syscalls.
+                let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+                if pidfd < 0 {
+                    fail("pidfd_open");
+                }
+                if unsafe { libc::setns(pidfd as i32, f as i32) } != 0 {
+                    fail("setns pidfd");
+                }
+            }
+            "clone3" => {
+                // struct clone_args, version 0 (64 bytes): flags, pidfd, child_tid, parent_tid,
+                // exit_signal, stack, stack_size, tls.
+                let mut clone_args = [0u64; 8];
+                clone_args[0] = flags(&next(&mut i));
+                clone_args[4] = libc::SIGCHLD as u64;
+                // SAFETY: no CLONE_VM: the child gets a copy of this single-threaded process.
+                let ret =
+                    unsafe { libc::syscall(libc::SYS_clone3, clone_args.as_mut_ptr(), 64usize) };
+                match ret {
+                    r if r < 0 => fail("clone3"),
+                    0 => {}
+                    child => wait_and_exit(child as libc::pid_t),
+                }
+            }
+            "fork" => {
+                // SAFETY: single-threaded process.
+                match unsafe { libc::fork() } {
+                    r if r < 0 => fail("fork"),
+                    0 => {}
+                    child => wait_and_exit(child),
+                }
+            }
+            "exec-self" => {
+                let exe = CString::new("/proc/self/exe").expect("no NUL");
+                let mut argv: Vec<CString> = vec![CString::new("nshelper").expect("no NUL")];
+                argv.extend(
+                    args[i..]
+                        .iter()
+                        .map(|a| CString::new(a.as_str()).expect("no NUL")),
+                );
+                let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+                ptrs.push(std::ptr::null());
+                // SAFETY: NUL-terminated argv; environ is inherited.
+                unsafe { libc::execv(exe.as_ptr(), ptrs.as_ptr()) };
+                fail("exec");
+            }
+            "hold" => {
+                // The pid as the test sees it: getpid() answers in our own pid namespace, while
+                // /proc (the test's mount) answers in the test's.
+                let pid = std::fs::read_link("/proc/self")
+                    .ok()
+                    .and_then(|p| p.to_str().and_then(|p| p.parse::<u32>().ok()))
+                    .unwrap_or_else(std::process::id);
+                println!("ready {pid}");
+                let _ = std::io::stdout().flush();
+                let mut sink = Vec::new();
+                let _ = std::io::stdin().read_to_end(&mut sink);
+                exit(0);
+            }
+            other => fail(&format!("unknown action {other}")),
+        }
+    }
+}

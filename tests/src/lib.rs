@@ -1,0 +1,355 @@
+//! The harness of nstrace's root integration tests.
+//!
+//! [`Tracer`] runs the real `nstrace --json` binary (the real eBPF, loaded into this kernel) and
+//! collects what it prints; [`Helper`] runs `nshelper`, which makes the namespace calls, so the
+//! test process itself never changes namespace. Every assertion filters on the test's own pids:
+//! other processes on the machine create namespaces too. Ground truth is `/proc/PID/ns`.
+use std::{
+    collections::BTreeMap,
+    io::{BufRead as _, BufReader, Read as _},
+    path::PathBuf,
+    process::{Child, ChildStdout, Command, Stdio},
+    sync::{Arc, Mutex, mpsc},
+    thread,
+    time::{Duration, Instant},
+};
+
+pub use serde_json::Value;
+
+/// How long an event may take to show up.
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Namespace kinds, as named in `/proc/PID/ns` and in nstrace's JSON.
+pub const KINDS: [&str; 10] = [
+    "mnt",
+    "uts",
+    "ipc",
+    "pid",
+    "pid_for_children",
+    "net",
+    "user",
+    "cgroup",
+    "time",
+    "time_for_children",
+];
+
+/// `target/<profile>/`, where cargo puts the binaries next to the test executables' `deps/`.
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().expect("deps dir");
+    if dir.ends_with("deps") {
+        dir.parent().expect("profile dir").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
+}
+
+/// A binary of this workspace, built by `cargo xtask test` before the tests run.
+pub fn binary(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (`cargo xtask test` does, or `cargo build --workspace --bins`)",
+        path.display()
+    );
+    path
+}
+
+/// Whether this process may load eBPF. The tests need root: without it they say so and skip.
+pub fn require_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        true
+    } else {
+        eprintln!("SKIP: this test loads eBPF programs and needs root (`cargo xtask test`)");
+        false
+    }
+}
+
+/// A running `nstrace --json`.
+pub struct Tracer {
+    child: Child,
+    events: Arc<Mutex<Vec<Value>>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Tracer {
+    /// Starts nstrace with `--json` and `args`, and waits until it is attached.
+    pub fn start(args: &[&str]) -> Tracer {
+        let mut child = Command::new(binary("nstrace"))
+            .arg("--json")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn nstrace");
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let stderr_text = Arc::new(Mutex::new(String::new()));
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        {
+            let events = Arc::clone(&events);
+            thread::spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+                        panic!("nstrace printed a line that is not JSON ({e}): {line}")
+                    });
+                    events.lock().expect("lock").push(value);
+                }
+            });
+        }
+        let (ready_tx, ready_rx) = mpsc::channel();
+        {
+            let text = Arc::clone(&stderr_text);
+            thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if line.starts_with("nstrace: tracing") {
+                        let _ = ready_tx.send(());
+                    }
+                    let mut text = text.lock().expect("lock");
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+            });
+        }
+        let mut tracer = Tracer {
+            child,
+            events,
+            stderr: stderr_text,
+        };
+        if ready_rx.recv_timeout(Duration::from_secs(60)).is_err() {
+            let status = tracer.child.try_wait().ok().flatten();
+            panic!(
+                "nstrace did not start (exit: {status:?}); its stderr:\n{}",
+                tracer.stderr()
+            );
+        }
+        tracer
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().expect("lock").clone()
+    }
+
+    /// Every event seen so far that `pred` accepts.
+    pub fn events(&self, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        self.events
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|e| pred(e))
+            .cloned()
+            .collect()
+    }
+
+    /// Waits until `count` events match `pred` and returns them, in the order printed.
+    pub fn wait_for_n(
+        &self,
+        count: usize,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
+        let deadline = Instant::now() + EVENT_TIMEOUT;
+        loop {
+            let found = self.events(&pred);
+            if found.len() >= count {
+                return found;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {count} × {what}; found {found:#?}\nnstrace stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for one event that `pred` accepts.
+    pub fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.wait_for_n(1, what, pred).remove(0)
+    }
+
+    /// Stops nstrace with SIGTERM (SIGINT may be ignored in a background job) and returns its
+    /// stderr (the closing line is the last).
+    pub fn stop(mut self) -> String {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().expect("wait nstrace");
+        // Let the reader threads see EOF.
+        thread::sleep(Duration::from_millis(50));
+        assert!(
+            status.success(),
+            "nstrace exited with {status}: {}",
+            self.stderr()
+        );
+        self.stderr()
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A running nshelper (or a real tool that ends by running `nshelper hold`).
+pub struct Helper {
+    child: Child,
+    stdout: BufReader<ChildStdout>,
+    /// Every process of this helper that reported `ready`.
+    pub ready: Vec<u32>,
+}
+
+impl Helper {
+    /// `nshelper ACTIONS...`.
+    pub fn spawn(actions: &[&str]) -> Helper {
+        let mut cmd = Command::new(binary("nshelper"));
+        cmd.args(actions);
+        Helper::spawn_command(cmd)
+    }
+
+    /// Any command whose last step runs `nshelper ... hold`.
+    pub fn spawn_command(mut cmd: Command) -> Helper {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        Helper {
+            child,
+            stdout,
+            ready: Vec::new(),
+        }
+    }
+
+    /// The pid of the process spawned (the first of the helper's processes).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Reads the helper's next line of output.
+    pub fn line(&mut self) -> String {
+        let mut line = String::new();
+        let n = self
+            .stdout
+            .read_line(&mut line)
+            .expect("read helper stdout");
+        if n == 0 {
+            let status = self.child.wait().expect("wait helper");
+            let mut err = String::new();
+            if let Some(mut e) = self.child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!("the helper ended ({status}) before saying what was expected; stderr:\n{err}");
+        }
+        line.trim_end().to_owned()
+    }
+
+    /// Waits for the next `ready PID` and returns that pid.
+    pub fn wait_ready(&mut self) -> u32 {
+        let line = self.line();
+        let pid = line
+            .strip_prefix("ready ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("expected `ready PID` from the helper, got {line:?}"));
+        self.ready.push(pid);
+        pid
+    }
+
+    /// Closes stdin (every holding process exits) and waits for the helper.
+    pub fn finish(mut self) {
+        drop(self.child.stdin.take());
+        let status = self.child.wait().expect("wait helper");
+        assert!(status.success(), "the helper failed: {status}");
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        if let Ok(None) = self.child.try_wait() {
+            thread::sleep(Duration::from_millis(100));
+            if let Ok(None) = self.child.try_wait() {
+                let _ = self.child.kill();
+            }
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A namespace set by kind name.
+pub type NsSet = BTreeMap<String, u64>;
+
+/// The inode of `/proc/PID/ns/KIND`, or None when it cannot be read (pid_for_children of a pid
+/// namespace that has no process yet).
+pub fn proc_ns_one(pid: u32, kind: &str) -> Option<u64> {
+    let link = std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).ok()?;
+    let link = link.to_string_lossy();
+    // "uts:[4026531838]"
+    let start = link.find('[')? + 1;
+    let end = link.find(']')?;
+    link[start..end].parse().ok()
+}
+
+/// Ground truth: `readlink /proc/PID/ns/*`.
+pub fn proc_ns(pid: u32) -> NsSet {
+    KINDS
+        .iter()
+        .filter_map(|k| proc_ns_one(pid, k).map(|inum| (k.to_string(), inum)))
+        .collect()
+}
+
+/// A set from the event's JSON (`before`, `after`, or `child.ns`).
+pub fn json_ns(set: &Value) -> NsSet {
+    KINDS
+        .iter()
+        .map(|k| {
+            let inum = set[k].as_u64().unwrap_or_else(|| panic!("no {k} in {set}"));
+            (k.to_string(), inum)
+        })
+        .collect()
+}
+
+/// Asserts that the event's set equals /proc's on every kind /proc could show (all ten, or
+/// nine when pid_for_children is not readable yet).
+pub fn assert_same_ns(what: &str, event_set: &Value, proc_set: &NsSet) {
+    let event = json_ns(event_set);
+    assert!(
+        proc_set.len() >= 9,
+        "{what}: /proc showed too little: {proc_set:?}"
+    );
+    for (kind, inum) in proc_set {
+        assert_eq!(
+            event.get(kind),
+            Some(inum),
+            "{what}: {kind} differs (event {event:?}, /proc {proc_set:?})"
+        );
+    }
+}
+
+/// The `changed` list of an event, as strings.
+pub fn changed(event: &Value) -> Vec<String> {
+    strings(&event["changed"])
+}
+
+pub fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|s| s.as_str().expect("string").to_owned())
+        .collect()
+}
+
+/// Selects events by process id and call.
+pub fn by(pid: u32, call: &'static str) -> impl Fn(&Value) -> bool {
+    move |e| e["pid"].as_u64() == Some(u64::from(pid)) && e["call"] == call
+}

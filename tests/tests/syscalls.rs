@@ -1,0 +1,231 @@
+//! Each namespace call made directly (through nshelper), checked against /proc.
+use nstrace_tests::{
+    Helper, Tracer, Value, assert_same_ns, by, changed, proc_ns, proc_ns_one, require_root, strings,
+};
+
+fn own_ns() -> nstrace_tests::NsSet {
+    proc_ns(std::process::id())
+}
+
+/// A child unshares one type: the event's after-set is what /proc shows for the child, its
+/// before-set is the parent's (this test's), and only that type changed.
+fn unshare_one(kind: &str, flag: &str) {
+    if !require_root() {
+        return;
+    }
+    let tracer = Tracer::start(&[]);
+    let mut helper = Helper::spawn(&["unshare", kind, "hold"]);
+    let pid = helper.wait_ready();
+    let ev = tracer.wait_for("unshare", by(pid, "unshare"));
+    assert_eq!(ev["ret"], 0, "{ev}");
+    assert_eq!(ev["errno"], Value::Null);
+    assert_eq!(strings(&ev["flag_names"]), [flag]);
+    assert_eq!(ev["tid"], ev["pid"]);
+    assert_eq!(ev["ppid"], std::process::id());
+    assert_eq!(ev["comm"], "nshelper");
+    assert_same_ns("after", &ev["after"], &proc_ns(pid));
+    assert_same_ns("before", &ev["before"], &own_ns());
+    let slot = if kind == "mnt" { "mnt" } else { kind };
+    assert_eq!(changed(&ev), [slot]);
+    helper.finish();
+}
+
+#[test]
+fn unshare_mnt_enters_a_new_mount_namespace() {
+    unshare_one("mnt", "CLONE_NEWNS");
+}
+
+#[test]
+fn unshare_uts_enters_a_new_uts_namespace() {
+    unshare_one("uts", "CLONE_NEWUTS");
+}
+
+#[test]
+fn unshare_ipc_enters_a_new_ipc_namespace() {
+    unshare_one("ipc", "CLONE_NEWIPC");
+}
+
+#[test]
+fn unshare_net_enters_a_new_network_namespace() {
+    unshare_one("net", "CLONE_NEWNET");
+}
+
+#[test]
+fn unshare_user_enters_a_new_user_namespace() {
+    unshare_one("user", "CLONE_NEWUSER");
+}
+
+#[test]
+fn unshare_cgroup_enters_a_new_cgroup_namespace() {
+    unshare_one("cgroup", "CLONE_NEWCGROUP");
+}
+
+/// unshare(CLONE_NEWPID) moves only pid_for_children; the next child is born into the new pid
+/// namespace as its pid 1, and that birth is its own transition.
+#[test]
+fn unshare_pid_changes_only_pid_for_children_and_the_next_child_is_born_into_it() {
+    if !require_root() {
+        return;
+    }
+    let tracer = Tracer::start(&[]);
+    let mut helper = Helper::spawn(&["unshare", "pid", "fork", "hold"]);
+    let child = helper.wait_ready();
+    let parent = helper.pid();
+
+    let ev = tracer.wait_for("unshare", by(parent, "unshare"));
+    assert_eq!(changed(&ev), ["pid_for_children"]);
+    assert_same_ns("unshare after", &ev["after"], &proc_ns(parent));
+    assert_same_ns("unshare before", &ev["before"], &own_ns());
+
+    let fork = tracer.wait_for("fork", by(parent, "fork"));
+    assert_eq!(fork["child"]["tid"], child);
+    assert_eq!(
+        fork["child"]["ns_tid"], 1,
+        "the child is pid 1 of the new namespace: {fork}"
+    );
+    assert_eq!(fork["ret"], child);
+    assert_eq!(strings(&fork["child"]["moved"]), ["pid"]);
+    assert_same_ns("fork child", &fork["child"]["ns"], &proc_ns(child));
+    assert_eq!(
+        proc_ns_one(child, "pid"),
+        proc_ns_one(parent, "pid_for_children")
+    );
+    helper.finish();
+}
+
+/// unshare(CLONE_NEWTIME) moves only time_for_children; the task itself enters the new time
+/// namespace at its next exec, reported as an exec transition.
+#[test]
+fn unshare_time_changes_time_for_children_and_exec_enters_it() {
+    if !require_root() {
+        return;
+    }
+    let tracer = Tracer::start(&[]);
+    let mut helper = Helper::spawn(&["unshare", "time", "exec-self", "hold"]);
+    let pid = helper.wait_ready();
+    assert_eq!(pid, helper.pid(), "exec keeps the pid");
+
+    let ev = tracer.wait_for("unshare", by(pid, "unshare"));
+    assert_eq!(changed(&ev), ["time_for_children"]);
+    assert_eq!(strings(&ev["flag_names"]), ["CLONE_NEWTIME"]);
+    assert_same_ns("unshare before", &ev["before"], &own_ns());
+
+    let exec = tracer.wait_for("exec", by(pid, "exec"));
+    assert_eq!(changed(&exec), ["time"]);
+    assert_eq!(exec["before"]["time_for_children"], exec["after"]["time"]);
+    assert_same_ns("exec after", &exec["after"], &proc_ns(pid));
+    helper.finish();
+}
+
+/// setns by a namespace fd into another process's namespaces, with nstype 0 (any type, as crun
+/// does) and with the exact type.
+#[test]
+fn setns_by_fd_enters_another_process_namespaces_with_nstype_zero_or_exact() {
+    if !require_root() {
+        return;
+    }
+    let tracer = Tracer::start(&[]);
+    let mut target = Helper::spawn(&["unshare", "uts,net", "hold"]);
+    let t = target.wait_ready();
+    let uts = format!("/proc/{t}/ns/uts");
+    let net = format!("/proc/{t}/ns/net");
+    let mut joiner = Helper::spawn(&["setns", &uts, "0", "setns", &net, "net", "hold"]);
+    let j = joiner.wait_ready();
+
+    let evs = tracer.wait_for_n(2, "two setns", by(j, "setns"));
+    assert_eq!(evs[0]["flags"], 0);
+    assert!(strings(&evs[0]["flag_names"]).is_empty());
+    assert_eq!(changed(&evs[0]), ["uts"]);
+    assert!(
+        evs[0]["fd"].as_i64().is_some_and(|fd| fd >= 3),
+        "{}",
+        evs[0]
+    );
+    assert_same_ns("first before", &evs[0]["before"], &own_ns());
+
+    assert_eq!(strings(&evs[1]["flag_names"]), ["CLONE_NEWNET"]);
+    assert_eq!(changed(&evs[1]), ["net"]);
+    assert_eq!(evs[0]["after"], evs[1]["before"]);
+    let now = proc_ns(j);
+    assert_same_ns("second after", &evs[1]["after"], &now);
+    assert_eq!(now["uts"], proc_ns(t)["uts"]);
+    assert_eq!(now["net"], proc_ns(t)["net"]);
+    joiner.finish();
+    target.finish();
+}
+
+/// A pidfd enters several types at once: the types come from what changed.
+#[test]
+fn setns_with_pidfd_enters_uts_ipc_and_net_at_once() {
+    if !require_root() {
+        return;
+    }
+    let tracer = Tracer::start(&[]);
+    let mut target = Helper::spawn(&["unshare", "uts,ipc,net", "hold"]);
+    let t = target.wait_ready();
+    let mut joiner = Helper::spawn(&["setns-pidfd", &t.to_string(), "uts,ipc,net", "hold"]);
+    let j = joiner.wait_ready();
+
+    let ev = tracer.wait_for("setns", by(j, "setns"));
+    assert_eq!(ev["ret"], 0);
+    assert_eq!(changed(&ev), ["uts", "ipc", "net"]);
+    assert_eq!(
+        strings(&ev["flag_names"]),
+        ["CLONE_NEWUTS", "CLONE_NEWIPC", "CLONE_NEWNET"]
+    );
+    assert_same_ns("after", &ev["after"], &proc_ns(j));
+    assert_same_ns("before", &ev["before"], &own_ns());
+    joiner.finish();
+    target.finish();
+}
+
+/// clone3 with CLONE_NEW* flags: the parent stays where it is, and the event carries the child's
+/// set, which is what /proc shows for the child.
+#[test]
+fn clone3_with_new_namespaces_reports_the_childs_set() {
+    if !require_root() {
+        return;
+    }
+    let tracer = Tracer::start(&[]);
+    let mut helper = Helper::spawn(&["clone3", "uts,ipc,net,pid", "hold"]);
+    let child = helper.wait_ready();
+    let parent = helper.pid();
+
+    let ev = tracer.wait_for("clone3", by(parent, "clone3"));
+    assert_eq!(ev["ret"], child);
+    assert!(changed(&ev).is_empty(), "the parent does not move: {ev}");
+    assert_same_ns("parent after", &ev["after"], &proc_ns(parent));
+    assert_eq!(ev["child"]["tid"], child);
+    assert_eq!(ev["child"]["ns_tid"], 1);
+    assert_eq!(
+        strings(&ev["child"]["moved"]),
+        ["uts", "ipc", "pid", "pid_for_children", "net"]
+    );
+    assert_same_ns("child", &ev["child"]["ns"], &proc_ns(child));
+    helper.finish();
+}
+
+/// A setns the kernel refuses is an event too: errno, and nothing changed.
+#[test]
+fn a_failing_setns_is_reported_with_its_errno_and_no_change() {
+    if !require_root() {
+        return;
+    }
+    let tracer = Tracer::start(&[]);
+    let mut target = Helper::spawn(&["unshare", "uts", "hold"]);
+    let t = target.wait_ready();
+    // A uts namespace fd with nstype CLONE_NEWNET: EINVAL.
+    let uts = format!("/proc/{t}/ns/uts");
+    let mut joiner = Helper::spawn(&["try-setns", &uts, "net", "hold"]);
+    assert_eq!(joiner.line(), "errno EINVAL");
+    let j = joiner.wait_ready();
+
+    let ev = tracer.wait_for("setns", by(j, "setns"));
+    assert_eq!(ev["ret"], -22);
+    assert_eq!(ev["errno"], "EINVAL");
+    assert!(changed(&ev).is_empty());
+    assert_eq!(ev["before"], ev["after"]);
+    assert_same_ns("after", &ev["after"], &proc_ns(j));
+    joiner.finish();
+    target.finish();
+}

@@ -1,0 +1,185 @@
+//! Installs what building and testing need, idempotently: quick when everything is there.
+//!
+//! - nightly with rust-src: the eBPF crate is built with `-Z build-std=core`.
+//! - bpf-linker built against the LLVM major that nightly uses (it links the LLVM bitcode rustc
+//!   emits, so the two must agree): LLVM from Debian's llvm-N-dev when we are root on Debian,
+//!   otherwise a message that says exactly what to install.
+//! - For the tests: util-linux (unshare, nsenter), iproute2 (ip netns) and bubblewrap (bwrap).
+use std::{path::Path, process::Command};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{is_root, run_cmd, step};
+
+/// The bpf-linker release this project builds with.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+fn output(cmd: &mut Command) -> Option<String> {
+    let out = cmd.output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The LLVM major version of nightly's rustc (`LLVM version: 22.1.4`).
+fn nightly_llvm_major() -> Result<u32> {
+    let vv = output(Command::new("rustc").args(["+nightly", "-vV"]))
+        .context("`rustc +nightly -vV` failed")?;
+    vv.lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next())
+        .and_then(|major| major.trim().parse().ok())
+        .context("`rustc +nightly -vV` names no LLVM version")
+}
+
+pub fn toolchain() -> Result<()> {
+    let toolchains = output(Command::new("rustup").args(["toolchain", "list"]))
+        .context("rustup is needed (https://rustup.rs) and `rustup toolchain list` failed")?;
+    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
+        step("installing the nightly toolchain with rust-src (rustup)");
+        run_cmd(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ]))?;
+    }
+    let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))
+        .context("`rustc +nightly --print sysroot` failed")?;
+    if !Path::new(sysroot.trim())
+        .join("lib/rustlib/src/rust/library/core")
+        .is_dir()
+    {
+        step("adding rust-src to nightly (rustup component add rust-src --toolchain nightly)");
+        run_cmd(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+
+    let major = nightly_llvm_major()?;
+    if bpf_linker_matches(major) {
+        return Ok(());
+    }
+    let prefix = format!("/usr/lib/llvm-{major}");
+    if !Path::new(&prefix).join("bin/llvm-config").exists() {
+        install_llvm(major)?;
+    }
+    step(&format!(
+        "building bpf-linker {BPF_LINKER_VERSION} against LLVM {major} ({prefix}); about a minute"
+    ));
+    run_cmd(
+        Command::new("cargo")
+            .env("LLVM_PREFIX", &prefix)
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--locked",
+                "--force",
+                "--no-default-features",
+                "--features",
+            ])
+            .arg(format!("llvm-{major}")),
+    )
+}
+
+/// True when bpf-linker runs and links the LLVM major nightly uses.
+fn bpf_linker_matches(major: u32) -> bool {
+    if output(Command::new("bpf-linker").arg("--version")).is_none() {
+        return false;
+    }
+    let Some(path) = output(Command::new("sh").args(["-c", "command -v bpf-linker"])) else {
+        return false;
+    };
+    let Some(libs) = output(Command::new("ldd").arg(path.trim())) else {
+        return false;
+    };
+    // A dynamically linked bpf-linker names its LLVM; a static one cannot be checked: trust it.
+    let linked: Vec<&str> = libs.lines().filter(|l| l.contains("libLLVM")).collect();
+    linked.is_empty()
+        || linked.iter().any(|l| {
+            l.contains(&format!("libLLVM.so.{major}")) || l.contains(&format!("libLLVM-{major}"))
+        })
+}
+
+fn is_debian() -> bool {
+    Path::new("/etc/debian_version").exists() && have("apt-get")
+}
+
+fn apt_install(packages: &[&str]) -> Result<()> {
+    step("refreshing the package lists (apt-get update)");
+    run_cmd(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["update", "-q"]),
+    )?;
+    step(&format!(
+        "installing {} (apt-get install)",
+        packages.join(" ")
+    ));
+    run_cmd(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(packages),
+    )
+}
+
+fn install_llvm(major: u32) -> Result<()> {
+    let dev = format!("llvm-{major}-dev");
+    let polly = format!("libpolly-{major}-dev");
+    let packages = [dev.as_str(), polly.as_str(), "libzstd-dev", "zlib1g-dev"];
+    if !(is_root() && is_debian()) {
+        bail!(
+            "bpf-linker must be built against LLVM {major}, the LLVM of nightly's rustc, and \
+             /usr/lib/llvm-{major} is missing. Install LLVM {major}'s development files (on \
+             Debian/Ubuntu: `sudo apt-get install {}`; elsewhere from https://apt.llvm.org or your \
+             distribution), then run this command again",
+            packages.join(" ")
+        );
+    }
+    apt_install(&packages)
+}
+
+/// The real tools the integration tests run.
+pub fn test_tools() -> Result<()> {
+    let wanted = [
+        ("unshare", "util-linux"),
+        ("nsenter", "util-linux"),
+        ("ip", "iproute2"),
+        ("bwrap", "bubblewrap"),
+    ];
+    let mut missing: Vec<&str> = wanted
+        .iter()
+        .filter(|(program, _)| !have(program))
+        .map(|&(_, package)| package)
+        .collect();
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !(is_root() && is_debian()) {
+        bail!(
+            "the integration tests run {}; install them (Debian/Ubuntu: `sudo apt-get install {}`)",
+            wanted.map(|(p, _)| p).join(", "),
+            missing.join(" ")
+        );
+    }
+    apt_install(&missing)
+}

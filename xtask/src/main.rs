@@ -1,0 +1,203 @@
+//! nstrace's workflows: `cargo xtask build | run | test`.
+//!
+//! Each command first makes sure the machine can build eBPF (nightly's rust-src, a bpf-linker
+//! built against nightly's LLVM) and installs what is missing, saying what it does. When all is
+//! there, that check takes well under a second.
+mod bootstrap;
+
+use std::{
+    ffi::OsString,
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(about = "nstrace's build, run and test workflows")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Install what building needs, then build nstrace (kernel programs included).
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build, then run nstrace as root (directly when root, through sudo otherwise).
+    Run {
+        #[arg(long)]
+        release: bool,
+        /// Arguments for nstrace, after `--`.
+        #[arg(last = true)]
+        args: Vec<OsString>,
+    },
+    /// Install what testing needs, then check formatting, run clippy, the unit tests and the
+    /// root integration tests.
+    Test {
+        /// Arguments for the test binaries, after `--` (a test name filters).
+        #[arg(last = true)]
+        args: Vec<OsString>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Cmd::Build { release } => {
+            bootstrap::toolchain()?;
+            cargo(&["build", "--package", "nstrace"], release)
+        }
+        Cmd::Run { release, args } => {
+            bootstrap::toolchain()?;
+            cargo(&["build", "--package", "nstrace"], release)?;
+            let bin = workspace_root()?
+                .join("target")
+                .join(if release { "release" } else { "debug" })
+                .join("nstrace");
+            let mut cmd = as_root(&bin);
+            cmd.args(&args);
+            step(&format!("running {}", bin.display()));
+            // nstrace handles Ctrl-C itself and prints its counts; its exit status is ours.
+            let status = cmd.status().context("starting nstrace")?;
+            if !status.success() {
+                std::process::exit(status.code().unwrap_or(1));
+            }
+            Ok(())
+        }
+        Cmd::Test { args } => {
+            bootstrap::toolchain()?;
+            bootstrap::test_tools()?;
+            step("checking formatting (cargo fmt --check)");
+            run_cmd(Command::new("cargo").args(["fmt", "--all", "--", "--check"]))?;
+            step("running clippy (warnings are errors)");
+            run_cmd(Command::new("cargo").args([
+                "clippy",
+                "--workspace",
+                "--exclude",
+                "nstrace-ebpf",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]))?;
+            step("building the binaries the integration tests run (nstrace, nshelper)");
+            run_cmd(Command::new("cargo").args([
+                "build",
+                "--workspace",
+                "--exclude",
+                "nstrace-ebpf",
+                "--bins",
+            ]))?;
+            step("running the unit and root integration tests");
+            // The integration tests share kernel state (attached programs, namespaces):
+            // one at a time.
+            let mut cmd = Command::new("cargo");
+            cmd.args(["test", "--workspace", "--exclude", "nstrace-ebpf", "--"])
+                .arg("--test-threads=1")
+                .args(&args);
+            if !is_root() {
+                cmd.env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER", "sudo -E");
+            }
+            run_tests(&mut cmd)
+        }
+    }
+}
+
+/// Runs cargo test, passing its output through, and closes with one line that totals every
+/// test binary's result.
+fn run_tests(cmd: &mut Command) -> Result<()> {
+    use std::io::BufRead as _;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    let stdout = child.stdout.take().context("cargo test's stdout")?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo test's output")?;
+        println!("{line}");
+        if let Some(result) = line.strip_prefix("test result: ") {
+            let count = |what: &str| {
+                result
+                    .split(';')
+                    .find_map(|part| part.trim().strip_suffix(what))
+                    .and_then(|n| {
+                        n.trim()
+                            .trim_start_matches("ok.")
+                            .trim_start_matches("FAILED.")
+                            .trim()
+                            .parse::<u64>()
+                            .ok()
+                    })
+                    .unwrap_or(0)
+            };
+            passed += count(" passed");
+            failed += count(" failed");
+        }
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    println!("tests: {passed} passed, {failed} failed");
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
+/// Prints what the next step does.
+pub fn step(what: &str) {
+    eprintln!("xtask: {what}");
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A command for `program` that runs as root: directly when we are root, through sudo otherwise.
+fn as_root(program: &std::path::Path) -> Command {
+    if is_root() {
+        Command::new(program)
+    } else {
+        let mut cmd = Command::new("sudo");
+        cmd.arg("-E").arg(program);
+        cmd
+    }
+}
+
+fn cargo(args: &[&str], release: bool) -> Result<()> {
+    let mut cmd = Command::new("cargo");
+    cmd.args(args);
+    if release {
+        cmd.arg("--release");
+    }
+    run_cmd(&mut cmd)
+}
+
+pub fn run_cmd(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
+fn workspace_root() -> Result<std::path::PathBuf> {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .context("xtask has no parent directory")
+}
