@@ -50,6 +50,12 @@ impl NsSet {
 pub mod record {
     /// A [`super::Transition`].
     pub const TRANSITION: u32 = 1;
+    /// A [`super::Lifecycle`]: a new task that inherited its parent's namespaces.
+    pub const FORK: u32 = 2;
+    /// An [`super::Exec`].
+    pub const EXEC: u32 = 3;
+    /// A [`super::Lifecycle`]: a task ended.
+    pub const EXIT: u32 = 4;
 }
 
 /// Which call a [`Transition`] reports: its `call` field.
@@ -87,6 +93,8 @@ pub struct Transition {
     /// `task_struct.start_boottime` of the caller, in ns since boot: with `tid` it names the task
     /// safely across pid reuse.
     pub start_boottime_ns: u64,
+    /// The child's `start_boottime` (clone, clone3, fork); 0 otherwise.
+    pub child_start_boottime_ns: u64,
     /// clone/clone3/unshare flags, or setns's nstype argument.
     pub flags: u64,
     /// The syscall's return value: a child pid, 0, or -errno.
@@ -118,7 +126,7 @@ pub struct Transition {
     pub call: u32,
     pub comm: [u8; 16],
 }
-const _: () = assert!(size_of::<Transition>() == 456);
+const _: () = assert!(size_of::<Transition>() == 464);
 
 impl Transition {
     pub const EMPTY: Self = Self {
@@ -128,6 +136,7 @@ impl Transition {
             _pad: 0,
         },
         start_boottime_ns: 0,
+        child_start_boottime_ns: 0,
         flags: 0,
         ret: 0,
         before: NsSet::EMPTY,
@@ -147,6 +156,62 @@ impl Transition {
     };
 }
 
+/// A fork or exit: the most frequent records, kept compact. A fork whose child lands in other
+/// namespaces than its parent's is a [`Transition`] instead (call clone, clone3 or fork).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lifecycle {
+    pub header: Header,
+    /// `start_boottime` of the task (the child, for a fork).
+    pub start_boottime_ns: u64,
+    /// Fork: the parent thread's `start_boottime`.
+    pub parent_start_boottime_ns: u64,
+    /// The task (the child, for a fork).
+    pub tid: u32,
+    pub tgid: u32,
+    /// Fork: the thread that forked. Exec: the tid before exec (a non-leader thread that execs
+    /// takes over its leader's).
+    pub parent_tid: u32,
+    pub parent_tgid: u32,
+    /// Exit: the task's exit code (as wait(2) encodes it).
+    pub code: i32,
+    /// Exit: 1 when this was the last thread of its process.
+    pub group_dead: u32,
+    pub comm: [u8; 16],
+}
+const _: () = assert!(size_of::<Lifecycle>() == 72);
+
+/// Length of the exec'd file name kept (longer names are cut).
+pub const FILENAME_LEN: usize = 128;
+
+/// An exec: the task's new comm and file name.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exec {
+    pub life: Lifecycle,
+    pub filename: [u8; FILENAME_LEN],
+}
+const _: () = assert!(size_of::<Exec>() == 200);
+
+impl Lifecycle {
+    pub const EMPTY: Self = Self {
+        header: Header {
+            ts_ns: 0,
+            kind: 0,
+            _pad: 0,
+        },
+        start_boottime_ns: 0,
+        parent_start_boottime_ns: 0,
+        tid: 0,
+        tgid: 0,
+        parent_tid: 0,
+        parent_tgid: 0,
+        code: 0,
+        group_dead: 0,
+        comm: [0; 16],
+    };
+}
+
 /// Kernel structure offsets, computed from the running kernel's BTF at start-up and handed to the
 /// programs as the read-only global [`OFFSETS_GLOBAL`] (Rust eBPF has no CO-RE relocations).
 #[repr(C)]
@@ -159,7 +224,9 @@ pub struct KernelOffsets {
     pub task_tgid: u32,
     pub task_pid: u32,
     pub task_start_boottime: u32,
+    pub task_exit_code: u32,
     pub cred_user_ns: u32,
+    pub binprm_filename: u32,
     /// Offset within `struct nsproxy` of each slot's namespace pointer (u32::MAX: not in nsproxy).
     pub nsproxy: [u32; NS_SLOTS],
     /// Offset of `struct ns_common ns` within each slot's namespace struct.
@@ -174,7 +241,7 @@ pub struct KernelOffsets {
     pub upid_nr: u32,
     pub upid_ns: u32,
 }
-const _: () = assert!(size_of::<KernelOffsets>() == 144);
+const _: () = assert!(size_of::<KernelOffsets>() == 152);
 
 impl KernelOffsets {
     pub const ZERO: Self = Self {
@@ -185,7 +252,9 @@ impl KernelOffsets {
         task_tgid: 0,
         task_pid: 0,
         task_start_boottime: 0,
+        task_exit_code: 0,
         cred_user_ns: 0,
+        binprm_filename: 0,
         nsproxy: [0; NS_SLOTS],
         ns_common: [0; NS_SLOTS],
         ns_common_inum: 0,
@@ -246,4 +315,6 @@ mod user {
     // SAFETY: plain #[repr(C)] structs of integers with explicit padding: every bit pattern is valid.
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::Transition {}
+    unsafe impl aya::Pod for super::Lifecycle {}
+    unsafe impl aya::Pod for super::Exec {}
 }

@@ -1,19 +1,20 @@
-//! Fork and exec: where a task is born into, or moves to, the namespaces a syscall prepared.
+//! Fork, exec and exit: every task's birth and death, and the moves the syscalls prepared.
 //!
-//! - clone/clone3 with CLONE_NEW*: the child's set is read here, while the parent's syscall is
-//!   still pending, and reported with it.
+//! - clone/clone3 with CLONE_NEW*: reported here, at the child's birth, with the child's set, so
+//!   that nothing the child does can be stamped earlier than its own creation.
 //! - A fork without CLONE_NEW* after unshare/setns of CLONE_NEWPID or CLONE_NEWTIME: the child is
 //!   born into the parent's pid_for_children / time_for_children, a move of its own.
+//! - Any other fork, every exec and every exit: a compact lifecycle record.
 //! - exec after unshare/setns of CLONE_NEWTIME: the task enters time_for_children.
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
-use nstrace_common::{Transition, call, slot, stat};
+use nstrace_common::{Lifecycle, Transition, call, record, slot, stat};
 
 use crate::{
-    maps::{EVENTS, PENDING, SCRATCH, TIME_ARMED, count, own_tgid},
+    maps::{LIFE_SCRATCH, PENDING, SCRATCH, TIME_ARMED, count, emit, own_tgid},
     task::{self, Task},
 };
 
@@ -28,19 +29,20 @@ fn try_fork(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let parent: Task = ctx.arg(0);
     let child: Task = ctx.arg(1);
     let pid_tgid = bpf_get_current_pid_tgid();
-    if let Some(ev) = PENDING.get_ptr_mut(pid_tgid) {
-        // SAFETY: the entry is this task's own pending clone.
-        let ev = unsafe { &mut *ev };
-        if ev.call == call::CLONE || ev.call == call::CLONE3 {
-            // SAFETY: probe reads of the new task.
-            if unsafe { task::fill_child(child, ev) }.is_err() {
-                count(stat::READ_FAILED);
-            }
-        }
+    // The collector's own new threads are noise; the commands it starts (`nstrace run`) are not.
+    // SAFETY: a probe read of the new task.
+    if unsafe { task::tgid(child) }? == own_tgid() {
         return Ok(());
     }
-    if (pid_tgid >> 32) as u32 == own_tgid() {
-        return Ok(());
+    if let Some(ev) = PENDING.get_ptr_mut(pid_tgid) {
+        // SAFETY: the entry is this task's own pending syscall.
+        let ev = unsafe { &mut *ev };
+        if ev.call == call::CLONE || ev.call == call::CLONE3 {
+            // SAFETY: probe reads of both tasks.
+            unsafe { complete_clone(ctx, ev, child) };
+            let _ = PENDING.remove(pid_tgid);
+            return Ok(());
+        }
     }
     // SAFETY: probe reads of both tasks.
     unsafe {
@@ -48,6 +50,8 @@ fn try_fork(ctx: &BtfTracePointContext) -> Result<(), ()> {
             || task::nsproxy_ns::<{ slot::TIME }>(parent)?
                 != task::nsproxy_ns::<{ slot::TIME }>(child)?;
         if born_elsewhere {
+            emit_fork_transition(ctx, parent, child, pid_tgid)?;
+        } else {
             emit_fork(ctx, parent, child, pid_tgid)?;
         }
         // A CLONE_VM child (vfork, posix_spawn) keeps the parent's time namespace and enters
@@ -65,8 +69,25 @@ fn try_fork(ctx: &BtfTracePointContext) -> Result<(), ()> {
     Ok(())
 }
 
+/// Completes a pending clone/clone3 with CLONE_NEW* at its child's birth. The caller's own set
+/// does not change in a clone; the return value is the child's pid as the caller sees it.
 #[inline(always)]
-unsafe fn emit_fork(
+unsafe fn complete_clone(ctx: &BtfTracePointContext, ev: &mut Transition, child: Task) {
+    // SAFETY: probe reads of the new task.
+    if unsafe { task::fill_child(child, ev) }.is_err() {
+        count(stat::READ_FAILED);
+    }
+    ev.after = ev.before;
+    // SAFETY: probe reads of the new task.
+    ev.ret =
+        unsafe { task::pid_nr_at(child, ev.pid_level) }.map_or(i64::from(ev.child_tid), i64::from);
+    ev.header.ts_ns = unsafe { bpf_ktime_get_ns() };
+    emit(ctx, &*ev);
+}
+
+/// A plain fork whose child was born into the parent's pid_for_children or time_for_children.
+#[inline(always)]
+unsafe fn emit_fork_transition(
     ctx: &BtfTracePointContext,
     parent: Task,
     child: Task,
@@ -89,9 +110,41 @@ unsafe fn emit_fork(
         count(stat::READ_FAILED);
     }
     ev.after = ev.before;
-    ev.ret = i64::from(ev.child_tid);
+    // SAFETY: probe reads of the new task.
+    ev.ret =
+        unsafe { task::pid_nr_at(child, ev.pid_level) }.map_or(i64::from(ev.child_tid), i64::from);
     ev.header.ts_ns = unsafe { bpf_ktime_get_ns() };
-    EVENTS.output(ctx, &*ev, 0);
+    emit(ctx, &*ev);
+    Ok(())
+}
+
+/// A fork that changed no namespace: who was born of whom.
+#[inline(always)]
+unsafe fn emit_fork(
+    ctx: &BtfTracePointContext,
+    parent: Task,
+    child: Task,
+    pid_tgid: u64,
+) -> Result<(), ()> {
+    let rec = LIFE_SCRATCH
+        .get_ptr_mut(0)
+        .ok_or_else(|| count(stat::BUILD_FAILED))?;
+    // SAFETY: the per-CPU slot is this program's alone while it runs.
+    let life = unsafe { &mut (*rec).life };
+    *life = Lifecycle::EMPTY;
+    life.header.kind = record::FORK;
+    life.parent_tid = pid_tgid as u32;
+    life.parent_tgid = (pid_tgid >> 32) as u32;
+    life.comm = bpf_get_current_comm().unwrap_or_default();
+    // SAFETY: probe reads of both tasks.
+    unsafe {
+        life.tid = task::tid(child)?;
+        life.tgid = task::tgid(child)?;
+        life.start_boottime_ns = task::start_boottime(child)?;
+        life.parent_start_boottime_ns = task::start_boottime(parent)?;
+        life.header.ts_ns = bpf_ktime_get_ns();
+    }
+    emit(ctx, &*life);
     Ok(())
 }
 
@@ -103,13 +156,47 @@ pub fn sched_exec(ctx: BtfTracePointContext) -> i32 {
 }
 
 fn try_exec(ctx: &BtfTracePointContext) -> Result<(), ()> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if (pid_tgid >> 32) as u32 == own_tgid() {
+        return Ok(());
+    }
+    let task: Task = ctx.arg(0);
     // The tid before exec: a non-leader thread that execs takes over the leader's.
     let old_tid: i32 = ctx.arg(1);
     let old_tid = old_tid as u32;
+    let bprm: *const u8 = ctx.arg(2);
+    let rec = LIFE_SCRATCH
+        .get_ptr_mut(0)
+        .ok_or_else(|| count(stat::BUILD_FAILED))?;
+    // SAFETY: the per-CPU slot is this program's alone while it runs.
+    let rec = unsafe { &mut *rec };
+    rec.life = Lifecycle::EMPTY;
+    rec.life.header.kind = record::EXEC;
+    rec.life.tid = pid_tgid as u32;
+    rec.life.tgid = (pid_tgid >> 32) as u32;
+    rec.life.parent_tid = old_tid;
+    rec.life.comm = bpf_get_current_comm().unwrap_or_default();
+    // SAFETY: probe reads of the current task and its binprm.
+    unsafe {
+        rec.life.start_boottime_ns = task::start_boottime(task).unwrap_or(0);
+        task::read_filename(bprm, &mut rec.filename);
+        rec.life.header.ts_ns = bpf_ktime_get_ns();
+    }
+    emit(ctx, &*rec);
+    time_move(ctx, task, old_tid, pid_tgid)
+}
+
+/// Reports the move into time_for_children that an earlier unshare/setns prepared.
+#[inline(always)]
+fn time_move(
+    ctx: &BtfTracePointContext,
+    task: Task,
+    old_tid: u32,
+    pid_tgid: u64,
+) -> Result<(), ()> {
     // SAFETY: the map value is copied out before the entry is removed.
     let armed = unsafe { TIME_ARMED.get(old_tid) }.copied().ok_or(())?;
     let _ = TIME_ARMED.remove(old_tid);
-    let pid_tgid = bpf_get_current_pid_tgid();
     let ev = SCRATCH
         .get_ptr_mut(0)
         .ok_or_else(|| count(stat::BUILD_FAILED))?;
@@ -118,7 +205,6 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), ()> {
     *ev = Transition::EMPTY;
     task::fill_caller(ev, call::EXEC, pid_tgid);
     ev.before = armed;
-    let task: Task = ctx.arg(0);
     // SAFETY: probe reads of the current task.
     if unsafe {
         task::fill_identity(task, ev).and_then(|()| task::read_ns_set(task, &mut ev.after))
@@ -132,6 +218,42 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), ()> {
         return Ok(());
     }
     ev.header.ts_ns = unsafe { bpf_ktime_get_ns() };
-    EVENTS.output(ctx, &*ev, 0);
+    emit(ctx, &*ev);
+    Ok(())
+}
+
+/// `sched_process_exit(struct task_struct *p, bool group_dead)`, in the exiting task.
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn sched_exit(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_exit(&ctx);
+    0
+}
+
+fn try_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if (pid_tgid >> 32) as u32 == own_tgid() {
+        return Ok(());
+    }
+    let task: Task = ctx.arg(0);
+    let group_dead: u64 = ctx.arg(1);
+    let _ = TIME_ARMED.remove(pid_tgid as u32);
+    let rec = LIFE_SCRATCH
+        .get_ptr_mut(0)
+        .ok_or_else(|| count(stat::BUILD_FAILED))?;
+    // SAFETY: the per-CPU slot is this program's alone while it runs.
+    let life = unsafe { &mut (*rec).life };
+    *life = Lifecycle::EMPTY;
+    life.header.kind = record::EXIT;
+    life.tid = pid_tgid as u32;
+    life.tgid = (pid_tgid >> 32) as u32;
+    life.group_dead = u32::from(group_dead & 0xff != 0);
+    life.comm = bpf_get_current_comm().unwrap_or_default();
+    // SAFETY: probe reads of the current task.
+    unsafe {
+        life.start_boottime_ns = task::start_boottime(task).unwrap_or(0);
+        life.code = task::exit_code(task).unwrap_or(0);
+        life.header.ts_ns = bpf_ktime_get_ns();
+    }
+    emit(ctx, &*life);
     Ok(())
 }

@@ -1,9 +1,10 @@
 //! Every map and load-time global of the programs.
 use aya_ebpf::{
+    EbpfContext,
     macros::map,
-    maps::{LruHashMap, PerCpuArray, PerfEventArray},
+    maps::{LruHashMap, PerCpuArray, PerfEventByteArray},
 };
-use nstrace_common::{KernelOffsets, NsSet, Transition, stat};
+use nstrace_common::{Exec, KernelOffsets, NsSet, Transition, stat};
 
 /// Kernel structure offsets from the running kernel's BTF, set by the loader.
 #[unsafe(no_mangle)]
@@ -13,9 +14,9 @@ pub static OFFSETS: KernelOffsets = KernelOffsets::ZERO;
 #[unsafe(no_mangle)]
 pub static OWN_TGID: u32 = 0;
 
-/// Completed transitions, one perf buffer per CPU.
+/// Every record (`nstrace_common::record`), one perf buffer per CPU.
 #[map]
-pub static EVENTS: PerfEventArray<Transition> = PerfEventArray::new(0);
+pub static EVENTS: PerfEventByteArray = PerfEventByteArray::new(0);
 
 /// Syscalls between entry and exit, keyed by pid_tgid. LRU: a task that dies mid-syscall never
 /// reaches the exit, and its entry must not stay forever.
@@ -31,6 +32,10 @@ pub static TIME_ARMED: LruHashMap<u32, NsSet> = LruHashMap::with_max_entries(409
 /// building on the stack makes verification orders of magnitude slower.
 #[map]
 pub static SCRATCH: PerCpuArray<Transition> = PerCpuArray::with_max_entries(1, 0);
+
+/// Where fork, exec and exit records are built.
+#[map]
+pub static LIFE_SCRATCH: PerCpuArray<Exec> = PerCpuArray::with_max_entries(1, 0);
 
 /// Kernel-side counters (see `nstrace_common::stat`).
 #[map]
@@ -48,4 +53,15 @@ pub fn count(stat: u32) {
         // SAFETY: per-CPU slot: no other writer while this program runs on this CPU.
         unsafe { *slot += 1 }
     }
+}
+
+/// Sends one wire record (a `#[repr(C)]` struct of `nstrace_common`) to this CPU's buffer.
+#[inline(always)]
+pub fn emit<C: EbpfContext, T>(ctx: &C, record: &T) {
+    // SAFETY: wire records are plain integers and arrays with explicit padding: every byte is
+    // initialised.
+    let bytes = unsafe {
+        core::slice::from_raw_parts((record as *const T).cast::<u8>(), core::mem::size_of::<T>())
+    };
+    EVENTS.output(ctx, bytes, 0);
 }

@@ -16,7 +16,7 @@ use nstrace_common::{
 };
 
 use crate::{
-    maps::{EVENTS, PENDING, SCRATCH, TIME_ARMED, count, own_tgid},
+    maps::{PENDING, SCRATCH, TIME_ARMED, count, emit, own_tgid},
     task::{self, current},
 };
 
@@ -121,7 +121,8 @@ fn stash(call: u32, flags: u64, fd: i32) -> Result<(), ()> {
 
 /// sys_exit of clone, clone3, unshare and setns: one program attached four times. The clone
 /// exits also fire in the new child (ret 0), which has no pending entry and is skipped, as are
-/// the calls `stash` filtered out.
+/// the calls `stash` filtered out. A clone that created its child was already reported at
+/// sched_process_fork (see `lifecycle`); one that reaches here failed.
 #[tracepoint]
 pub fn ns_exit(ctx: TracePointContext) -> u32 {
     let _ = complete(&ctx);
@@ -140,7 +141,7 @@ fn complete(ctx: &TracePointContext) -> Result<(), ()> {
         count(stat::READ_FAILED);
     }
     ev.header.ts_ns = unsafe { bpf_ktime_get_ns() };
-    EVENTS.output(ctx, &*ev, 0);
+    emit(ctx, &*ev);
     // The task's own time namespace follows time_for_children at its next exec.
     if ev.ret == 0
         && ev.after.inum[slot::TIME] != ev.after.inum[slot::TIME_FOR_CHILDREN]

@@ -108,6 +108,51 @@ pub unsafe fn read_ns_set(task: Task, out: &mut NsSet) -> Result<(), ()> {
     Ok(())
 }
 
+/// The task's pid number in the pid namespace at `level` (its `upid` there), as a process of
+/// that namespace sees it.
+#[inline(always)]
+pub unsafe fn pid_nr_at(task: Task, level: u32) -> Result<u32, ()> {
+    let pid = unsafe { read::<*const u8>(task, off(&raw const OFFSETS.task_thread_pid)) }?;
+    if pid.is_null() {
+        return Err(());
+    }
+    let own = unsafe { read::<u32>(pid, off(&raw const OFFSETS.pid_level)) }?;
+    if level > own {
+        return Err(());
+    }
+    let upid = pid.wrapping_add(
+        off(&raw const OFFSETS.pid_numbers)
+            + (level & 63) as usize * off(&raw const OFFSETS.upid_size),
+    );
+    unsafe { read::<i32>(upid, off(&raw const OFFSETS.upid_nr)) }.map(|nr| nr as u32)
+}
+
+/// Global tgid of a task.
+#[inline(always)]
+pub unsafe fn tgid(task: Task) -> Result<u32, ()> {
+    unsafe { read::<i32>(task, off(&raw const OFFSETS.task_tgid)) }.map(|t| t as u32)
+}
+
+/// `task_struct.start_boottime`, ns since boot.
+#[inline(always)]
+pub unsafe fn start_boottime(task: Task) -> Result<u64, ()> {
+    unsafe { read::<u64>(task, off(&raw const OFFSETS.task_start_boottime)) }
+}
+
+/// `task_struct.exit_code`, as wait(2) encodes it.
+#[inline(always)]
+pub unsafe fn exit_code(task: Task) -> Result<i32, ()> {
+    unsafe { read::<i32>(task, off(&raw const OFFSETS.task_exit_code)) }
+}
+
+/// Copies `bprm->filename` (NUL-terminated, cut to the buffer).
+#[inline(always)]
+pub unsafe fn read_filename(bprm: *const u8, out: &mut [u8; nstrace_common::FILENAME_LEN]) {
+    if let Ok(name) = unsafe { read::<*const u8>(bprm, off(&raw const OFFSETS.binprm_filename)) } {
+        let _ = unsafe { aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes(name, out) };
+    }
+}
+
 /// Global tid of a task.
 #[inline(always)]
 pub unsafe fn tid(task: Task) -> Result<u32, ()> {
@@ -133,6 +178,7 @@ pub unsafe fn fill_identity(task: Task, ev: &mut Transition) -> Result<(), ()> {
 pub unsafe fn fill_child(child: Task, ev: &mut Transition) -> Result<(), ()> {
     unsafe {
         ev.child_tid = tid(child)?;
+        ev.child_start_boottime_ns = start_boottime(child)?;
         let (_, nr, _) = pid_ns(child)?;
         ev.child_ns_tid = nr;
         read_ns_set(child, &mut ev.child)

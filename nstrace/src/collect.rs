@@ -14,9 +14,102 @@ use crate::{
     clock::monotonic_ns,
     event::Record,
     load::Loaded,
+    ns::NsType,
     output::Sink,
+    timeline::Timeline,
     transport::{Batch, Reorder, spawn_readers},
 };
+
+/// What is printed: records of followed processes that pass these.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only records whose command name is this.
+    pub comm: Option<String>,
+    /// Only transitions that move one of these types (forks, execs and exits always pass).
+    pub types: Option<Vec<NsType>>,
+}
+
+impl Filter {
+    pub fn accepts(&self, record: &Record) -> bool {
+        if let Some(comm) = &self.comm {
+            let name = match record {
+                Record::Transition(t) => &t.comm,
+                Record::Fork(f) => &f.comm,
+                Record::Exec(e) => &e.comm,
+                Record::Exit(x) => &x.comm,
+            };
+            if name != comm {
+                return false;
+            }
+        }
+        match (&self.types, record) {
+            (Some(types), Record::Transition(t)) => {
+                let moved = t.changed().into_iter().chain(t.child_moved());
+                let flagged = types
+                    .iter()
+                    .any(|ty| t.flags & ty.own_slot().clone_flag() != 0);
+                flagged || moved.map(|k| k.ns_type()).any(|ty| types.contains(&ty))
+            }
+            _ => true,
+        }
+    }
+}
+
+/// Ordered records → the timeline → the sinks.
+pub struct Pipeline<'a> {
+    pub timeline: Timeline,
+    pub filter: Filter,
+    /// Shown what is followed and passes the filter.
+    pub sinks: Vec<&'a mut dyn Sink>,
+    /// Given every record, whatever the scope and filter (a record file).
+    pub archive: Option<&'a mut dyn Sink>,
+    pub shown: u64,
+}
+
+impl<'a> Pipeline<'a> {
+    pub fn new(timeline: Timeline, filter: Filter) -> Self {
+        Self {
+            timeline,
+            filter,
+            sinks: Vec::new(),
+            archive: None,
+            shown: 0,
+        }
+    }
+
+    pub fn start(&mut self) -> io::Result<()> {
+        for sink in &mut self.sinks {
+            sink.start()?;
+        }
+        Ok(())
+    }
+
+    pub fn feed(&mut self, record: &Record) -> io::Result<()> {
+        if let Some(archive) = &mut self.archive {
+            archive.record(record)?;
+        }
+        let followed = self.timeline.apply(record);
+        if followed && self.filter.accepts(record) {
+            if matches!(record, Record::Transition(_)) {
+                self.shown += 1;
+            }
+            for sink in &mut self.sinks {
+                sink.record(record)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        if let Some(archive) = &mut self.archive {
+            archive.flush()?;
+        }
+        for sink in &mut self.sinks {
+            sink.flush()?;
+        }
+        Ok(())
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -38,6 +131,7 @@ impl Default for Options {
 /// What a trace saw, for the closing line.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Summary {
+    /// Transitions shown (followed and passing the filter).
     pub transitions: u64,
     /// Samples the kernel dropped because a perf buffer was full.
     pub lost: u64,
@@ -55,7 +149,7 @@ impl Summary {
     /// The closing line: every count that could mean something is missing is named.
     pub fn closing_line(&self) -> String {
         let mut line = format!(
-            "nstrace: {} transitions, {} lost samples",
+            "nstrace: {} transitions shown, {} lost samples",
             self.transitions, self.lost
         );
         for (count, what) in [
@@ -86,14 +180,15 @@ pub enum CollectError {
     Output(#[from] io::Error),
 }
 
-/// Streams every transition into `sink` until `stop` completes, then drains what is in flight.
-/// `ready` is called once the buffers are open: from then on nothing is missed.
+/// Streams every record through `pipeline` until `stop` completes, then drains what is in
+/// flight. `ready` is called once the buffers are open (from then on nothing is missed), before
+/// any record is applied: the place to load the /proc snapshot and start a command.
 pub async fn collect(
     loaded: &mut Loaded,
     options: &Options,
-    sink: &mut dyn Sink,
+    pipeline: &mut Pipeline<'_>,
     stop: impl Future<Output = ()>,
-    ready: impl FnOnce(usize),
+    ready: impl FnOnce(usize, &mut Pipeline<'_>) -> io::Result<()>,
 ) -> Result<Summary, CollectError> {
     let map = loaded
         .ebpf
@@ -109,8 +204,8 @@ pub async fn collect(
             None
         }
     };
-    ready(readers.cpus);
-    sink.start()?;
+    ready(readers.cpus, pipeline)?;
+    pipeline.start()?;
 
     let window_ns = options.reorder_window.as_nanos() as u64;
     let mut reorder = Reorder::new(window_ns);
@@ -128,8 +223,8 @@ pub async fn collect(
             }
             _ = tick.tick() => {
                 let now = monotonic_ns();
-                release(&mut reorder, now, sink, &mut summary)?;
-                sink.flush()?;
+                release(&mut reorder, now, pipeline)?;
+                pipeline.flush()?;
                 if stopping_until.is_some_and(|until| now >= until) {
                     break;
                 }
@@ -154,11 +249,12 @@ pub async fn collect(
     let mut result = Ok(());
     reorder.drain(|record| {
         if result.is_ok() {
-            result = emit(sink, record, &mut summary);
+            result = pipeline.feed(&record);
         }
     });
     result?;
-    sink.flush()?;
+    pipeline.flush()?;
+    summary.transitions = pipeline.shown;
     for task in &readers.tasks {
         task.abort();
     }
@@ -197,28 +293,14 @@ fn take(summary: &mut Summary, reorder: &mut Reorder, batch: Batch) {
     }
 }
 
-fn release(
-    reorder: &mut Reorder,
-    now: u64,
-    sink: &mut dyn Sink,
-    summary: &mut Summary,
-) -> io::Result<()> {
+fn release(reorder: &mut Reorder, now: u64, pipeline: &mut Pipeline<'_>) -> io::Result<()> {
     let mut result = Ok(());
     reorder.release(now, |record| {
         if result.is_ok() {
-            result = emit(sink, record, summary);
+            result = pipeline.feed(&record);
         }
     });
     result
-}
-
-fn emit(sink: &mut dyn Sink, record: Record, summary: &mut Summary) -> io::Result<()> {
-    match record {
-        Record::Transition(t) => {
-            summary.transitions += 1;
-            sink.transition(&t)
-        }
-    }
 }
 
 fn kernel_stats(loaded: &Loaded, summary: &mut Summary) {

@@ -108,6 +108,8 @@ impl TryFrom<u32> for Call {
 pub struct Child {
     /// Global tid.
     pub tid: u32,
+    /// `start_boottime`, ns since boot.
+    pub start_ns: u64,
     /// Tid in the child's own pid namespace (1: that namespace's init).
     pub ns_tid: u32,
     pub ns: NsSet,
@@ -168,16 +170,72 @@ impl Transition {
     }
 }
 
+/// A task born without changing namespaces: it starts in its parent's set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fork {
+    pub ts_ns: u64,
+    pub tid: u32,
+    pub pid: u32,
+    pub start_ns: u64,
+    pub parent_tid: u32,
+    pub parent_pid: u32,
+    pub parent_start_ns: u64,
+    pub comm: String,
+}
+
+/// A task ran a new program.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exec {
+    pub ts_ns: u64,
+    pub tid: u32,
+    pub pid: u32,
+    /// The tid before exec (differs when a non-leader thread exec'd).
+    pub old_tid: u32,
+    pub start_ns: u64,
+    pub comm: String,
+    pub filename: String,
+}
+
+/// A task ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exit {
+    pub ts_ns: u64,
+    pub tid: u32,
+    pub pid: u32,
+    pub start_ns: u64,
+    /// As wait(2) encodes it.
+    pub code: i32,
+    /// The last thread of its process.
+    pub group_dead: bool,
+    pub comm: String,
+}
+
 /// A decoded record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {
     Transition(Box<Transition>),
+    Fork(Fork),
+    Exec(Box<Exec>),
+    Exit(Exit),
 }
 
 impl Record {
     pub fn ts_ns(&self) -> u64 {
         match self {
             Record::Transition(t) => t.ts_ns,
+            Record::Fork(f) => f.ts_ns,
+            Record::Exec(e) => e.ts_ns,
+            Record::Exit(e) => e.ts_ns,
+        }
+    }
+
+    /// The thread the record is about (the child, for a fork).
+    pub fn tid(&self) -> u32 {
+        match self {
+            Record::Transition(t) => t.tid,
+            Record::Fork(f) => f.tid,
+            Record::Exec(e) => e.tid,
+            Record::Exit(e) => e.tid,
         }
     }
 }
@@ -213,19 +271,58 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             let raw: wire::Transition = read(bytes)?;
             Ok(Record::Transition(Box::new(transition(&raw)?)))
         }
+        record::FORK => {
+            let raw: wire::Lifecycle = read(bytes)?;
+            Ok(Record::Fork(Fork {
+                ts_ns: raw.header.ts_ns,
+                tid: raw.tid,
+                pid: raw.tgid,
+                start_ns: raw.start_boottime_ns,
+                parent_tid: raw.parent_tid,
+                parent_pid: raw.parent_tgid,
+                parent_start_ns: raw.parent_start_boottime_ns,
+                comm: text(&raw.comm),
+            }))
+        }
+        record::EXEC => {
+            let raw: wire::Exec = read(bytes)?;
+            Ok(Record::Exec(Box::new(Exec {
+                ts_ns: raw.life.header.ts_ns,
+                tid: raw.life.tid,
+                pid: raw.life.tgid,
+                old_tid: raw.life.parent_tid,
+                start_ns: raw.life.start_boottime_ns,
+                comm: text(&raw.life.comm),
+                filename: text(&raw.filename),
+            })))
+        }
+        record::EXIT => {
+            let raw: wire::Lifecycle = read(bytes)?;
+            Ok(Record::Exit(Exit {
+                ts_ns: raw.header.ts_ns,
+                tid: raw.tid,
+                pid: raw.tgid,
+                start_ns: raw.start_boottime_ns,
+                code: raw.code,
+                group_dead: raw.group_dead != 0,
+                comm: text(&raw.comm),
+            }))
+        }
         other => Err(DecodeError::UnknownKind(other)),
     }
 }
 
+/// A NUL-terminated (or full) byte string from the kernel.
+fn text(bytes: &[u8]) -> String {
+    let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..len]).into_owned()
+}
+
 fn transition(raw: &wire::Transition) -> Result<Transition, DecodeError> {
     let call = Call::try_from(raw.call)?;
-    let comm_len = raw
-        .comm
-        .iter()
-        .position(|&b| b == 0)
-        .unwrap_or(raw.comm.len());
     let child = (call.has_child() && raw.child_tid != 0).then(|| Child {
         tid: raw.child_tid,
+        start_ns: raw.child_start_boottime_ns,
         ns_tid: raw.child_ns_tid,
         ns: NsSet::from(&raw.child),
     });
@@ -242,22 +339,19 @@ fn transition(raw: &wire::Transition) -> Result<Transition, DecodeError> {
         ns_tid: raw.ns_tid,
         pid_level: raw.pid_level,
         start_boottime_ns: raw.start_boottime_ns,
-        comm: String::from_utf8_lossy(&raw.comm[..comm_len]).into_owned(),
+        comm: text(&raw.comm),
         before: NsSet::from(&raw.before),
         after: NsSet::from(&raw.after),
         child,
     })
 }
 
-/// The bytes of a wire record, for tests and replay.
-pub fn encode(raw: &wire::Transition) -> Vec<u8> {
-    // SAFETY: a #[repr(C)] struct of integers with explicit padding: every byte is initialised.
-    let bytes = unsafe {
-        std::slice::from_raw_parts(
-            (raw as *const wire::Transition).cast::<u8>(),
-            size_of::<wire::Transition>(),
-        )
-    };
+/// The bytes of a wire record, for tests and benchmarks.
+pub fn encode<T: aya::Pod>(raw: &T) -> Vec<u8> {
+    // SAFETY: wire records are #[repr(C)] structs of integers with explicit padding: every byte
+    // is initialised.
+    let bytes =
+        unsafe { std::slice::from_raw_parts((raw as *const T).cast::<u8>(), size_of::<T>()) };
     bytes.to_vec()
 }
 
@@ -290,7 +384,9 @@ pub(crate) mod tests {
     fn decodes_a_setns_with_padding_after_it() {
         let mut bytes = encode(&setns_record());
         bytes.extend_from_slice(&[0; 4]);
-        let Record::Transition(t) = decode(&bytes).expect("decodes");
+        let Ok(Record::Transition(t)) = decode(&bytes) else {
+            panic!("a transition")
+        };
         assert_eq!(t.call, Call::Setns);
         assert_eq!((t.pid, t.tid, t.ppid), (42, 43, 1));
         assert_eq!(t.comm, "nsenter");
@@ -308,7 +404,7 @@ pub(crate) mod tests {
             decode(&bytes[..100]),
             Err(DecodeError::Short {
                 len: 100,
-                need: 456
+                need: 464
             })
         );
         assert!(matches!(
@@ -328,11 +424,57 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn lifecycle_records_decode() {
+        let mut raw = wire::Exec {
+            life: wire::Lifecycle::EMPTY,
+            filename: [0; wire::FILENAME_LEN],
+        };
+        raw.life.header.kind = record::EXEC;
+        raw.life.tid = 7;
+        raw.life.tgid = 7;
+        raw.life.parent_tid = 9;
+        raw.life.comm[..4].copy_from_slice(b"runc");
+        raw.filename[..13].copy_from_slice(b"/usr/bin/runc");
+        let Ok(Record::Exec(e)) = decode(&encode(&raw)) else {
+            panic!("an exec")
+        };
+        assert_eq!((e.tid, e.old_tid), (7, 9));
+        assert_eq!(
+            (e.comm.as_str(), e.filename.as_str()),
+            ("runc", "/usr/bin/runc")
+        );
+
+        let mut life = wire::Lifecycle::EMPTY;
+        life.header.kind = record::EXIT;
+        life.tid = 5;
+        life.code = 256;
+        life.group_dead = 1;
+        let Ok(Record::Exit(x)) = decode(&encode(&life)) else {
+            panic!("an exit")
+        };
+        assert!(x.group_dead);
+        assert_eq!(x.code, 256);
+        life.header.kind = record::FORK;
+        life.parent_tid = 4;
+        let Ok(Record::Fork(f)) = decode(&encode(&life)) else {
+            panic!("a fork")
+        };
+        assert_eq!((f.tid, f.parent_tid), (5, 4));
+        // An exec record cut to a lifecycle's size is short.
+        assert!(matches!(
+            decode(&encode(&raw)[..72]),
+            Err(DecodeError::Short { len: 72, need: 200 })
+        ));
+    }
+
+    #[test]
     fn a_failed_call_keeps_its_errno() {
         let mut raw = setns_record();
         raw.ret = -22;
         raw.after = raw.before;
-        let Record::Transition(t) = decode(&encode(&raw)).expect("decodes");
+        let Ok(Record::Transition(t)) = decode(&encode(&raw)) else {
+            panic!("a transition")
+        };
         assert_eq!(t.errno_name().as_deref(), Some("EINVAL"));
         assert!(t.changed().is_empty());
     }
@@ -350,7 +492,9 @@ pub(crate) mod tests {
         raw.child.inum[slot::PID] = 4026532300;
         raw.child.inum[slot::PID_FOR_CHILDREN] = 4026532300;
         raw.child.inum[slot::NET] = 4026532301;
-        let Record::Transition(t) = decode(&encode(&raw)).expect("decodes");
+        let Ok(Record::Transition(t)) = decode(&encode(&raw)) else {
+            panic!("a transition")
+        };
         assert!(t.changed().is_empty());
         assert_eq!(
             t.child_moved(),

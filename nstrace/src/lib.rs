@@ -10,4 +10,7 @@ pub mod event;
 pub mod load;
 pub mod ns;
 pub mod output;
+pub mod proc;
+pub mod record;
+pub mod timeline;
 pub mod transport;

@@ -24,7 +24,7 @@ enum Hook {
 
 /// Every program and where it attaches. Program names are unique in their first 15 bytes, which
 /// is all the kernel keeps.
-const PROBES: [(&str, Hook); 7] = [
+const PROBES: [(&str, Hook); 8] = [
     ("clone_enter", Hook::Syscalls(&["sys_enter_clone"])),
     ("clone3_enter", Hook::Syscalls(&["sys_enter_clone3"])),
     ("unshare_enter", Hook::Syscalls(&["sys_enter_unshare"])),
@@ -40,6 +40,7 @@ const PROBES: [(&str, Hook); 7] = [
     ),
     ("sched_fork", Hook::Btf("sched_process_fork")),
     ("sched_exec", Hook::Btf("sched_process_exec")),
+    ("sched_exit", Hook::Btf("sched_process_exit")),
 ];
 
 #[derive(Debug, thiserror::Error)]

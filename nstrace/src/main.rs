@@ -1,41 +1,105 @@
 //! The `nstrace` command: argument parsing and dispatch.
-use std::{io, process::ExitCode};
+use std::{
+    collections::{BTreeMap, HashSet},
+    ffi::OsString,
+    fs::File,
+    io::{self, LineWriter, Write as _},
+    os::unix::fs::OpenOptionsExt as _,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
-use anyhow::Context as _;
-use clap::Parser;
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
 use nstrace::{
-    clock::WallClock,
-    collect::{self, Options, Summary},
+    clock::{WallClock, monotonic_ns},
+    collect::{self, Filter, Options, Pipeline, Summary},
     load,
-    output::{Sink, json::JsonSink, text::TextSink},
+    ns::{NsKind, NsType},
+    output::{
+        Sink,
+        json::JsonSink,
+        summary::{self, Times},
+        text::TextSink,
+    },
+    proc,
+    record::{self, Header, ProcessLine},
+    timeline::{Scope, Timeline},
 };
 
 const EXAMPLES: &str = "\
 EXAMPLES:
-    nstrace                 # every namespace transition on this machine, one line each
-    nstrace --json          # the same as JSON Lines, every field (see the README)
+    nstrace                              every namespace transition on this machine
     nstrace --json | jq 'select(.comm == \"runc\")'
+    nstrace run -- unshare -p -f --mount-proc true
+                                         one command and all it starts, then a summary
+    nstrace run -o start.jsonl -- runc run demo
+    nstrace record -o host.jsonl         record the whole machine until Ctrl-C
+    nstrace report host.jsonl --pid 4242 the same timeline, offline, for one process tree
 ";
 
 /// Trace which process entered which Linux namespace, when, and how.
 ///
-/// Watches clone, clone3, unshare and setns (and the forks and execs they prepare) on the whole
-/// machine and prints each namespace transition with the caller's namespace set before and after,
-/// by the inode numbers `ls -l /proc/PID/ns` shows.
+/// Watches clone, clone3, unshare and setns (and the forks, execs and exits around them) and
+/// prints each namespace transition with the caller's namespace set before and after, by the
+/// inode numbers `ls -l /proc/PID/ns` shows; at the end, a summary of the namespaces made, entered
+/// and left, and of who moved where.
 #[derive(Debug, Parser)]
 #[command(version, after_help = EXAMPLES)]
 struct Cli {
-    /// Print JSON Lines (one object per transition) instead of text.
-    #[arg(long)]
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Trace CMD and everything it starts (run directly, not through a shell); exit with its
+    /// status.
+    Run {
+        /// The command and its arguments, after `--`.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        cmd: Vec<OsString>,
+    },
+    /// Record every record to a file (JSON Lines) until Ctrl-C, for `nstrace report`.
+    Record,
+    /// Rebuild the timeline from a record file, as it was live.
+    Report {
+        /// A file written by `nstrace record -o` or `nstrace run -o`.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// Print JSON Lines (one object per transition, then a summary object) instead of text.
+    #[arg(long, global = true)]
     json: bool,
+    /// Follow only this process and its descendants (repeatable).
+    #[arg(long, global = true, value_name = "PID")]
+    pid: Vec<u32>,
+    /// Show only records of processes with this command name.
+    #[arg(long, global = true, value_name = "NAME")]
+    comm: Option<String>,
+    /// Show only transitions of these namespace types (comma-separated: mnt,uts,ipc,pid,net,
+    /// user,cgroup,time).
+    #[arg(long = "type", global = true, value_name = "TYPES", value_delimiter = ',', value_parser = ns_type)]
+    types: Vec<NsType>,
+    /// Also write every record to FILE (created 0600), for `nstrace report` (live and run).
+    #[arg(short, long, global = true, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Print no summary at the end.
+    #[arg(long, global = true)]
+    no_summary: bool,
     /// Print times in UTC rather than local time (text output).
-    #[arg(long)]
+    #[arg(long, global = true)]
     utc: bool,
     /// Size of each CPU's perf buffer, in pages (a power of two).
-    #[arg(long, default_value_t = 256, value_parser = power_of_two)]
+    #[arg(long, global = true, default_value_t = 256, value_parser = power_of_two)]
     buffer_pages: usize,
     /// Explain what the loader does (-v), and more (-vv).
-    #[arg(short, long, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
 }
 
@@ -51,29 +115,40 @@ fn power_of_two(s: &str) -> Result<usize, String> {
     }
 }
 
+fn ns_type(name: &str) -> Result<NsType, String> {
+    NsType::from_name(name.trim()).ok_or_else(|| {
+        format!(
+            "unknown namespace type {name:?} (one of mnt, uts, ipc, pid, net, user, cgroup, time)"
+        )
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let level = match cli.verbose {
+    let level = match cli.common.verbose {
         0 => "warn",
         1 => "debug",
         _ => "trace",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("nstrace: error: starting the async runtime: {e}");
-            return ExitCode::FAILURE;
+    let result = match &cli.command {
+        Some(Command::Report { file }) => report(&cli.common, file).map(|()| 0),
+        command => {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("nstrace: error: starting the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            runtime.block_on(live(&cli.common, command.as_ref()))
         }
     };
-    match runtime.block_on(trace(&cli)) {
-        Ok(summary) => {
-            eprintln!("{}", summary.closing_line());
-            ExitCode::SUCCESS
-        }
+    match result {
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("nstrace: error: {e:#}");
             ExitCode::FAILURE
@@ -81,34 +156,261 @@ fn main() -> ExitCode {
     }
 }
 
-async fn trace(cli: &Cli) -> anyhow::Result<Summary> {
+fn filter(common: &Common) -> Filter {
+    Filter {
+        comm: common.comm.clone(),
+        types: (!common.types.is_empty()).then(|| common.types.clone()),
+    }
+}
+
+fn scope(pids: &[u32]) -> Scope {
+    if pids.is_empty() {
+        Scope::All
+    } else {
+        Scope::Descendants(pids.iter().copied().collect::<HashSet<u32>>())
+    }
+}
+
+/// stdout's sink for transitions, text or JSON.
+fn stdout_sink(common: &Common, clock: WallClock) -> Box<dyn Sink> {
+    let stdout = io::BufWriter::with_capacity(64 * 1024, io::stdout());
+    if common.json {
+        Box::new(JsonSink::new(stdout, clock, false))
+    } else {
+        Box::new(TextSink::new(stdout, clock, common.utc))
+    }
+}
+
+fn print_summary(common: &Common, timeline: &Timeline, clock: WallClock) -> io::Result<()> {
+    if common.no_summary {
+        return Ok(());
+    }
+    let times = Times {
+        clock,
+        utc: common.utc,
+    };
+    let mut out = io::stdout().lock();
+    if common.json {
+        serde_json::to_writer(&mut out, &summary::json(timeline, &times))?;
+        writeln!(out)
+    } else {
+        write!(out, "{}", summary::text(timeline, &times))
+    }
+}
+
+/// A new record file: 0600, refusing to follow a symlink; every line reaches the file whole.
+fn create_record(path: &Path) -> anyhow::Result<JsonSink<LineWriter<File>>> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .with_context(|| format!("creating the record file {}", path.display()))?;
+    Ok(JsonSink::new(LineWriter::new(file), WallClock::now(), true))
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Live tracing: the whole machine, `run`, or `record`.
+async fn live(common: &Common, command: Option<&Command>) -> anyhow::Result<u8> {
+    let record_path = common.output.clone();
+    if matches!(command, Some(Command::Record)) && record_path.is_none() {
+        bail!("`nstrace record` needs -o FILE, the file to write");
+    }
+    let mut archive = record_path.as_deref().map(create_record).transpose()?;
     let mut loaded = load::load()?;
     let options = Options {
-        buffer_pages: cli.buffer_pages,
+        buffer_pages: common.buffer_pages,
         ..Options::default()
     };
     let clock = WallClock::now();
-    let stdout = io::BufWriter::with_capacity(64 * 1024, io::stdout().lock());
-    let mut sink: Box<dyn Sink> = if cli.json {
-        Box::new(JsonSink::new(stdout, clock))
-    } else {
-        Box::new(TextSink::new(stdout, clock, cli.utc))
+    let run_cmd = match command {
+        Some(Command::Run { cmd }) => Some(cmd.clone()),
+        _ => None,
     };
+    let mut pids = common.pid.clone();
+    let following_cmd = run_cmd.is_some();
+    if following_cmd && pids.is_empty() {
+        // Followed from its birth: the pid is added when it starts.
+        pids.push(0);
+    }
+    let mut stdout = stdout_sink(common, clock);
+    let mut pipeline = Pipeline::new(Timeline::new(scope(&pids)), filter(common));
+    pipeline.sinks.push(stdout.as_mut());
+    if let Some(archive) = archive.as_mut() {
+        pipeline.archive = Some(archive);
+    }
+
+    let (child_tx, child_rx) = tokio::sync::oneshot::channel::<tokio::process::Child>();
     let hooks = loaded.hooks.len();
-    collect::collect(
-        &mut loaded,
-        &options,
-        sink.as_mut(),
-        stop_signal(),
-        |cpus| {
+    let ready = |cpus: usize, pipeline: &mut Pipeline<'_>| -> io::Result<()> {
+        let at = monotonic_ns();
+        let snapshot = proc::snapshot();
+        let host = snapshot
+            .iter()
+            .filter(|e| (e.tid == 1 || e.tid == 2) && e.inodes[NsKind::Mnt.slot()].is_some())
+            .min_by_key(|e| e.tid)
+            .map(|init| {
+                NsKind::ALL
+                    .into_iter()
+                    .filter_map(|k| init.inodes[k.slot()].map(|i| (k.name().to_owned(), i)))
+                    .collect::<BTreeMap<_, _>>()
+            })
+            .unwrap_or_default();
+        let own_pid_ns = proc::ns_inode(std::path::Path::new("/proc/self/ns"), NsKind::Pid);
+        let nested = own_pid_ns.is_some() && own_pid_ns != NsType::Pid.initial_inode();
+        if nested {
             eprintln!(
-                "nstrace: tracing clone, clone3, unshare, setns, fork and exec ({hooks} hooks, \
-                 {cpus} CPUs); Ctrl-C to stop"
+                "nstrace: note: nstrace runs in a nested pid namespace: it sees only that \
+                 namespace's processes in /proc, and `host` means this namespace's view"
             );
+        }
+        if let Some(archive) = pipeline.archive.as_mut() {
+            let header = Header::new(
+                kernel_release(),
+                clock_offset(&clock),
+                at,
+                host,
+                nested,
+                common.pid.clone(),
+            );
+            write_line(&mut **archive, &header)?;
+            for entry in &snapshot {
+                write_line(&mut **archive, &ProcessLine::from(entry))?;
+            }
+        }
+        pipeline.timeline.snapshot(&snapshot, at);
+        eprintln!(
+            "nstrace: tracing clone, clone3, unshare, setns, fork, exec and exit ({hooks} hooks, \
+             {cpus} CPUs, {} tasks already running); Ctrl-C to stop",
+            snapshot.len()
+        );
+        if let Some(cmd) = &run_cmd {
+            let child = tokio::process::Command::new(&cmd[0])
+                .args(&cmd[1..])
+                .kill_on_drop(false)
+                .spawn()
+                .map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("starting {}: {e}", cmd[0].to_string_lossy()),
+                    )
+                })?;
+            if let Some(pid) = child.id() {
+                pipeline.timeline.follow(pid);
+                if let Some(archive) = pipeline.archive.as_mut() {
+                    write_line(
+                        &mut **archive,
+                        &serde_json::json!({"type": "follow", "pid": pid}),
+                    )?;
+                }
+            }
+            let _ = child_tx.send(child);
+        }
+        Ok(())
+    };
+    let status = std::cell::Cell::new(None);
+    let stop = async {
+        if following_cmd {
+            if let Ok(mut child) = child_rx.await {
+                tokio::select! {
+                    result = child.wait() => status.set(result.ok()),
+                    () = stop_signal() => {
+                        // Pass the stop on (Ctrl-C in a terminal reaches it already), then
+                        // wait for the command to end.
+                        if let Some(pid) = child.id() {
+                            // SAFETY: signalling our own child.
+                            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+                        }
+                        status.set(child.wait().await.ok());
+                    }
+                }
+            }
+        } else {
+            stop_signal().await;
+        }
+    };
+    let summary: Summary = collect::collect(&mut loaded, &options, &mut pipeline, stop, ready)
+        .await
+        .context("tracing")?;
+    let Pipeline { timeline, .. } = pipeline;
+    drop(stdout);
+    eprintln!("{}", summary.closing_line());
+    print_summary(common, &timeline, clock).context("writing the summary")?;
+    Ok(exit_code(status.get()))
+}
+
+/// The exit status of `run`: the command's, or 128 + the signal that ended it.
+fn exit_code(status: Option<std::process::ExitStatus>) -> u8 {
+    use std::os::unix::process::ExitStatusExt as _;
+    match status {
+        None => 0,
+        Some(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => code as u8,
+            (None, Some(signal)) => 128u8.saturating_add(signal as u8),
+            (None, None) => 1,
         },
-    )
-    .await
-    .context("tracing")
+    }
+}
+
+fn clock_offset(clock: &WallClock) -> i64 {
+    clock.to_utc(0).timestamp_nanos_opt().unwrap_or(0)
+}
+
+/// Writes a header, snapshot or follow line into a record file.
+fn write_line(sink: &mut dyn Sink, value: &impl serde::Serialize) -> io::Result<()> {
+    sink.note(&serde_json::to_value(value).map_err(io::Error::other)?)
+}
+
+/// Offline: rebuild the timeline from a record file.
+fn report(common: &Common, file: &Path) -> anyhow::Result<()> {
+    let filter = filter(common);
+    let mut sink: Option<Box<dyn Sink>> = None;
+    let mut shown = 0u64;
+    let rebuilt = record::rebuild(file, &common.pid, |header, r, followed| {
+        let sink = match &mut sink {
+            Some(sink) => sink,
+            None => {
+                let mut new = stdout_sink(common, header.clock());
+                new.start()?;
+                sink.insert(new)
+            }
+        };
+        if followed && filter.accepts(r) {
+            if matches!(r, nstrace::event::Record::Transition(_)) {
+                shown += 1;
+            }
+            sink.record(r)?;
+        }
+        Ok(())
+    })?;
+    if let Some(mut sink) = sink {
+        sink.flush()?;
+    }
+    print_summary(common, &rebuilt.timeline, rebuilt.header.clock())
+        .context("writing the summary")?;
+    eprintln!(
+        "nstrace: {shown} transitions shown, replayed from {} (recorded on Linux {})",
+        file.display(),
+        rebuilt.header.kernel
+    );
+    if !rebuilt.bad.is_empty() {
+        for b in &rebuilt.bad {
+            eprintln!("nstrace: {}: {b}", file.display());
+        }
+        bail!(
+            "{} has {} bad lines (listed above); every good line was read",
+            file.display(),
+            rebuilt.bad.len()
+        );
+    }
+    Ok(())
 }
 
 /// Ctrl-C or SIGTERM.

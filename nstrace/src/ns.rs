@@ -90,6 +90,105 @@ impl fmt::Display for NsKind {
     }
 }
 
+/// A namespace type: what a namespace is, whichever slot points at it (`pid` and
+/// `pid_for_children` both point at pid namespaces).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NsType {
+    Mnt,
+    Uts,
+    Ipc,
+    Pid,
+    Net,
+    User,
+    Cgroup,
+    Time,
+}
+
+impl NsType {
+    pub const ALL: [NsType; 8] = [
+        NsType::Mnt,
+        NsType::Uts,
+        NsType::Ipc,
+        NsType::Pid,
+        NsType::Net,
+        NsType::User,
+        NsType::Cgroup,
+        NsType::Time,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            NsType::Mnt => "mnt",
+            NsType::Uts => "uts",
+            NsType::Ipc => "ipc",
+            NsType::Pid => "pid",
+            NsType::Net => "net",
+            NsType::User => "user",
+            NsType::Cgroup => "cgroup",
+            NsType::Time => "time",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<NsType> {
+        NsType::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// The slot that holds a task's own namespace of this type.
+    pub const fn own_slot(self) -> NsKind {
+        match self {
+            NsType::Mnt => NsKind::Mnt,
+            NsType::Uts => NsKind::Uts,
+            NsType::Ipc => NsKind::Ipc,
+            NsType::Pid => NsKind::Pid,
+            NsType::Net => NsKind::Net,
+            NsType::User => NsKind::User,
+            NsType::Cgroup => NsKind::Cgroup,
+            NsType::Time => NsKind::Time,
+        }
+    }
+
+    /// The inode of the kernel's initial namespace of this type, where it is fixed
+    /// (include/linux/proc_ns.h); mnt and net have none.
+    pub const fn initial_inode(self) -> Option<u32> {
+        match self {
+            NsType::Ipc => Some(0xEFFF_FFFF),
+            NsType::Uts => Some(0xEFFF_FFFE),
+            NsType::User => Some(0xEFFF_FFFD),
+            NsType::Pid => Some(0xEFFF_FFFC),
+            NsType::Cgroup => Some(0xEFFF_FFFB),
+            NsType::Time => Some(0xEFFF_FFFA),
+            NsType::Mnt | NsType::Net => None,
+        }
+    }
+}
+
+impl fmt::Display for NsType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl NsKind {
+    /// The type of namespace this slot points at.
+    pub const fn ns_type(self) -> NsType {
+        match self {
+            NsKind::Mnt => NsType::Mnt,
+            NsKind::Uts => NsType::Uts,
+            NsKind::Ipc => NsType::Ipc,
+            NsKind::Pid | NsKind::PidForChildren => NsType::Pid,
+            NsKind::Net => NsType::Net,
+            NsKind::User => NsType::User,
+            NsKind::Cgroup => NsType::Cgroup,
+            NsKind::Time | NsKind::TimeForChildren => NsType::Time,
+        }
+    }
+
+    /// Whether the slot is where the task itself is (not where its children will go).
+    pub const fn is_own(self) -> bool {
+        !matches!(self, NsKind::PidForChildren | NsKind::TimeForChildren)
+    }
+}
+
 /// Every clone flag with its name (include/uapi/linux/sched.h), lowest bit first.
 const CLONE_FLAGS: &[(u64, &str)] = &[
     (0x0000_0080, "CLONE_NEWTIME"),

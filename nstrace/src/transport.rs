@@ -262,7 +262,7 @@ mod tests {
         r.push(decode(&encode(&a)).unwrap());
         r.push(decode(&encode(&b)).unwrap());
         let mut tids = Vec::new();
-        r.drain(|Record::Transition(t)| tids.push(t.tid));
+        r.drain(|rec| tids.push(rec.tid()));
         assert_eq!(tids, [1, 2]);
     }
 }

@@ -353,3 +353,191 @@ pub fn strings(v: &Value) -> Vec<String> {
 pub fn by(pid: u32, call: &'static str) -> impl Fn(&Value) -> bool {
     move |e| e["pid"].as_u64() == Some(u64::from(pid)) && e["call"] == call
 }
+
+/// A running `nstrace run --json -o FILE -- CMD...`: the command's stdin is ours (closing it
+/// ends `nshelper hold`), its stdout is nstrace's (`ready PID` lines among the JSON).
+pub struct Run {
+    child: Child,
+    events: Arc<Mutex<Vec<Value>>>,
+    ready: mpsc::Receiver<u32>,
+    stderr: Arc<Mutex<String>>,
+    /// The record file.
+    pub file: PathBuf,
+}
+
+impl Run {
+    pub fn start(cmd: &[&str]) -> Run {
+        static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let file =
+            std::env::temp_dir().join(format!("nstrace-test-{}-{n}.jsonl", std::process::id()));
+        let _ = std::fs::remove_file(&file);
+        let mut child = Command::new(binary("nstrace"))
+            .args(["run", "--json", "-o"])
+            .arg(&file)
+            .arg("--")
+            .args(cmd)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn nstrace run");
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let stderr_text = Arc::new(Mutex::new(String::new()));
+        let (ready_tx, ready) = mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout");
+        {
+            let events = Arc::clone(&events);
+            thread::spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(pid) = line.strip_prefix("ready ") {
+                        let _ = ready_tx.send(pid.trim().parse().expect("a pid"));
+                    } else if line.starts_with('{') {
+                        let value: Value = serde_json::from_str(&line)
+                            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                        events.lock().expect("lock").push(value);
+                    }
+                }
+            });
+        }
+        let stderr = child.stderr.take().expect("stderr");
+        {
+            let text = Arc::clone(&stderr_text);
+            thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    let mut text = text.lock().expect("lock");
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+            });
+        }
+        Run {
+            child,
+            events,
+            ready,
+            stderr: stderr_text,
+            file,
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().expect("lock").clone()
+    }
+
+    /// The pid of the next `nshelper hold` that is ready.
+    pub fn wait_ready(&self) -> u32 {
+        self.ready
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the command never got ready; nstrace said:\n{}",
+                    self.stderr()
+                )
+            })
+    }
+
+    /// Rebuilds the timeline from the record file as it stands, and checks every live process
+    /// it follows against /proc: each is in exactly the namespaces /proc shows. Returns how many
+    /// tasks were compared.
+    pub fn checkpoint(&self) -> usize {
+        // The collector releases records after a 30 ms reorder window.
+        thread::sleep(Duration::from_millis(300));
+        let rebuilt = nstrace::record::rebuild(&self.file, &[], |_, _, _| Ok(()))
+            .unwrap_or_else(|e| panic!("the record file does not replay: {e}"));
+        assert!(rebuilt.bad.is_empty(), "bad lines: {:?}", rebuilt.bad);
+        let tl = rebuilt.timeline;
+        let mut compared = 0;
+        for (tid, pid) in tl.live_tasks() {
+            let dir = format!("/proc/{pid}/task/{tid}/ns");
+            let truth: Vec<(&str, u64)> = KINDS
+                .iter()
+                .filter_map(|k| {
+                    let link = std::fs::read_link(format!("{dir}/{k}")).ok()?;
+                    let link = link.to_string_lossy().into_owned();
+                    let inum = link[link.find('[')? + 1..link.find(']')?].parse().ok()?;
+                    Some((*k, inum))
+                })
+                .collect();
+            if truth.is_empty() {
+                continue; // exited since
+            }
+            let model = tl.live_set(tid).unwrap_or_default();
+            for (kind, inum) in truth {
+                let modelled = model
+                    .iter()
+                    .find(|(k, _)| k.name() == kind)
+                    .map(|(_, i)| u64::from(*i));
+                assert_eq!(
+                    modelled,
+                    Some(inum),
+                    "task {tid} of {pid}: {kind} in the timeline is not what /proc shows"
+                );
+            }
+            compared += 1;
+        }
+        compared
+    }
+
+    /// Closes the command's stdin, waits for nstrace, and returns its exit status, the
+    /// transitions it printed and its summary object. The record file stays for
+    /// [`Run::report_summary`].
+    pub fn finish(&mut self) -> (std::process::ExitStatus, Vec<Value>, Value) {
+        let run = self;
+        drop(run.child.stdin.take());
+        let status = run.child.wait().expect("wait nstrace");
+        thread::sleep(Duration::from_millis(100));
+        let events = run.events.lock().expect("lock").clone();
+        let summary = events
+            .iter()
+            .rev()
+            .find(|e| e["type"] == "summary")
+            .cloned()
+            .unwrap_or_else(|| panic!("no summary; stderr:\n{}", run.stderr()));
+        let transitions = events
+            .into_iter()
+            .filter(|e| e["type"] == "transition")
+            .collect();
+        (status, transitions, summary)
+    }
+
+    /// `nstrace report FILE --json`: the summary a replay gives.
+    pub fn report_summary(&self) -> Value {
+        let out = Command::new(binary("nstrace"))
+            .args(["report", "--json"])
+            .arg(&self.file)
+            .output()
+            .expect("nstrace report");
+        assert!(
+            out.status.success(),
+            "report failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let last = text.lines().last().expect("a summary line");
+        serde_json::from_str(last).expect("JSON")
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let _ = self.child.wait();
+        }
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+/// Summary namespaces of one type that some process created with `call`.
+pub fn created_by<'a>(summary: &'a Value, ty: &str, call: &str) -> Vec<&'a Value> {
+    summary["namespaces"]
+        .as_array()
+        .expect("namespaces")
+        .iter()
+        .filter(|n| n["type"] == ty && n["created_by"]["call"] == call)
+        .collect()
+}

@@ -85,7 +85,7 @@ fn the_closing_line_counts_transitions_and_lost_samples() {
     let last = stderr.lines().last().unwrap_or_default();
     let (seen, lost) = last
         .strip_prefix("nstrace: ")
-        .and_then(|rest| rest.split_once(" transitions, "))
+        .and_then(|rest| rest.split_once(" transitions shown, "))
         .and_then(|(n, rest)| {
             Some((
                 n.parse::<u64>().ok()?,
@@ -128,4 +128,126 @@ fn a_buffer_size_that_is_not_a_power_of_two_is_refused_with_a_hint() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("not a power of two (try 128)"), "{err}");
+}
+
+/// Records the whole machine while a helper unshares, then reports offline.
+fn record_unshare(file: &std::path::Path, kinds: &str) -> u32 {
+    let tracer = Tracer::start(&["-o", file.to_str().unwrap(), "--no-summary"]);
+    let mut helper = Helper::spawn(&["unshare", kinds, "hold"]);
+    let pid = helper.wait_ready();
+    tracer.wait_for("unshare", nstrace_tests::by(pid, "unshare"));
+    helper.finish();
+    tracer.stop();
+    pid
+}
+
+fn report(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(binary("nstrace"))
+        .arg("report")
+        .args(args)
+        .output()
+        .expect("nstrace report");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn report_with_pid_and_type_filters_shows_only_that_process_tree_and_type() {
+    if !require_root() {
+        return;
+    }
+    let file = std::env::temp_dir().join(format!("nstrace-cli-{}.jsonl", std::process::id()));
+    let pid = record_unshare(&file, "uts,ipc");
+    let mode = std::fs::metadata(&file).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    let path = file.to_str().unwrap();
+
+    let (code, out, err) = report(&["--json", "--pid", &pid.to_string(), path]);
+    assert_eq!(code, Some(0), "{err}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (summary, transitions) = lines.split_last().unwrap();
+    assert_eq!(summary["type"], "summary");
+    assert_eq!(
+        transitions.len(),
+        1,
+        "only the helper's unshare: {transitions:#?}"
+    );
+    assert_eq!(transitions[0]["pid"], pid);
+    let pids: Vec<&serde_json::Value> = summary["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| &p["pid"])
+        .collect();
+    assert_eq!(pids, [&serde_json::json!(pid)]);
+
+    let (_, out, _) = report(&["--json", "--pid", &pid.to_string(), "--type", "net", path]);
+    assert_eq!(
+        out.lines().count(),
+        1,
+        "no net transition, only the summary: {out}"
+    );
+    let (_, out, _) = report(&["--json", "--pid", &pid.to_string(), "--type", "ipc", path]);
+    assert_eq!(out.lines().count(), 2, "the unshare moved ipc: {out}");
+    let _ = std::fs::remove_file(&file);
+}
+
+#[test]
+fn a_corrupt_record_is_reported_by_line_and_every_good_line_is_still_read() {
+    if !require_root() {
+        return;
+    }
+    let file = std::env::temp_dir().join(format!("nstrace-corrupt-{}.jsonl", std::process::id()));
+    let pid = record_unshare(&file, "uts");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let unshare_at = lines
+        .iter()
+        .position(|l| l.contains("\"call\":\"unshare\"") && l.contains(&format!("\"pid\":{pid},")))
+        .expect("the helper's unshare is recorded");
+    // Damage the line before it, and cut the last line in half (a crash mid-write).
+    let bad = unshare_at - 1;
+    lines[bad] = "{\"type\":\"transition\",\"ts_ns\":".into();
+    let last = lines.len() - 1;
+    let half = lines[last].len() / 2;
+    lines[last].truncate(half);
+    std::fs::write(&file, lines.join("\n")).unwrap();
+
+    let (code, out, err) = report(&["--json", "--pid", &pid.to_string(), file.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains(&format!("line {}:", bad + 1)), "{err}");
+    assert!(
+        err.contains(&format!("line {}: truncated", last + 1)),
+        "{err}"
+    );
+    assert!(err.contains("every good line was read"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let first: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        first["pid"], pid,
+        "the good lines after the bad one are read: {out}"
+    );
+    let _ = std::fs::remove_file(&file);
+}
+
+#[test]
+fn report_of_a_file_that_is_not_a_record_says_so() {
+    let file = std::env::temp_dir().join(format!("nstrace-notrecord-{}.txt", std::process::id()));
+    std::fs::write(&file, "hello\n").unwrap();
+    let (code, _, err) = report(&[file.to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("is not an nstrace record"), "{err}");
+    let (code, _, err) = report(&["/nonexistent/file.jsonl"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("opening /nonexistent/file.jsonl"), "{err}");
+    let _ = std::fs::remove_file(&file);
 }

@@ -4,7 +4,8 @@
 //! - bpf-linker built against the LLVM major that nightly uses (it links the LLVM bitcode rustc
 //!   emits, so the two must agree): LLVM from Debian's llvm-N-dev when we are root on Debian,
 //!   otherwise a message that says exactly what to install.
-//! - For the tests: util-linux (unshare, nsenter), iproute2 (ip netns) and bubblewrap (bwrap).
+//! - For the tests: util-linux (unshare, nsenter), iproute2 (ip netns), bubblewrap (bwrap), runc
+//!   and busybox-static (a container's root file system).
 use std::{path::Path, process::Command};
 
 use anyhow::{Context as _, Result, bail};
@@ -164,6 +165,8 @@ pub fn test_tools() -> Result<()> {
         ("nsenter", "util-linux"),
         ("ip", "iproute2"),
         ("bwrap", "bubblewrap"),
+        ("runc", "runc"),
+        ("busybox", "busybox-static"),
     ];
     let mut missing: Vec<&str> = wanted
         .iter()

@@ -6,25 +6,96 @@ use serde::{Serialize, Serializer, ser::SerializeMap};
 use super::Sink;
 use crate::{
     clock::WallClock,
-    event::{NsSet, Transition},
+    event::{NsSet, Record, Transition},
     ns::NsKind,
 };
 
 pub struct JsonSink<W: io::Write> {
     out: W,
     clock: WallClock,
+    lifecycle: bool,
 }
 
 impl<W: io::Write> JsonSink<W> {
-    pub fn new(out: W, clock: WallClock) -> Self {
-        Self { out, clock }
+    /// `lifecycle`: also write forks, execs and exits (a record file needs them to rebuild the
+    /// timeline; a live stream shows transitions only).
+    pub fn new(out: W, clock: WallClock, lifecycle: bool) -> Self {
+        Self {
+            out,
+            clock,
+            lifecycle,
+        }
+    }
+
+    /// Writes any serializable line (record-file headers and snapshots).
+    pub fn line(&mut self, value: &impl Serialize) -> io::Result<()> {
+        serde_json::to_writer(&mut self.out, value)?;
+        self.out.write_all(b"\n")
     }
 }
 
 impl<W: io::Write> Sink for JsonSink<W> {
-    fn transition(&mut self, t: &Transition) -> io::Result<()> {
-        serde_json::to_writer(&mut self.out, &JsonTransition::new(t, &self.clock))?;
-        self.out.write_all(b"\n")
+    fn note(&mut self, line: &serde_json::Value) -> io::Result<()> {
+        if self.lifecycle {
+            self.line(line)?;
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, record: &Record) -> io::Result<()> {
+        let clock = self.clock;
+        match record {
+            Record::Transition(t) => self.line(&JsonTransition::new(t, &clock)),
+            _ if !self.lifecycle => Ok(()),
+            Record::Fork(f) => self.line(&JsonLifecycle {
+                kind: "fork",
+                time: rfc3339(&clock, f.ts_ns),
+                ts_ns: f.ts_ns,
+                pid: f.pid,
+                tid: f.tid,
+                comm: &f.comm,
+                start_boottime_ns: f.start_ns,
+                parent_pid: Some(f.parent_pid),
+                parent_tid: Some(f.parent_tid),
+                parent_start_boottime_ns: Some(f.parent_start_ns),
+                old_tid: None,
+                filename: None,
+                code: None,
+                group_dead: None,
+            }),
+            Record::Exec(e) => self.line(&JsonLifecycle {
+                kind: "exec",
+                time: rfc3339(&clock, e.ts_ns),
+                ts_ns: e.ts_ns,
+                pid: e.pid,
+                tid: e.tid,
+                comm: &e.comm,
+                start_boottime_ns: e.start_ns,
+                parent_pid: None,
+                parent_tid: None,
+                parent_start_boottime_ns: None,
+                old_tid: Some(e.old_tid),
+                filename: Some(&e.filename),
+                code: None,
+                group_dead: None,
+            }),
+            Record::Exit(x) => self.line(&JsonLifecycle {
+                kind: "exit",
+                time: rfc3339(&clock, x.ts_ns),
+                ts_ns: x.ts_ns,
+                pid: x.pid,
+                tid: x.tid,
+                comm: &x.comm,
+                start_boottime_ns: x.start_ns,
+                parent_pid: None,
+                parent_tid: None,
+                parent_start_boottime_ns: None,
+                old_tid: None,
+                filename: None,
+                code: Some(x.code),
+                group_dead: Some(x.group_dead),
+            }),
+        }
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -58,9 +129,43 @@ fn ids(set: &NsSet) -> Option<Slots<'_>> {
     set.has_ids().then_some(Slots(set, true))
 }
 
+fn rfc3339(clock: &WallClock, ts_ns: u64) -> String {
+    clock
+        .to_utc(ts_ns)
+        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+/// A fork, exec or exit.
+#[derive(Serialize)]
+struct JsonLifecycle<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    time: String,
+    ts_ns: u64,
+    pid: u32,
+    tid: u32,
+    comm: &'a str,
+    start_boottime_ns: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parent_pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parent_tid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parent_start_boottime_ns: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    old_tid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filename: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group_dead: Option<bool>,
+}
+
 #[derive(Serialize)]
 struct JsonChild<'a> {
     tid: u32,
+    start_boottime_ns: u64,
     ns_tid: u32,
     moved: Vec<&'static str>,
     ns: Slots<'a>,
@@ -104,9 +209,7 @@ impl<'a> JsonTransition<'a> {
         let names = |kinds: Vec<NsKind>| kinds.into_iter().map(NsKind::name).collect();
         Self {
             kind: "transition",
-            time: clock
-                .to_utc(t.ts_ns)
-                .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+            time: rfc3339(clock, t.ts_ns),
             ts_ns: t.ts_ns,
             call: t.call.name(),
             pid: t.pid,
@@ -129,6 +232,7 @@ impl<'a> JsonTransition<'a> {
             after_id: ids(&t.after),
             child: t.child.as_ref().map(|c| JsonChild {
                 tid: c.tid,
+                start_boottime_ns: c.start_ns,
                 ns_tid: c.ns_tid,
                 moved: names(t.child_moved()),
                 ns: inodes(&c.ns),
@@ -145,11 +249,14 @@ mod tests {
 
     #[test]
     fn one_object_per_line_with_every_slot() {
-        let Record::Transition(t) = decode(&encode(&setns_record())).unwrap();
+        let Ok(Record::Transition(t)) = decode(&encode(&setns_record())) else {
+            panic!("a transition")
+        };
         let mut out = Vec::new();
-        let mut sink = JsonSink::new(&mut out, WallClock::with_offset(0));
-        sink.transition(&t).unwrap();
-        sink.transition(&t).unwrap();
+        let mut sink = JsonSink::new(&mut out, WallClock::with_offset(0), false);
+        let record = Record::Transition(t);
+        sink.record(&record).unwrap();
+        sink.record(&record).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text.lines().count(), 2);
         let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();

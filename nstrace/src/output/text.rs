@@ -4,7 +4,7 @@ use std::{fmt::Write as _, io};
 use super::Sink;
 use crate::{
     clock::WallClock,
-    event::{Call, NsSet, Transition},
+    event::{Call, NsSet, Record, Transition},
     ns::NsKind,
 };
 
@@ -28,7 +28,11 @@ impl<W: io::Write> Sink for TextSink<W> {
         writeln!(self.out, "{HEADER}")
     }
 
-    fn transition(&mut self, t: &Transition) -> io::Result<()> {
+    fn record(&mut self, record: &Record) -> io::Result<()> {
+        // One line per transition; forks, execs and exits feed the summary.
+        let Record::Transition(t) = record else {
+            return Ok(());
+        };
         let time = self.clock.to_utc(t.ts_ns);
         let time = if self.utc {
             time.format("%H:%M:%S%.6f").to_string()
@@ -109,7 +113,9 @@ mod tests {
     use crate::event::{Record, decode, encode, tests::setns_record};
 
     fn transition(raw: &nstrace_common::Transition) -> Transition {
-        let Record::Transition(t) = decode(&encode(raw)).expect("decodes");
+        let Ok(Record::Transition(t)) = decode(&encode(raw)) else {
+            panic!("a transition")
+        };
         *t
     }
 
@@ -163,7 +169,8 @@ mod tests {
         sink.start().unwrap();
         let mut raw = setns_record();
         raw.header.ts_ns = 3_723_000_001_000; // 01:02:03.000001
-        sink.transition(&transition(&raw)).unwrap();
+        sink.record(&Record::Transition(Box::new(transition(&raw))))
+            .unwrap();
         let text = String::from_utf8(out).unwrap();
         let mut lines = text.lines();
         assert_eq!(lines.next(), Some(HEADER));

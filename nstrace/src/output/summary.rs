@@ -1,0 +1,338 @@
+//! The closing summary of a timeline: a table of namespaces and, per process, who moved where.
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+
+use crate::{
+    clock::WallClock,
+    ns::flag_names,
+    timeline::{Change, Namespace, NsIdx, ProcessHistory, Timeline},
+};
+
+/// Formats kernel times for people.
+#[derive(Clone, Copy)]
+pub struct Times {
+    pub clock: WallClock,
+    pub utc: bool,
+}
+
+impl Times {
+    pub fn at(&self, ts_ns: u64) -> String {
+        let t = self.clock.to_utc(ts_ns);
+        if self.utc {
+            t.format("%H:%M:%S%.6f").to_string()
+        } else {
+            t.with_timezone(&chrono::Local)
+                .format("%H:%M:%S%.6f")
+                .to_string()
+        }
+    }
+
+    fn rfc3339(&self, ts_ns: u64) -> String {
+        self.clock
+            .to_utc(ts_ns)
+            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+    }
+}
+
+/// The namespaces worth a row: made, entered or left during the trace by a followed process.
+fn shown(tl: &Timeline) -> impl Iterator<Item = (NsIdx, &Namespace)> {
+    tl.namespaces()
+        .iter()
+        .enumerate()
+        .filter(|(_, ns)| ns.touched)
+}
+
+fn inode(tl: &Timeline, idx: Option<NsIdx>) -> String {
+    match idx {
+        Some(i) => {
+            let ns = tl.namespace(i);
+            if ns.host {
+                format!("{} (host)", ns.inum)
+            } else {
+                ns.inum.to_string()
+            }
+        }
+        None => "?".into(),
+    }
+}
+
+fn changes(tl: &Timeline, changes: &[Change]) -> String {
+    changes
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {} \u{2192} {}",
+                c.kind,
+                inode(tl, c.from),
+                inode(tl, c.to)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn creator(ns: &Namespace) -> String {
+    match &ns.created {
+        Some(c) => format!(
+            "{} {}: {}({})",
+            c.comm,
+            c.process.pid,
+            c.call.name(),
+            flag_names(c.flags, c.call == crate::event::Call::Clone).join("|")
+        ),
+        None if ns.host => "the kernel (initial)".into(),
+        None => "before tracing or unseen".into(),
+    }
+}
+
+fn state(ns: &Namespace, times: &Times) -> String {
+    if ns.replaced {
+        return "freed (inode reused)".into();
+    }
+    match ns.emptied_ns {
+        Some(t) if ns.members() == 0 => format!("emptied {}", times.at(t)),
+        _ => format!("alive, {} members", ns.members()),
+    }
+}
+
+/// Who joined and left each namespace made during the trace, in order.
+fn members(out: &mut String, tl: &Timeline, rows: &[(NsIdx, &Namespace)], times: &Times) {
+    const SHOWN: usize = 12;
+    let made: Vec<_> = rows
+        .iter()
+        .filter(|(_, ns)| !ns.host && !ns.log.is_empty())
+        .collect();
+    if made.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\nMEMBERS (entries + and exits -, in order)");
+    // Namespaces made together and shared by the same tasks have the same log: one list.
+    let mut groups: Vec<Vec<&Namespace>> = Vec::new();
+    for (_, ns) in made {
+        match groups.iter_mut().find(|g| g[0].log == ns.log) {
+            Some(group) => group.push(ns),
+            None => groups.push(vec![ns]),
+        }
+    }
+    for group in groups {
+        let ns = group[0];
+        let labels: Vec<String> = group
+            .iter()
+            .map(|n| match n.parent {
+                Some(p) => format!("{} (inside {})", n.label(), tl.namespace(p).label()),
+                None => n.label(),
+            })
+            .collect();
+        let _ = writeln!(out, "{}", labels.join(", "));
+        for m in ns.log.iter().take(SHOWN) {
+            let sign = if m.entered { '+' } else { '-' };
+            let who = if m.tid == m.pid {
+                m.pid.to_string()
+            } else {
+                format!("{}/{}", m.pid, m.tid)
+            };
+            let _ = writeln!(
+                out,
+                "  {} {sign} {who} {}: {}",
+                times.at(m.ts_ns),
+                m.comm,
+                m.cause.describe()
+            );
+        }
+        let more = ns.log.len().saturating_sub(SHOWN) as u64 + ns.log_dropped;
+        if more > 0 {
+            let _ = writeln!(out, "  ... {more} more");
+        }
+    }
+}
+
+/// The human summary.
+pub fn text(tl: &Timeline, times: &Times) -> String {
+    let mut out = String::new();
+    let rows: Vec<_> = shown(tl).collect();
+    let _ = writeln!(
+        out,
+        "\nNAMESPACES ({} created, entered or left while tracing)",
+        rows.len()
+    );
+    let _ = writeln!(
+        out,
+        "{:<7} {:<11} {:<6} {:<16} {:<13} {:<24} CREATED BY",
+        "TYPE", "INODE", "ID", "AT", "MEMBERS", "STATE"
+    );
+    for (_, ns) in &rows {
+        let at = ns
+            .created
+            .as_ref()
+            .map_or_else(|| "-".into(), |c| times.at(c.ts_ns));
+        let id = if ns.id == 0 {
+            "-".into()
+        } else {
+            ns.id.to_string()
+        };
+        let inum = if ns.host {
+            format!("{}*", ns.inum)
+        } else {
+            ns.inum.to_string()
+        };
+        let _ = writeln!(
+            out,
+            "{:<7} {:<11} {:<6} {:<16} {:<13} {:<24} {}",
+            ns.ty.name(),
+            inum,
+            id,
+            at,
+            format!("{} (peak {})", ns.total_members, ns.peak_members),
+            state(ns, times),
+            creator(ns),
+        );
+    }
+    if rows.iter().any(|(_, ns)| ns.host) {
+        let _ = writeln!(out, "(* the host's namespace)");
+    }
+    members(&mut out, tl, &rows, times);
+
+    let histories: Vec<&ProcessHistory> = tl.histories().collect();
+    let _ = writeln!(out, "\nPROCESSES ({} followed or moved)", histories.len());
+    for h in histories {
+        let _ = write!(out, "{} {}", h.key.pid, h.comm);
+        if let Some(exe) = &h.exe {
+            let _ = write!(out, " ({exe})");
+        }
+        let _ = write!(out, ", parent {}", h.ppid);
+        if let Some(born) = h.born_ns {
+            let _ = write!(out, ", born {}", times.at(born));
+        }
+        if let Some((t, code)) = h.exited {
+            let _ = write!(out, ", exited {} (status {})", times.at(t), code >> 8);
+        }
+        out.push('\n');
+        for m in &h.moves {
+            let who = if m.tid == h.key.pid {
+                String::new()
+            } else if m.thread_apart {
+                format!("thread {} alone: ", m.tid)
+            } else {
+                format!("thread {}: ", m.tid)
+            };
+            let what = match m.errno {
+                Some(errno) => format!(
+                    "{} REFUSED ({}), nothing changed",
+                    m.cause.describe(),
+                    crate::ns::errno_name(errno)
+                ),
+                None if m.changes.is_empty() => {
+                    format!("{}: already there", m.cause.describe())
+                }
+                None => format!("{}: {}", m.cause.describe(), changes(tl, &m.changes)),
+            };
+            let _ = writeln!(out, "  {}  {who}{what}", times.at(m.ts_ns));
+        }
+    }
+    let c = &tl.counts;
+    let _ = writeln!(
+        out,
+        "\n{} transitions, {} forks, {} execs, {} exits",
+        c.transitions, c.forks, c.execs, c.exits
+    );
+    if c.histories_dropped > 0 {
+        let _ = writeln!(
+            out,
+            "{} process histories not kept (limit)",
+            c.histories_dropped
+        );
+    }
+    out
+}
+
+fn ns_json(tl: &Timeline, idx: Option<NsIdx>) -> Value {
+    match idx {
+        Some(i) => {
+            let ns = tl.namespace(i);
+            json!({"type": ns.ty.name(), "inode": ns.inum, "id": ns.id, "host": ns.host})
+        }
+        None => Value::Null,
+    }
+}
+
+/// The machine-readable summary: one JSON object.
+pub fn json(tl: &Timeline, times: &Times) -> Value {
+    let namespaces: Vec<Value> = shown(tl)
+        .map(|(_, ns)| {
+            json!({
+                "type": ns.ty.name(),
+                "inode": ns.inum,
+                "id": ns.id,
+                "host": ns.host,
+                "first_seen": times.rfc3339(ns.first_seen_ns),
+                "created_by": ns.created.as_ref().map(|c| json!({
+                    "pid": c.process.pid,
+                    "start_boottime_ns": c.process.start_ns,
+                    "tid": c.tid,
+                    "comm": c.comm,
+                    "call": c.call.name(),
+                    "flags": c.flags,
+                    "time": times.rfc3339(c.ts_ns),
+                })),
+                "parent": ns.parent.map(|p| ns_json(tl, Some(p))),
+                "members_now": ns.members(),
+                "members_peak": ns.peak_members,
+                "members_total": ns.total_members,
+                "emptied": ns.emptied_ns.filter(|_| ns.members() == 0).map(|t| times.rfc3339(t)),
+                "replaced": ns.replaced,
+                "log": ns.log.iter().map(|m| json!({
+                    "time": times.rfc3339(m.ts_ns),
+                    "pid": m.pid,
+                    "tid": m.tid,
+                    "comm": m.comm,
+                    "cause": m.cause.describe(),
+                    "entered": m.entered,
+                })).collect::<Vec<_>>(),
+                "log_dropped": ns.log_dropped,
+            })
+        })
+        .collect();
+    let processes: Vec<Value> = tl
+        .histories()
+        .map(|h| {
+            json!({
+                "pid": h.key.pid,
+                "start_boottime_ns": h.key.start_ns,
+                "ppid": h.ppid,
+                "comm": h.comm,
+                "exe": h.exe,
+                "born": h.born_ns.map(|t| times.rfc3339(t)),
+                "exited": h.exited.map(|(t, code)| json!({"time": times.rfc3339(t), "status": code})),
+                "moves": h.moves.iter().map(|m| json!({
+                    "time": times.rfc3339(m.ts_ns),
+                    "tid": m.tid,
+                    "comm": m.comm,
+                    "cause": m.cause.describe(),
+                    "errno": m.errno.map(crate::ns::errno_name),
+                    "thread_apart": m.thread_apart,
+                    "changes": m.changes.iter().map(|c| json!({
+                        "slot": c.kind.name(),
+                        "from": ns_json(tl, c.from),
+                        "to": ns_json(tl, c.to),
+                    })).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let c = &tl.counts;
+    json!({
+        "type": "summary",
+        "namespaces": namespaces,
+        "processes": processes,
+        "counts": {
+            "transitions": c.transitions,
+            "forks": c.forks,
+            "execs": c.execs,
+            "exits": c.exits,
+            "unknown_tasks": c.unknown_tasks,
+            "resyncs": c.resyncs,
+            "histories_dropped": c.histories_dropped,
+        },
+    })
+}

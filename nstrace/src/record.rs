@@ -1,0 +1,500 @@
+//! Record files: JSON Lines that `nstrace report` turns back into the same timeline.
+//!
+//! Line 1 is a header (format version, kernel, the host's namespace set, the clock); then one
+//! `process` line per task that existed when tracing began; then every record in kernel-time
+//! order, in the same shape as `--json` prints (plus forks, execs and exits). A line that does
+//! not parse is reported with its number, and every good line is still read.
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    io::{self, BufRead, BufReader},
+    path::Path,
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    clock::WallClock,
+    event::{Call, Child, Exec, Exit, Fork, NsSet, Record, Transition},
+    ns::NsKind,
+    timeline::{ProcEntry, Scope, Timeline},
+};
+
+pub const FORMAT: &str = "nstrace-record";
+pub const VERSION: u32 = 1;
+
+fn header_kind() -> String {
+    "header".into()
+}
+
+fn process_kind() -> String {
+    "process".into()
+}
+
+/// The first line of a record file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Header {
+    /// Always "header" (read from the tag).
+    #[serde(rename = "type", skip_deserializing, default = "header_kind")]
+    pub kind: String,
+    pub format: String,
+    pub version: u32,
+    /// `uname -r` of the traced machine.
+    pub kernel: String,
+    /// Unix time minus the kernel's CLOCK_MONOTONIC, in ns, when tracing began.
+    pub clock_offset_ns: i64,
+    /// Kernel time of the snapshot.
+    pub start_ts_ns: u64,
+    /// The namespace set of pid 1 (the host's, unless nstrace runs nested).
+    pub host: BTreeMap<String, u32>,
+    /// nstrace itself ran in a nested pid namespace.
+    pub nested: bool,
+    /// The pids followed (`--pid`); empty: the whole machine (or `follow` lines say).
+    #[serde(default)]
+    pub pids: Vec<u32>,
+}
+
+impl Header {
+    pub fn new(
+        kernel: String,
+        clock_offset_ns: i64,
+        start_ts_ns: u64,
+        host: BTreeMap<String, u32>,
+        nested: bool,
+        pids: Vec<u32>,
+    ) -> Self {
+        Self {
+            pids,
+            kind: "header".into(),
+            format: FORMAT.into(),
+            version: VERSION,
+            kernel,
+            clock_offset_ns,
+            start_ts_ns,
+            host,
+            nested,
+        }
+    }
+
+    pub fn clock(&self) -> WallClock {
+        WallClock::with_offset(i128::from(self.clock_offset_ns))
+    }
+}
+
+/// A task present when tracing began.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ProcessLine {
+    /// Always "process" (read from the tag).
+    #[serde(rename = "type", skip_deserializing, default = "process_kind")]
+    pub kind: String,
+    pub tid: u32,
+    pub pid: u32,
+    pub ppid: u32,
+    pub comm: String,
+    pub start_ns: u64,
+    /// Inodes by slot name; slots /proc could not show are absent.
+    pub ns: BTreeMap<String, u32>,
+}
+
+impl From<&ProcEntry> for ProcessLine {
+    fn from(e: &ProcEntry) -> Self {
+        Self {
+            kind: "process".into(),
+            tid: e.tid,
+            pid: e.pid,
+            ppid: e.ppid,
+            comm: e.comm.clone(),
+            start_ns: e.start_ns,
+            ns: NsKind::ALL
+                .into_iter()
+                .filter_map(|k| e.inodes[k.slot()].map(|i| (k.name().to_owned(), i)))
+                .collect(),
+        }
+    }
+}
+
+impl From<ProcessLine> for ProcEntry {
+    fn from(p: ProcessLine) -> Self {
+        let mut inodes = [None; nstrace_common::NS_SLOTS];
+        for kind in NsKind::ALL {
+            inodes[kind.slot()] = p.ns.get(kind.name()).copied();
+        }
+        Self {
+            tid: p.tid,
+            pid: p.pid,
+            ppid: p.ppid,
+            comm: p.comm,
+            start_ns: p.start_ns,
+            inodes,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct SetLine {
+    mnt: u64,
+    uts: u64,
+    ipc: u64,
+    pid: u64,
+    pid_for_children: u64,
+    net: u64,
+    user: u64,
+    cgroup: u64,
+    time: u64,
+    time_for_children: u64,
+}
+
+impl SetLine {
+    fn values(&self) -> [u64; nstrace_common::NS_SLOTS] {
+        let mut v = [0; nstrace_common::NS_SLOTS];
+        for (kind, value) in [
+            (NsKind::Mnt, self.mnt),
+            (NsKind::Uts, self.uts),
+            (NsKind::Ipc, self.ipc),
+            (NsKind::Pid, self.pid),
+            (NsKind::PidForChildren, self.pid_for_children),
+            (NsKind::Net, self.net),
+            (NsKind::User, self.user),
+            (NsKind::Cgroup, self.cgroup),
+            (NsKind::Time, self.time),
+            (NsKind::TimeForChildren, self.time_for_children),
+        ] {
+            v[kind.slot()] = value;
+        }
+        v
+    }
+}
+
+fn set(inodes: &SetLine, ids: Option<&SetLine>) -> NsSet {
+    NsSet {
+        inum: inodes.values().map(|v| v as u32),
+        id: ids.map_or([0; nstrace_common::NS_SLOTS], SetLine::values),
+    }
+}
+
+#[derive(Deserialize)]
+struct ChildLine {
+    tid: u32,
+    #[serde(default)]
+    start_boottime_ns: u64,
+    ns_tid: u32,
+    ns: SetLine,
+    ns_id: Option<SetLine>,
+}
+
+#[derive(Deserialize)]
+struct TransitionLine {
+    ts_ns: u64,
+    call: String,
+    pid: u32,
+    tid: u32,
+    ppid: u32,
+    uid: u32,
+    comm: String,
+    ns_tid: u32,
+    pid_level: u32,
+    start_boottime_ns: u64,
+    flags: u64,
+    fd: Option<i32>,
+    ret: i64,
+    before: SetLine,
+    after: SetLine,
+    before_id: Option<SetLine>,
+    after_id: Option<SetLine>,
+    child: Option<ChildLine>,
+}
+
+#[derive(Deserialize)]
+struct LifeLine {
+    ts_ns: u64,
+    pid: u32,
+    tid: u32,
+    comm: String,
+    start_boottime_ns: u64,
+    parent_pid: Option<u32>,
+    parent_tid: Option<u32>,
+    parent_start_boottime_ns: Option<u64>,
+    old_tid: Option<u32>,
+    filename: Option<String>,
+    code: Option<i32>,
+    group_dead: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct FollowLine {
+    pid: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum Line {
+    Header(Header),
+    Follow(FollowLine),
+    Process(ProcessLine),
+    Transition(Box<TransitionLine>),
+    Fork(LifeLine),
+    Exec(LifeLine),
+    Exit(LifeLine),
+}
+
+fn call(name: &str) -> Result<Call, String> {
+    Ok(match name {
+        "clone" => Call::Clone,
+        "clone3" => Call::Clone3,
+        "unshare" => Call::Unshare,
+        "setns" => Call::Setns,
+        "fork" => Call::Fork,
+        "exec" => Call::Exec,
+        other => return Err(format!("unknown call {other:?}")),
+    })
+}
+
+impl TryFrom<TransitionLine> for Transition {
+    type Error = String;
+
+    fn try_from(t: TransitionLine) -> Result<Self, String> {
+        Ok(Transition {
+            ts_ns: t.ts_ns,
+            call: call(&t.call)?,
+            flags: t.flags,
+            ret: t.ret,
+            fd: t.fd,
+            tid: t.tid,
+            pid: t.pid,
+            ppid: t.ppid,
+            uid: t.uid,
+            ns_tid: t.ns_tid,
+            pid_level: t.pid_level,
+            start_boottime_ns: t.start_boottime_ns,
+            comm: t.comm,
+            before: set(&t.before, t.before_id.as_ref()),
+            after: set(&t.after, t.after_id.as_ref()),
+            child: t.child.map(|c| Child {
+                tid: c.tid,
+                start_ns: c.start_boottime_ns,
+                ns_tid: c.ns_tid,
+                ns: set(&c.ns, c.ns_id.as_ref()),
+            }),
+        })
+    }
+}
+
+/// One line of a record file, parsed.
+pub enum Entry {
+    Header(Header),
+    Process(ProcEntry),
+    /// `nstrace run` began following this pid (its command).
+    Follow(u32),
+    Record(Record),
+}
+
+/// Parses one line of a record file.
+pub fn parse_line(line: &str) -> Result<Entry, String> {
+    let parsed: Line = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    Ok(match parsed {
+        Line::Header(h) => {
+            if h.format != FORMAT || h.version != VERSION {
+                return Err(format!(
+                    "format {} version {} is not {FORMAT} version {VERSION}",
+                    h.format, h.version
+                ));
+            }
+            Entry::Header(h)
+        }
+        Line::Process(p) => Entry::Process(p.into()),
+        Line::Follow(f) => Entry::Follow(f.pid),
+        Line::Transition(t) => Entry::Record(Record::Transition(Box::new((*t).try_into()?))),
+        Line::Fork(l) => Entry::Record(Record::Fork(Fork {
+            ts_ns: l.ts_ns,
+            tid: l.tid,
+            pid: l.pid,
+            start_ns: l.start_boottime_ns,
+            parent_tid: l.parent_tid.ok_or("a fork without parent_tid")?,
+            parent_pid: l.parent_pid.ok_or("a fork without parent_pid")?,
+            parent_start_ns: l.parent_start_boottime_ns.unwrap_or(0),
+            comm: l.comm,
+        })),
+        Line::Exec(l) => Entry::Record(Record::Exec(Box::new(Exec {
+            ts_ns: l.ts_ns,
+            tid: l.tid,
+            pid: l.pid,
+            old_tid: l.old_tid.unwrap_or(l.tid),
+            start_ns: l.start_boottime_ns,
+            comm: l.comm,
+            filename: l.filename.unwrap_or_default(),
+        }))),
+        Line::Exit(l) => Entry::Record(Record::Exit(Exit {
+            ts_ns: l.ts_ns,
+            tid: l.tid,
+            pid: l.pid,
+            start_ns: l.start_boottime_ns,
+            code: l.code.unwrap_or(0),
+            group_dead: l.group_dead.unwrap_or(l.tid == l.pid),
+            comm: l.comm,
+        })),
+    })
+}
+
+/// A bad line: its number (from 1) and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadLine {
+    pub line: usize,
+    pub error: String,
+}
+
+impl std::fmt::Display for BadLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}: {}", self.line, self.error)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("opening {path}: {source}")]
+    Open { path: String, source: io::Error },
+    #[error("reading line {line}: {source}")]
+    Read { line: usize, source: io::Error },
+    #[error(
+        "{0} is not an nstrace record: its first line is not a header (record one with `nstrace record -o FILE`)"
+    )]
+    NoHeader(String),
+}
+
+/// Reads a record file, handing every good entry to `each`; returns the header and the bad
+/// lines.
+pub fn replay(
+    path: &Path,
+    mut each: impl FnMut(Entry) -> io::Result<()>,
+) -> Result<(Header, Vec<BadLine>), ReplayError> {
+    let file = File::open(path).map_err(|source| ReplayError::Open {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut header = None;
+    let mut bad = Vec::new();
+    let mut buf = String::new();
+    let mut number = 0;
+    loop {
+        buf.clear();
+        number += 1;
+        let n = reader
+            .read_line(&mut buf)
+            .map_err(|source| ReplayError::Read {
+                line: number,
+                source,
+            })?;
+        if n == 0 {
+            break;
+        }
+        let line = buf.trim_end_matches(['\n', '\r']);
+        if line.is_empty() {
+            continue;
+        }
+        match parse_line(line) {
+            Ok(Entry::Header(h)) if header.is_none() => {
+                header = Some(h.clone());
+                each(Entry::Header(h)).map_err(|source| ReplayError::Read {
+                    line: number,
+                    source,
+                })?;
+            }
+            Ok(Entry::Header(_)) => bad.push(BadLine {
+                line: number,
+                error: "a second header".into(),
+            }),
+            Ok(_) if header.is_none() => {
+                return Err(ReplayError::NoHeader(path.display().to_string()));
+            }
+            Ok(entry) => each(entry).map_err(|source| ReplayError::Read {
+                line: number,
+                source,
+            })?,
+            Err(_) if header.is_none() => {
+                return Err(ReplayError::NoHeader(path.display().to_string()));
+            }
+            Err(error) => {
+                let error = if n > 0 && !buf.ends_with('\n') {
+                    format!("truncated ({error})")
+                } else {
+                    error
+                };
+                bad.push(BadLine {
+                    line: number,
+                    error,
+                });
+            }
+        }
+    }
+    let header = header.ok_or_else(|| ReplayError::NoHeader(path.display().to_string()))?;
+    Ok((header, bad))
+}
+
+/// A timeline rebuilt from a record file.
+pub struct Rebuilt {
+    pub header: Header,
+    pub timeline: Timeline,
+    /// Lines that did not parse; every other line was applied.
+    pub bad: Vec<BadLine>,
+}
+
+/// Rebuilds the timeline a record file describes, as it was live: the snapshot, the followed
+/// pids (the header's, `follow` lines, or `pids` when given), then every record in order.
+/// `each` sees every record with whether the timeline follows it.
+pub fn rebuild(
+    path: &Path,
+    pids: &[u32],
+    mut each: impl FnMut(&Header, &Record, bool) -> io::Result<()>,
+) -> Result<Rebuilt, ReplayError> {
+    let scope = |pids: &[u32]| {
+        if pids.is_empty() {
+            Scope::All
+        } else {
+            Scope::Descendants(pids.iter().copied().collect())
+        }
+    };
+    let mut timeline = Timeline::new(scope(pids));
+    let mut current: Option<Header> = None;
+    let mut snapshot = Vec::new();
+    let mut started = false;
+    let mut start = |timeline: &mut Timeline, snapshot: &mut Vec<ProcEntry>, at: u64| {
+        if !started {
+            started = true;
+            timeline.snapshot(snapshot, at);
+            snapshot.clear();
+        }
+    };
+    let (header, bad) = replay(path, |entry| {
+        match entry {
+            Entry::Header(h) => {
+                if pids.is_empty() {
+                    timeline = Timeline::new(scope(&h.pids));
+                }
+                current = Some(h);
+            }
+            Entry::Process(p) => snapshot.push(p),
+            Entry::Follow(pid) => {
+                let at = current.as_ref().map_or(0, |h| h.start_ts_ns);
+                start(&mut timeline, &mut snapshot, at);
+                if pids.is_empty() {
+                    timeline.follow(pid);
+                }
+            }
+            Entry::Record(r) => {
+                let at = current.as_ref().map_or(0, |h| h.start_ts_ns);
+                start(&mut timeline, &mut snapshot, at);
+                let followed = timeline.apply(&r);
+                if let Some(h) = &current {
+                    each(h, &r, followed)?;
+                }
+            }
+        }
+        Ok(())
+    })?;
+    start(&mut timeline, &mut snapshot, header.start_ts_ns);
+    Ok(Rebuilt {
+        header,
+        timeline,
+        bad,
+    })
+}

@@ -1,0 +1,431 @@
+//! The model on hand-written streams.
+use nstrace_common::flags::{CLONE_NEWNET, CLONE_NEWPID, CLONE_NEWUTS};
+
+use super::*;
+use crate::{
+    event::{Child, Fork},
+    transport::Reorder,
+};
+
+const HOST: [u32; NS_SLOTS] = [
+    4026531841, // mnt
+    0xEFFF_FFFE,
+    0xEFFF_FFFF,
+    0xEFFF_FFFC,
+    0xEFFF_FFFC,
+    4026531840, // net
+    0xEFFF_FFFD,
+    0xEFFF_FFFB,
+    0xEFFF_FFFA,
+    0xEFFF_FFFA,
+];
+
+fn host_set() -> NsSet {
+    NsSet {
+        inum: HOST,
+        id: [0; NS_SLOTS],
+    }
+}
+
+fn with(mut set: NsSet, kind: NsKind, inum: u32, id: u64) -> NsSet {
+    set.inum[kind.slot()] = inum;
+    set.id[kind.slot()] = id;
+    set
+}
+
+fn entry(tid: u32, pid: u32, ppid: u32, comm: &str) -> ProcEntry {
+    ProcEntry {
+        tid,
+        pid,
+        ppid,
+        comm: comm.into(),
+        start_ns: u64::from(tid) * 1000,
+        inodes: HOST.map(Some),
+    }
+}
+
+/// A machine with init (1) and a shell (100).
+fn machine(scope: Scope) -> Timeline {
+    let mut tl = Timeline::new(scope);
+    tl.snapshot(&[entry(1, 1, 0, "init"), entry(100, 100, 1, "sh")], 0);
+    tl
+}
+
+fn transition(
+    ts: u64,
+    tid: u32,
+    call: Call,
+    flags: u64,
+    before: NsSet,
+    after: NsSet,
+) -> Transition {
+    Transition {
+        ts_ns: ts,
+        call,
+        flags,
+        ret: 0,
+        fd: (call == Call::Setns).then_some(3),
+        tid,
+        pid: tid,
+        ppid: 1,
+        uid: 0,
+        ns_tid: tid,
+        pid_level: 0,
+        start_boottime_ns: u64::from(tid) * 1000,
+        comm: "sh".into(),
+        before,
+        after,
+        child: None,
+    }
+}
+
+fn fork(ts: u64, parent: u32, child: u32) -> Record {
+    Record::Fork(Fork {
+        ts_ns: ts,
+        tid: child,
+        pid: child,
+        start_ns: u64::from(child) * 1000 + ts,
+        parent_tid: parent,
+        parent_pid: parent,
+        parent_start_ns: u64::from(parent) * 1000,
+        comm: "sh".into(),
+    })
+}
+
+fn exit(ts: u64, tid: u32, pid: u32) -> Record {
+    Record::Exit(Exit {
+        ts_ns: ts,
+        tid,
+        pid,
+        start_ns: 0,
+        code: 0,
+        group_dead: tid == pid,
+        comm: "sh".into(),
+    })
+}
+
+fn rec(t: Transition) -> Record {
+    Record::Transition(Box::new(t))
+}
+
+fn ns_named(tl: &Timeline, ty: NsType, inum: u32) -> Vec<&Namespace> {
+    tl.namespaces()
+        .iter()
+        .filter(|n| n.ty == ty && n.inum == inum)
+        .collect()
+}
+
+#[test]
+fn host_namespaces_are_labelled_from_fixed_inodes_and_pid_1() {
+    let tl = machine(Scope::All);
+    let hosts = tl.namespaces().iter().filter(|n| n.host).count();
+    assert_eq!(hosts, 8, "{:#?}", tl.namespaces());
+    assert_eq!(tl.namespace(0).label(), "mnt:[4026531841] (host)");
+}
+
+#[test]
+fn unshare_creates_a_namespace_that_empties_when_its_last_member_exits() {
+    let mut tl = machine(Scope::All);
+    let after = with(host_set(), NsKind::Uts, 4026532177, 0);
+    tl.apply(&rec(transition(
+        10,
+        100,
+        Call::Unshare,
+        CLONE_NEWUTS,
+        host_set(),
+        after,
+    )));
+    let uts = ns_named(&tl, NsType::Uts, 4026532177)[0];
+    let created = uts.created.as_ref().expect("creator");
+    assert_eq!((created.process.pid, created.call), (100, Call::Unshare));
+    assert_eq!(uts.members(), 1);
+    assert_eq!(uts.emptied_ns, None);
+
+    tl.apply(&fork(20, 100, 101));
+    assert_eq!(ns_named(&tl, NsType::Uts, 4026532177)[0].members(), 2);
+    tl.apply(&exit(30, 100, 100));
+    assert_eq!(ns_named(&tl, NsType::Uts, 4026532177)[0].emptied_ns, None);
+    tl.apply(&exit(40, 101, 101));
+    let uts = ns_named(&tl, NsType::Uts, 4026532177)[0];
+    assert_eq!(uts.emptied_ns, Some(40));
+    assert_eq!((uts.peak_members, uts.total_members), (2, 2));
+    let entries: Vec<(u32, bool)> = uts.log.iter().map(|m| (m.tid, m.entered)).collect();
+    assert_eq!(
+        entries,
+        [(100, true), (101, true), (100, false), (101, false)]
+    );
+
+    let h: Vec<_> = tl.histories().collect();
+    assert_eq!(h.len(), 1, "only the process that moved has a history");
+    assert_eq!(
+        h[0].moves[0].cause,
+        Cause::Unshare {
+            flags: CLONE_NEWUTS
+        }
+    );
+    assert_eq!(h[0].exited, Some((30, 0)));
+}
+
+#[test]
+fn a_reused_pid_is_a_new_process() {
+    let mut tl = machine(Scope::All);
+    tl.apply(&fork(10, 100, 200));
+    let first = with(host_set(), NsKind::Net, 4026532300, 0);
+    let mut t = transition(20, 200, Call::Unshare, CLONE_NEWNET, host_set(), first);
+    t.start_boottime_ns = 200_010;
+    tl.apply(&rec(t));
+    tl.apply(&exit(30, 200, 200));
+    // pid 200 again, a new process.
+    tl.apply(&fork(40, 100, 200));
+    let second = with(host_set(), NsKind::Uts, 4026532301, 0);
+    let mut t = transition(50, 200, Call::Unshare, CLONE_NEWUTS, host_set(), second);
+    t.start_boottime_ns = 200_040;
+    tl.apply(&rec(t));
+    let keys: Vec<ProcessKey> = tl.histories().map(|h| h.key).collect();
+    assert_eq!(
+        keys,
+        [
+            ProcessKey {
+                pid: 200,
+                start_ns: 200_010
+            },
+            ProcessKey {
+                pid: 200,
+                start_ns: 200_040
+            }
+        ]
+    );
+    assert_eq!(tl.counts.unknown_tasks, 0);
+    assert_eq!(
+        tl.live_set(200).unwrap()[NsKind::Net.slot()].1,
+        HOST[NsKind::Net.slot()]
+    );
+}
+
+#[test]
+fn a_reused_inode_with_another_ns_id_is_another_namespace() {
+    let mut tl = machine(Scope::All);
+    let a = with(host_set(), NsKind::Net, 4026532400, 50);
+    tl.apply(&rec(transition(
+        10,
+        100,
+        Call::Unshare,
+        CLONE_NEWNET,
+        host_set(),
+        a,
+    )));
+    tl.apply(&rec(transition(
+        20,
+        100,
+        Call::Setns,
+        CLONE_NEWNET,
+        a,
+        host_set(),
+    )));
+    // The namespace is freed; the kernel hands its inode to a new one.
+    let b = with(host_set(), NsKind::Net, 4026532400, 51);
+    tl.apply(&rec(transition(
+        30,
+        100,
+        Call::Unshare,
+        CLONE_NEWNET,
+        host_set(),
+        b,
+    )));
+    let nets = ns_named(&tl, NsType::Net, 4026532400);
+    assert_eq!(nets.len(), 2);
+    assert_eq!((nets[0].id, nets[1].id), (50, 51));
+    assert!(nets[0].replaced);
+    assert_eq!(nets[0].emptied_ns, Some(20));
+    assert!(nets[1].created.is_some());
+    // Without ids an inode seen again is the same namespace (the best the kernel tells).
+    let mut tl = machine(Scope::All);
+    let c = with(host_set(), NsKind::Net, 4026532500, 0);
+    tl.apply(&rec(transition(
+        10,
+        100,
+        Call::Unshare,
+        CLONE_NEWNET,
+        host_set(),
+        c,
+    )));
+    tl.apply(&rec(transition(
+        20,
+        100,
+        Call::Setns,
+        CLONE_NEWNET,
+        c,
+        host_set(),
+    )));
+    tl.apply(&rec(transition(
+        30,
+        100,
+        Call::Setns,
+        CLONE_NEWNET,
+        host_set(),
+        c,
+    )));
+    assert_eq!(ns_named(&tl, NsType::Net, 4026532500).len(), 1);
+}
+
+#[test]
+fn records_from_two_cpus_are_applied_in_kernel_time_order() {
+    // CPU 1 delivers the child's setns before CPU 0 delivers the fork that made the child.
+    let target = with(host_set(), NsKind::Uts, 4026532600, 0);
+    let mut setns = transition(20, 300, Call::Setns, 0, host_set(), target);
+    setns.start_boottime_ns = 300_010;
+    let cpu1 = vec![rec(setns)];
+    let cpu0 = vec![fork(10, 100, 300)];
+    let mut reorder = Reorder::new(5);
+    for r in cpu1.into_iter().chain(cpu0) {
+        reorder.push(r);
+    }
+    let mut tl = machine(Scope::Descendants([100].into()));
+    reorder.drain(|r| {
+        tl.apply(&r);
+    });
+    assert_eq!(tl.counts.unknown_tasks, 0, "the fork came first");
+    assert!(tl.in_scope(300));
+    assert_eq!(tl.live_set(300).unwrap()[NsKind::Uts.slot()].1, 4026532600);
+}
+
+#[test]
+fn a_thread_that_setns_alone_is_shown_apart_from_its_siblings() {
+    let mut tl = machine(Scope::All);
+    tl.apply(&Record::Fork(Fork {
+        ts_ns: 10,
+        tid: 101,
+        pid: 100,
+        start_ns: 101_010,
+        parent_tid: 100,
+        parent_pid: 100,
+        parent_start_ns: 100_000,
+        comm: "sh".into(),
+    }));
+    let net = with(host_set(), NsKind::Net, 4026532700, 0);
+    let mut t = transition(20, 101, Call::Setns, CLONE_NEWNET, host_set(), net);
+    t.pid = 100;
+    t.start_boottime_ns = 101_010;
+    tl.apply(&rec(t));
+    assert_eq!(tl.live_tids(100), [100, 101]);
+    let h: Vec<_> = tl.histories().collect();
+    assert_eq!(h.len(), 1);
+    assert_eq!(h[0].key.pid, 100);
+    let m = &h[0].moves[0];
+    assert_eq!(m.tid, 101);
+    assert!(m.thread_apart);
+    assert_eq!(
+        tl.live_set(100).unwrap()[NsKind::Net.slot()].1,
+        HOST[NsKind::Net.slot()]
+    );
+}
+
+#[test]
+fn a_pid_namespace_is_created_by_clone_and_empties_when_its_init_and_children_exit() {
+    let mut tl = machine(Scope::All);
+    let child_set = with(
+        with(host_set(), NsKind::Pid, 4026532800, 0),
+        NsKind::PidForChildren,
+        4026532800,
+        0,
+    );
+    let mut t = transition(10, 100, Call::Clone3, CLONE_NEWPID, host_set(), host_set());
+    t.ret = 400;
+    t.child = Some(Child {
+        tid: 400,
+        start_ns: 400_010,
+        ns_tid: 1,
+        ns: child_set,
+    });
+    tl.apply(&rec(t));
+    let pidns = ns_named(&tl, NsType::Pid, 4026532800)[0];
+    assert_eq!(pidns.created.as_ref().unwrap().call, Call::Clone3);
+    let parent = pidns.parent.expect("a parent pid namespace");
+    assert!(tl.namespace(parent).host);
+    // The init forks a child into the same namespace, then the init exits first.
+    tl.apply(&fork(20, 400, 401));
+    tl.apply(&exit(30, 400, 400));
+    assert_eq!(ns_named(&tl, NsType::Pid, 4026532800)[0].members(), 1);
+    tl.apply(&exit(31, 401, 401));
+    assert_eq!(
+        ns_named(&tl, NsType::Pid, 4026532800)[0].emptied_ns,
+        Some(31)
+    );
+    let child = tl
+        .histories()
+        .find(|h| h.key.pid == 400)
+        .expect("the init's history");
+    assert_eq!(child.born_ns, Some(10));
+    let kinds: Vec<NsKind> = child.moves[0].changes.iter().map(|c| c.kind).collect();
+    assert_eq!(kinds, [NsKind::Pid, NsKind::PidForChildren]);
+}
+
+#[test]
+fn a_descendants_scope_follows_children_however_reparented() {
+    let mut tl = machine(Scope::Descendants([100].into()));
+    tl.apply(&fork(10, 100, 500));
+    tl.apply(&fork(11, 500, 501));
+    // 500 exits; 501 is re-parented to init but is still 100's descendant.
+    tl.apply(&exit(12, 500, 500));
+    let net = with(host_set(), NsKind::Net, 4026532900, 0);
+    let mut t = transition(20, 501, Call::Unshare, CLONE_NEWNET, host_set(), net);
+    t.ppid = 1;
+    t.start_boottime_ns = 501_011;
+    assert!(tl.apply(&rec(t)));
+    // Another process on the machine is not followed.
+    tl.apply(&fork(30, 1, 600));
+    let mut other = transition(31, 600, Call::Unshare, CLONE_NEWUTS, host_set(), host_set());
+    other.start_boottime_ns = 600_030;
+    assert!(!tl.apply(&rec(other)));
+}
+
+#[test]
+fn a_refused_call_is_an_attempt_in_the_history_and_changes_nothing() {
+    let mut tl = machine(Scope::All);
+    let mut t = transition(10, 100, Call::Setns, CLONE_NEWNET, host_set(), host_set());
+    t.ret = -1;
+    tl.apply(&rec(t));
+    let h: Vec<_> = tl.histories().collect();
+    assert_eq!(h[0].moves[0].errno, Some(1));
+    assert!(h[0].moves[0].changes.is_empty());
+    assert!(tl.namespaces().iter().all(|n| n.host));
+}
+
+#[test]
+fn a_thread_that_execs_takes_over_its_process_which_keeps_its_history() {
+    let mut tl = machine(Scope::All);
+    let net = with(host_set(), NsKind::Net, 4026533000, 0);
+    tl.apply(&rec(transition(
+        10,
+        100,
+        Call::Unshare,
+        CLONE_NEWNET,
+        host_set(),
+        net,
+    )));
+    tl.apply(&Record::Fork(Fork {
+        ts_ns: 20,
+        tid: 101,
+        pid: 100,
+        start_ns: 101_020,
+        parent_tid: 100,
+        parent_pid: 100,
+        parent_start_ns: 100_000,
+        comm: "sh".into(),
+    }));
+    tl.apply(&Record::Exec(Box::new(Exec {
+        ts_ns: 30,
+        tid: 100,
+        pid: 100,
+        old_tid: 101,
+        start_ns: 100_000,
+        comm: "sleep".into(),
+        filename: "/bin/sleep".into(),
+    })));
+    assert_eq!(tl.live_tids(100), [100]);
+    let h: Vec<_> = tl.histories().collect();
+    assert_eq!(h.len(), 1);
+    assert_eq!(h[0].exe.as_deref(), Some("/bin/sleep"));
+    assert_eq!(h[0].comm, "sleep");
+    assert_eq!(tl.live_set(100).unwrap()[NsKind::Net.slot()].1, 4026533000);
+}
