@@ -77,7 +77,10 @@ pub fn toolchain() -> Result<()> {
         return Ok(());
     }
     let prefix = format!("/usr/lib/llvm-{major}");
-    if !Path::new(&prefix).join("bin/llvm-config").exists() {
+    // llvm-config alone is not enough: linking needs the development files (libLLVM.so and the
+    // C headers), which only llvm-N-dev ships.
+    let dev_files = ["bin/llvm-config", "lib/libLLVM.so", "include/llvm-c/Core.h"];
+    if !dev_files.iter().all(|f| Path::new(&prefix).join(f).exists()) {
         install_llvm(major)?;
     }
     step(&format!(
@@ -149,7 +152,7 @@ fn install_llvm(major: u32) -> Result<()> {
     if !(is_root() && is_debian()) {
         bail!(
             "bpf-linker must be built against LLVM {major}, the LLVM of nightly's rustc, and \
-             /usr/lib/llvm-{major} is missing. Install LLVM {major}'s development files (on \
+             LLVM {major}'s development files are missing from /usr/lib/llvm-{major}. Install LLVM {major}'s development files (on \
              Debian/Ubuntu: `sudo apt-get install {}`; elsewhere from https://apt.llvm.org or your \
              distribution), then run this command again",
             packages.join(" ")
