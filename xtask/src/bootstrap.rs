@@ -80,7 +80,10 @@ pub fn toolchain() -> Result<()> {
     // llvm-config alone is not enough: linking needs the development files (libLLVM.so and the
     // C headers), which only llvm-N-dev ships.
     let dev_files = ["bin/llvm-config", "lib/libLLVM.so", "include/llvm-c/Core.h"];
-    if !dev_files.iter().all(|f| Path::new(&prefix).join(f).exists()) {
+    if !dev_files
+        .iter()
+        .all(|f| Path::new(&prefix).join(f).exists())
+    {
         install_llvm(major)?;
     }
     step(&format!(
