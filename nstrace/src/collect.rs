@@ -1,4 +1,4 @@
-//! The live collector: transport → reorder → sink, until told to stop.
+//! The live collector: transport → reorder → pipeline, until told to stop.
 use std::{future::Future, io, time::Duration};
 
 use aya::maps::PerCpuArray;
@@ -12,104 +12,10 @@ use tokio::{
 
 use crate::{
     clock::monotonic_ns,
-    event::Record,
     load::Loaded,
-    ns::NsType,
-    output::Sink,
-    timeline::Timeline,
+    pipeline::Pipeline,
     transport::{Batch, Reorder, spawn_readers},
 };
-
-/// What is printed: records of followed processes that pass these.
-#[derive(Debug, Clone, Default)]
-pub struct Filter {
-    /// Only records whose command name is this.
-    pub comm: Option<String>,
-    /// Only transitions that move one of these types (forks, execs and exits always pass).
-    pub types: Option<Vec<NsType>>,
-}
-
-impl Filter {
-    pub fn accepts(&self, record: &Record) -> bool {
-        if let Some(comm) = &self.comm {
-            let name = match record {
-                Record::Transition(t) => &t.comm,
-                Record::Fork(f) => &f.comm,
-                Record::Exec(e) => &e.comm,
-                Record::Exit(x) => &x.comm,
-            };
-            if name != comm {
-                return false;
-            }
-        }
-        match (&self.types, record) {
-            (Some(types), Record::Transition(t)) => {
-                let moved = t.changed().into_iter().chain(t.child_moved());
-                let flagged = types
-                    .iter()
-                    .any(|ty| t.flags & ty.own_slot().clone_flag() != 0);
-                flagged || moved.map(|k| k.ns_type()).any(|ty| types.contains(&ty))
-            }
-            _ => true,
-        }
-    }
-}
-
-/// Ordered records → the timeline → the sinks.
-pub struct Pipeline<'a> {
-    pub timeline: Timeline,
-    pub filter: Filter,
-    /// Shown what is followed and passes the filter.
-    pub sinks: Vec<&'a mut dyn Sink>,
-    /// Given every record, whatever the scope and filter (a record file).
-    pub archive: Option<&'a mut dyn Sink>,
-    pub shown: u64,
-}
-
-impl<'a> Pipeline<'a> {
-    pub fn new(timeline: Timeline, filter: Filter) -> Self {
-        Self {
-            timeline,
-            filter,
-            sinks: Vec::new(),
-            archive: None,
-            shown: 0,
-        }
-    }
-
-    pub fn start(&mut self) -> io::Result<()> {
-        for sink in &mut self.sinks {
-            sink.start()?;
-        }
-        Ok(())
-    }
-
-    pub fn feed(&mut self, record: &Record) -> io::Result<()> {
-        if let Some(archive) = &mut self.archive {
-            archive.record(record)?;
-        }
-        let followed = self.timeline.apply(record);
-        if followed && self.filter.accepts(record) {
-            if matches!(record, Record::Transition(_)) {
-                self.shown += 1;
-            }
-            for sink in &mut self.sinks {
-                sink.record(record)?;
-            }
-        }
-        Ok(())
-    }
-
-    pub fn flush(&mut self) -> io::Result<()> {
-        if let Some(archive) = &mut self.archive {
-            archive.flush()?;
-        }
-        for sink in &mut self.sinks {
-            sink.flush()?;
-        }
-        Ok(())
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -249,7 +155,7 @@ pub async fn collect(
     let mut result = Ok(());
     reorder.drain(|record| {
         if result.is_ok() {
-            result = pipeline.feed(&record);
+            result = pipeline.feed(&record, true);
         }
     });
     result?;
@@ -297,7 +203,7 @@ fn release(reorder: &mut Reorder, now: u64, pipeline: &mut Pipeline<'_>) -> io::
     let mut result = Ok(());
     reorder.release(now, |record| {
         if result.is_ok() {
-            result = pipeline.feed(&record);
+            result = pipeline.feed(&record, true);
         }
     });
     result

@@ -6,10 +6,12 @@
 pub mod btf;
 pub mod clock;
 pub mod collect;
+pub mod container;
 pub mod event;
 pub mod load;
 pub mod ns;
 pub mod output;
+pub mod pipeline;
 pub mod proc;
 pub mod record;
 pub mod timeline;

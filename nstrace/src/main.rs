@@ -1,6 +1,6 @@
 //! The `nstrace` command: argument parsing and dispatch.
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::BTreeMap,
     ffi::OsString,
     fs::File,
     io::{self, LineWriter, Write as _},
@@ -13,7 +13,7 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use nstrace::{
     clock::{WallClock, monotonic_ns},
-    collect::{self, Filter, Options, Pipeline, Summary},
+    collect::{self, Options, Summary},
     load,
     ns::{NsKind, NsType},
     output::{
@@ -22,6 +22,7 @@ use nstrace::{
         summary::{self, Times},
         text::TextSink,
     },
+    pipeline::{Filter, Pipeline},
     proc,
     record::{self, Header, ProcessLine},
     timeline::{Scope, Timeline},
@@ -89,6 +90,15 @@ struct Common {
     /// Also write every record to FILE (created 0600), for `nstrace report` (live and run).
     #[arg(short, long, global = true, value_name = "FILE")]
     output: Option<PathBuf>,
+    /// At the end, write a Chrome/Perfetto trace (JSON) of the timeline to FILE.
+    #[arg(long, global = true, value_name = "FILE")]
+    perfetto: Option<PathBuf>,
+    /// At the end, write an SVG picture of the timeline to FILE.
+    #[arg(long, global = true, value_name = "FILE")]
+    svg: Option<PathBuf>,
+    /// Show only findings (and the summary).
+    #[arg(long, global = true)]
+    findings: bool,
     /// Print no summary at the end.
     #[arg(long, global = true)]
     no_summary: bool,
@@ -160,14 +170,7 @@ fn filter(common: &Common) -> Filter {
     Filter {
         comm: common.comm.clone(),
         types: (!common.types.is_empty()).then(|| common.types.clone()),
-    }
-}
-
-fn scope(pids: &[u32]) -> Scope {
-    if pids.is_empty() {
-        Scope::All
-    } else {
-        Scope::Descendants(pids.iter().copied().collect::<HashSet<u32>>())
+        findings_only: common.findings,
     }
 }
 
@@ -181,20 +184,39 @@ fn stdout_sink(common: &Common, clock: WallClock) -> Box<dyn Sink> {
     }
 }
 
-fn print_summary(common: &Common, timeline: &Timeline, clock: WallClock) -> io::Result<()> {
-    if common.no_summary {
-        return Ok(());
-    }
+/// The summary on stdout, and the pictures asked for.
+fn finish(common: &Common, timeline: &Timeline, clock: WallClock) -> anyhow::Result<()> {
     let times = Times {
         clock,
         utc: common.utc,
     };
+    if let Some(path) = &common.perfetto {
+        let trace = nstrace::output::perfetto::trace(timeline);
+        std::fs::write(path, serde_json::to_vec(&trace)?)
+            .with_context(|| format!("writing the Perfetto trace {}", path.display()))?;
+        eprintln!(
+            "nstrace: wrote {} (open it in ui.perfetto.dev)",
+            path.display()
+        );
+    }
+    if let Some(path) = &common.svg {
+        std::fs::write(path, nstrace::output::svg::render(timeline, &times))
+            .with_context(|| format!("writing the SVG timeline {}", path.display()))?;
+        eprintln!("nstrace: wrote {}", path.display());
+    }
+    print_summary(common, timeline, &times).context("writing the summary")
+}
+
+fn print_summary(common: &Common, timeline: &Timeline, times: &Times) -> io::Result<()> {
+    if common.no_summary {
+        return Ok(());
+    }
     let mut out = io::stdout().lock();
     if common.json {
-        serde_json::to_writer(&mut out, &summary::json(timeline, &times))?;
+        serde_json::to_writer(&mut out, &summary::json(timeline, times))?;
         writeln!(out)
     } else {
-        write!(out, "{}", summary::text(timeline, &times))
+        write!(out, "{}", summary::text(timeline, times))
     }
 }
 
@@ -234,14 +256,15 @@ async fn live(common: &Common, command: Option<&Command>) -> anyhow::Result<u8> 
         Some(Command::Run { cmd }) => Some(cmd.clone()),
         _ => None,
     };
-    let mut pids = common.pid.clone();
     let following_cmd = run_cmd.is_some();
-    if following_cmd && pids.is_empty() {
-        // Followed from its birth: the pid is added when it starts.
-        pids.push(0);
-    }
     let mut stdout = stdout_sink(common, clock);
-    let mut pipeline = Pipeline::new(Timeline::new(scope(&pids)), filter(common));
+    // A command is followed from its birth: its pid joins the scope when it starts.
+    let scope = if following_cmd || !common.pid.is_empty() {
+        Scope::Descendants(common.pid.iter().copied().collect())
+    } else {
+        Scope::All
+    };
+    let mut pipeline = Pipeline::new(Timeline::new(scope), filter(common));
     pipeline.sinks.push(stdout.as_mut());
     if let Some(archive) = archive.as_mut() {
         pipeline.archive = Some(archive);
@@ -279,13 +302,14 @@ async fn live(common: &Common, command: Option<&Command>) -> anyhow::Result<u8> 
                 host,
                 nested,
                 common.pid.clone(),
+                following_cmd || !common.pid.is_empty(),
             );
             write_line(&mut **archive, &header)?;
             for entry in &snapshot {
                 write_line(&mut **archive, &ProcessLine::from(entry))?;
             }
         }
-        pipeline.timeline.snapshot(&snapshot, at);
+        pipeline.snapshot(&snapshot, at)?;
         eprintln!(
             "nstrace: tracing clone, clone3, unshare, setns, fork, exec and exit ({hooks} hooks, \
              {cpus} CPUs, {} tasks already running); Ctrl-C to stop",
@@ -342,7 +366,7 @@ async fn live(common: &Common, command: Option<&Command>) -> anyhow::Result<u8> 
     let Pipeline { timeline, .. } = pipeline;
     drop(stdout);
     eprintln!("{}", summary.closing_line());
-    print_summary(common, &timeline, clock).context("writing the summary")?;
+    finish(common, &timeline, clock)?;
     Ok(exit_code(status.get()))
 }
 
@@ -370,44 +394,31 @@ fn write_line(sink: &mut dyn Sink, value: &impl serde::Serialize) -> io::Result<
 
 /// Offline: rebuild the timeline from a record file.
 fn report(common: &Common, file: &Path) -> anyhow::Result<()> {
-    let filter = filter(common);
-    let mut sink: Option<Box<dyn Sink>> = None;
-    let mut shown = 0u64;
-    let rebuilt = record::rebuild(file, &common.pid, |header, r, followed| {
-        let sink = match &mut sink {
-            Some(sink) => sink,
-            None => {
-                let mut new = stdout_sink(common, header.clock());
-                new.start()?;
-                sink.insert(new)
-            }
-        };
-        if followed && filter.accepts(r) {
-            if matches!(r, nstrace::event::Record::Transition(_)) {
-                shown += 1;
-            }
-            sink.record(r)?;
-        }
-        Ok(())
-    })?;
-    if let Some(mut sink) = sink {
-        sink.flush()?;
-    }
-    print_summary(common, &rebuilt.timeline, rebuilt.header.clock())
-        .context("writing the summary")?;
+    let header = record::read_header(file)?;
+    let mut stdout = stdout_sink(common, header.clock());
+    let mut pipeline = Pipeline::new(Timeline::new(Scope::All), filter(common));
+    pipeline.sinks.push(stdout.as_mut());
+    pipeline.start()?;
+    let (header, bad) = record::rebuild(file, &common.pid, &mut pipeline)?;
+    pipeline.flush()?;
+    let Pipeline {
+        timeline, shown, ..
+    } = pipeline;
+    drop(stdout);
+    finish(common, &timeline, header.clock())?;
     eprintln!(
         "nstrace: {shown} transitions shown, replayed from {} (recorded on Linux {})",
         file.display(),
-        rebuilt.header.kernel
+        header.kernel
     );
-    if !rebuilt.bad.is_empty() {
-        for b in &rebuilt.bad {
+    if !bad.is_empty() {
+        for b in &bad {
             eprintln!("nstrace: {}: {b}", file.display());
         }
         bail!(
             "{} has {} bad lines (listed above); every good line was read",
             file.display(),
-            rebuilt.bad.len()
+            bad.len()
         );
     }
     Ok(())

@@ -17,6 +17,7 @@ use crate::{
     clock::WallClock,
     event::{Call, Child, Exec, Exit, Fork, NsSet, Record, Transition},
     ns::NsKind,
+    pipeline::Pipeline,
     timeline::{ProcEntry, Scope, Timeline},
 };
 
@@ -49,9 +50,13 @@ pub struct Header {
     pub host: BTreeMap<String, u32>,
     /// nstrace itself ran in a nested pid namespace.
     pub nested: bool,
-    /// The pids followed (`--pid`); empty: the whole machine (or `follow` lines say).
+    /// The pids followed (`--pid`).
     #[serde(default)]
     pub pids: Vec<u32>,
+    /// Only `pids`, `follow` lines and their descendants were followed (`--pid`, `run`);
+    /// otherwise the whole machine.
+    #[serde(default)]
+    pub scoped: bool,
 }
 
 impl Header {
@@ -62,9 +67,11 @@ impl Header {
         host: BTreeMap<String, u32>,
         nested: bool,
         pids: Vec<u32>,
+        scoped: bool,
     ) -> Self {
         Self {
             pids,
+            scoped,
             kind: "header".into(),
             format: FORMAT.into(),
             version: VERSION,
@@ -226,10 +233,20 @@ struct FollowLine {
 }
 
 #[derive(Deserialize)]
+struct ObservationLine {
+    ts_ns: u64,
+    pid: u32,
+    cgroup: String,
+    #[serde(default)]
+    uid_map: String,
+}
+
+#[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 enum Line {
     Header(Header),
     Follow(FollowLine),
+    Observation(ObservationLine),
     Process(ProcessLine),
     Transition(Box<TransitionLine>),
     Fork(LifeLine),
@@ -285,6 +302,8 @@ pub enum Entry {
     Process(ProcEntry),
     /// `nstrace run` began following this pid (its command).
     Follow(u32),
+    /// What was read of a process after its exec: (pid, ts_ns, cgroup, uid_map).
+    Observation(u32, u64, String, String),
     Record(Record),
 }
 
@@ -303,6 +322,7 @@ pub fn parse_line(line: &str) -> Result<Entry, String> {
         }
         Line::Process(p) => Entry::Process(p.into()),
         Line::Follow(f) => Entry::Follow(f.pid),
+        Line::Observation(o) => Entry::Observation(o.pid, o.ts_ns, o.cgroup, o.uid_map),
         Line::Transition(t) => Entry::Record(Record::Transition(Box::new((*t).try_into()?))),
         Line::Fork(l) => Entry::Record(Record::Fork(Fork {
             ts_ns: l.ts_ns,
@@ -430,37 +450,49 @@ pub fn replay(
     Ok((header, bad))
 }
 
-/// A timeline rebuilt from a record file.
-pub struct Rebuilt {
-    pub header: Header,
-    pub timeline: Timeline,
-    /// Lines that did not parse; every other line was applied.
-    pub bad: Vec<BadLine>,
+/// The header of a record file (its first line).
+pub fn read_header(path: &Path) -> Result<Header, ReplayError> {
+    let file = File::open(path).map_err(|source| ReplayError::Open {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let mut first = String::new();
+    BufReader::new(file)
+        .read_line(&mut first)
+        .map_err(|source| ReplayError::Read { line: 1, source })?;
+    match parse_line(first.trim_end()) {
+        Ok(Entry::Header(h)) => Ok(h),
+        _ => Err(ReplayError::NoHeader(path.display().to_string())),
+    }
 }
 
-/// Rebuilds the timeline a record file describes, as it was live: the snapshot, the followed
-/// pids (the header's, `follow` lines, or `pids` when given), then every record in order.
-/// `each` sees every record with whether the timeline follows it.
+/// Replays a record file through `pipeline`, as it ran live: the snapshot, the followed pids
+/// (the header's and `follow` lines, unless `pids` overrides them), the observations, then every
+/// record in order. Returns the header and the lines that did not parse; every other line was
+/// applied.
 pub fn rebuild(
     path: &Path,
     pids: &[u32],
-    mut each: impl FnMut(&Header, &Record, bool) -> io::Result<()>,
-) -> Result<Rebuilt, ReplayError> {
-    let scope = |pids: &[u32]| {
-        if pids.is_empty() {
-            Scope::All
-        } else {
+    pipeline: &mut Pipeline<'_>,
+) -> Result<(Header, Vec<BadLine>), ReplayError> {
+    let scope = |pids: &[u32], scoped: bool| {
+        if scoped {
             Scope::Descendants(pids.iter().copied().collect())
+        } else {
+            Scope::All
         }
     };
-    let mut timeline = Timeline::new(scope(pids));
-    let mut current: Option<Header> = None;
+    pipeline.timeline = Timeline::new(scope(pids, !pids.is_empty()));
+    let mut start_ts = 0;
     let mut snapshot = Vec::new();
     let mut started = false;
-    let mut start = |timeline: &mut Timeline, snapshot: &mut Vec<ProcEntry>, at: u64| {
-        if !started {
-            started = true;
-            timeline.snapshot(snapshot, at);
+    let start = |pipeline: &mut Pipeline<'_>,
+                 snapshot: &mut Vec<ProcEntry>,
+                 started: &mut bool,
+                 at: u64| {
+        if !*started {
+            *started = true;
+            pipeline.timeline.snapshot(snapshot, at);
             snapshot.clear();
         }
     };
@@ -468,33 +500,28 @@ pub fn rebuild(
         match entry {
             Entry::Header(h) => {
                 if pids.is_empty() {
-                    timeline = Timeline::new(scope(&h.pids));
+                    pipeline.timeline = Timeline::new(scope(&h.pids, h.scoped));
                 }
-                current = Some(h);
+                start_ts = h.start_ts_ns;
             }
             Entry::Process(p) => snapshot.push(p),
             Entry::Follow(pid) => {
-                let at = current.as_ref().map_or(0, |h| h.start_ts_ns);
-                start(&mut timeline, &mut snapshot, at);
+                start(pipeline, &mut snapshot, &mut started, start_ts);
                 if pids.is_empty() {
-                    timeline.follow(pid);
+                    pipeline.timeline.follow(pid);
                 }
             }
+            Entry::Observation(pid, ts, cgroup, uid_map) => {
+                start(pipeline, &mut snapshot, &mut started, start_ts);
+                pipeline.observed(pid, ts, &cgroup, &uid_map)?;
+            }
             Entry::Record(r) => {
-                let at = current.as_ref().map_or(0, |h| h.start_ts_ns);
-                start(&mut timeline, &mut snapshot, at);
-                let followed = timeline.apply(&r);
-                if let Some(h) = &current {
-                    each(h, &r, followed)?;
-                }
+                start(pipeline, &mut snapshot, &mut started, start_ts);
+                pipeline.feed(&r, false)?;
             }
         }
         Ok(())
     })?;
-    start(&mut timeline, &mut snapshot, header.start_ts_ns);
-    Ok(Rebuilt {
-        header,
-        timeline,
-        bad,
-    })
+    start(pipeline, &mut snapshot, &mut started, header.start_ts_ns);
+    Ok((header, bad))
 }

@@ -444,10 +444,14 @@ impl Run {
     pub fn checkpoint(&self) -> usize {
         // The collector releases records after a 30 ms reorder window.
         thread::sleep(Duration::from_millis(300));
-        let rebuilt = nstrace::record::rebuild(&self.file, &[], |_, _, _| Ok(()))
+        let mut pipeline = nstrace::pipeline::Pipeline::new(
+            nstrace::timeline::Timeline::new(nstrace::timeline::Scope::All),
+            nstrace::pipeline::Filter::default(),
+        );
+        let (_, bad) = nstrace::record::rebuild(&self.file, &[], &mut pipeline)
             .unwrap_or_else(|e| panic!("the record file does not replay: {e}"));
-        assert!(rebuilt.bad.is_empty(), "bad lines: {:?}", rebuilt.bad);
-        let tl = rebuilt.timeline;
+        assert!(bad.is_empty(), "bad lines: {bad:?}");
+        let tl = pipeline.timeline;
         let mut compared = 0;
         for (tid, pid) in tl.live_tasks() {
             let dir = format!("/proc/{pid}/task/{tid}/ns");
@@ -540,4 +544,30 @@ pub fn created_by<'a>(summary: &'a Value, ty: &str, call: &str) -> Vec<&'a Value
         .iter()
         .filter(|n| n["type"] == ty && n["created_by"]["call"] == call)
         .collect()
+}
+
+/// A busybox bundle for runc, in a fresh directory.
+pub fn busybox_bundle(dir: &std::path::Path, args: &[&str], edit: impl FnOnce(&mut Value)) {
+    let rootfs = dir.join("rootfs/bin");
+    std::fs::create_dir_all(&rootfs).unwrap();
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("busybox (Debian's busybox-static; cargo xtask test installs it)");
+    std::fs::copy(busybox, rootfs.join("busybox")).unwrap();
+    for tool in ["sh", "read", "echo", "cat", "sleep", "true"] {
+        let _ = std::os::unix::fs::symlink("busybox", rootfs.join(tool));
+    }
+    let status = std::process::Command::new("runc")
+        .arg("spec")
+        .current_dir(dir)
+        .status()
+        .expect("runc spec");
+    assert!(status.success());
+    let path = dir.join("config.json");
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config["process"]["terminal"] = Value::Bool(false);
+    config["process"]["args"] = serde_json::json!(args);
+    edit(&mut config);
+    std::fs::write(&path, serde_json::to_string(&config).unwrap()).unwrap();
 }

@@ -2,7 +2,7 @@
 //! made which namespace with which call, and the record file replays to the same summary.
 use std::process::Command;
 
-use nstrace_tests::{Run, Value, binary, created_by, require_root};
+use nstrace_tests::{Run, Value, binary, busybox_bundle, created_by, require_root};
 
 fn nshelper() -> String {
     binary("nshelper").display().to_string()
@@ -67,6 +67,7 @@ fn unshare_pid_fork_mount_proc_makes_its_child_pid_1_of_a_new_pid_namespace() {
         "emptied when the helper exited"
     );
     assert_eq!(created_by(&live, "mnt", "unshare").len(), 1);
+    assert_eq!(live["findings"], serde_json::json!([]), "nothing to flag");
     assert_replays_the_same(&run, &live);
 }
 
@@ -104,6 +105,7 @@ fn ip_netns_add_makes_a_network_namespace_that_ip_netns_exec_enters() {
         processes.iter().any(|p| p["pid"] == held),
         "the held process moved: {live:#}"
     );
+    assert_eq!(live["findings"], serde_json::json!([]), "nothing to flag");
     assert_replays_the_same(&run, &live);
 }
 
@@ -144,32 +146,8 @@ fn bwrap_unshare_all_creates_every_namespace_with_one_clone() {
         assert_eq!(created_by(&live, ty, call).len(), 1, "{ty}: {live:#}");
     }
     assert_eq!(created_by(&live, "user", call)[0]["parent"]["host"], true);
+    assert_eq!(live["findings"], serde_json::json!([]), "nothing to flag");
     assert_replays_the_same(&run, &live);
-}
-
-/// A busybox bundle for runc, in a fresh directory.
-fn busybox_bundle(dir: &std::path::Path) {
-    let rootfs = dir.join("rootfs/bin");
-    std::fs::create_dir_all(&rootfs).unwrap();
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("busybox (Debian's busybox-static; cargo xtask test installs it)");
-    std::fs::copy(busybox, rootfs.join("busybox")).unwrap();
-    for tool in ["sh", "read", "echo", "cat"] {
-        let _ = std::os::unix::fs::symlink("busybox", rootfs.join(tool));
-    }
-    let status = Command::new("runc")
-        .arg("spec")
-        .current_dir(dir)
-        .status()
-        .expect("runc spec");
-    assert!(status.success());
-    let path = dir.join("config.json");
-    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    config["process"]["terminal"] = Value::Bool(false);
-    config["process"]["args"] = serde_json::json!(["sh", "-c", "echo ready $$; cat > /dev/null"]);
-    std::fs::write(&path, serde_json::to_string(&config).unwrap()).unwrap();
 }
 
 #[test]
@@ -179,7 +157,11 @@ fn a_runc_container_start_shows_runc_making_its_namespaces_and_its_init() {
     }
     let dir = std::env::temp_dir().join(format!("nstrace-runc-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    busybox_bundle(&dir);
+    busybox_bundle(
+        &dir,
+        &["sh", "-c", "echo ready $$; cat > /dev/null"],
+        |_| {},
+    );
     let id = format!("nstrace-test-{}", std::process::id());
     let bundle = dir.display().to_string();
     let mut run = Run::start(&["runc", "run", "-b", &bundle, &id]);
@@ -205,5 +187,6 @@ fn a_runc_container_start_shows_runc_making_its_namespaces_and_its_init() {
         log[0].starts_with("+runc:[1:CHILD] born of"),
         "the container's init is born into the pid namespace first: {log:?}"
     );
+    assert_eq!(live["findings"], serde_json::json!([]), "nothing to flag");
     assert_replays_the_same(&run, &live);
 }

@@ -35,6 +35,16 @@ impl<W: io::Write> JsonSink<W> {
 }
 
 impl<W: io::Write> Sink for JsonSink<W> {
+    fn finding(&mut self, finding: &super::FindingView) -> io::Result<()> {
+        // A record file keeps what happened; findings are made again when it is replayed.
+        if self.lifecycle {
+            return Ok(());
+        }
+        let mut value = serde_json::to_value(finding)?;
+        value["time"] = rfc3339(&self.clock, finding.ts_ns).into();
+        self.line(&value)
+    }
+
     fn note(&mut self, line: &serde_json::Value) -> io::Result<()> {
         if self.lifecycle {
             self.line(line)?;

@@ -1,10 +1,17 @@
 //! Where decoded records go: one module per sink, behind [`Sink`].
 use std::io;
 
-use crate::event::Record;
+use serde::Serialize;
+
+use crate::{
+    event::Record,
+    timeline::{Timeline, findings::Finding},
+};
 
 pub mod json;
+pub mod perfetto;
 pub mod summary;
+pub mod svg;
 pub mod text;
 
 /// A consumer of the ordered record stream.
@@ -19,6 +26,69 @@ pub trait Sink {
     fn note(&mut self, _line: &serde_json::Value) -> io::Result<()> {
         Ok(())
     }
+    /// A finding, as it is made.
+    fn finding(&mut self, _finding: &FindingView) -> io::Result<()> {
+        Ok(())
+    }
     /// Called when the stream pauses: make what was written visible.
     fn flush(&mut self) -> io::Result<()>;
+}
+
+/// A finding with its namespaces named, ready to print.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FindingView {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub id: &'static str,
+    pub severity: &'static str,
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub container: Option<String>,
+    pub namespaces: Vec<String>,
+    pub message: String,
+}
+
+impl FindingView {
+    pub fn new(timeline: &Timeline, f: &Finding) -> Self {
+        Self {
+            kind: "finding",
+            id: f.id,
+            severity: f.severity.name(),
+            ts_ns: f.ts_ns,
+            pid: f.pid,
+            tid: f.tid,
+            comm: f.comm.clone(),
+            container: f.container.as_ref().map(|c| c.short()),
+            namespaces: f
+                .namespaces
+                .iter()
+                .map(|&i| timeline.namespace(i).label())
+                .collect(),
+            message: f.message.clone(),
+        }
+    }
+
+    /// One line for people.
+    pub fn line(&self) -> String {
+        let container = self
+            .container
+            .as_ref()
+            .map(|c| format!(" [{c}]"))
+            .unwrap_or_default();
+        let namespaces = if self.namespaces.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", self.namespaces.join(", "))
+        };
+        format!(
+            "!! {} {} {} {}{container}: {}{namespaces}",
+            self.severity.to_uppercase(),
+            self.id,
+            self.pid,
+            self.comm,
+            self.message
+        )
+    }
 }

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use crate::{
     clock::WallClock,
     ns::flag_names,
+    output::FindingView,
     timeline::{Change, Namespace, NsIdx, ProcessHistory, Timeline},
 };
 
@@ -147,6 +148,99 @@ fn members(out: &mut String, tl: &Timeline, rows: &[(NsIdx, &Namespace)], times:
     }
 }
 
+/// Each container's start as a story: who made its namespaces with which call, which existing
+/// ones it joined, its processes.
+fn containers(out: &mut String, tl: &Timeline, times: &Times) {
+    let views = container_views(tl);
+    if views.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\nCONTAINERS ({})", views.len());
+    for v in views {
+        let _ = writeln!(out, "{}", v.name);
+        for (ns, creator) in &v.made {
+            let _ = writeln!(out, "  made {} ({creator})", ns);
+        }
+        for ns in &v.joined {
+            let _ = writeln!(out, "  shares {ns}");
+        }
+        let procs: Vec<String> = v
+            .processes
+            .iter()
+            .map(|(pid, comm)| format!("{pid} {comm}"))
+            .collect();
+        let _ = writeln!(out, "  processes: {}", procs.join(", "));
+        if let Some(first) = v.first_ns {
+            let _ = writeln!(out, "  first seen {}", times.at(first));
+        }
+    }
+}
+
+/// What the summary says of one container.
+struct ContainerView {
+    name: String,
+    /// Namespaces it owns, with who made them.
+    made: Vec<(String, String)>,
+    /// Namespaces it is in that it does not own (the host's, another container's).
+    joined: Vec<String>,
+    processes: Vec<(u32, String)>,
+    first_ns: Option<u64>,
+}
+
+fn container_views(tl: &Timeline) -> Vec<ContainerView> {
+    let mut names: Vec<_> = tl
+        .histories()
+        .filter_map(|h| h.container.clone())
+        .chain(tl.namespaces().iter().filter_map(|n| n.owner.clone()))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|c| {
+            let made = tl
+                .namespaces()
+                .iter()
+                .filter(|n| n.owner.as_ref() == Some(&c))
+                .map(|n| (n.label(), creator(n)))
+                .collect();
+            let members: Vec<&ProcessHistory> = tl
+                .histories()
+                .filter(|h| h.container.as_ref() == Some(&c))
+                .collect();
+            let mut joined: Vec<String> = Vec::new();
+            for h in &members {
+                for m in &h.moves {
+                    for ch in &m.changes {
+                        if let Some(to) = ch.to {
+                            let ns = tl.namespace(to);
+                            if ns.owner.as_ref() != Some(&c) && ch.kind.is_own() {
+                                let label = match &ns.owner {
+                                    Some(o) => format!("{} of {}", ns.label(), o.short()),
+                                    None => ns.label(),
+                                };
+                                if !joined.contains(&label) {
+                                    joined.push(label);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            ContainerView {
+                name: c.short(),
+                made,
+                joined,
+                processes: members
+                    .iter()
+                    .map(|h| (h.key.pid, h.comm.clone()))
+                    .collect(),
+                first_ns: members.iter().filter_map(|h| h.born_ns).min(),
+            }
+        })
+        .collect()
+}
+
 /// The human summary.
 pub fn text(tl: &Timeline, times: &Times) -> String {
     let mut out = String::new();
@@ -193,8 +287,14 @@ pub fn text(tl: &Timeline, times: &Times) -> String {
     }
     members(&mut out, tl, &rows, times);
 
-    let histories: Vec<&ProcessHistory> = tl.histories().collect();
-    let _ = writeln!(out, "\nPROCESSES ({} followed or moved)", histories.len());
+    let (histories, still): (Vec<&ProcessHistory>, Vec<&ProcessHistory>) =
+        tl.histories().partition(|h| !h.moves.is_empty());
+    let _ = writeln!(
+        out,
+        "\nPROCESSES ({} moved; {} more followed that did not)",
+        histories.len(),
+        still.len()
+    );
     for h in histories {
         let _ = write!(out, "{} {}", h.key.pid, h.comm);
         if let Some(exe) = &h.exe {
@@ -229,6 +329,13 @@ pub fn text(tl: &Timeline, times: &Times) -> String {
             };
             let _ = writeln!(out, "  {}  {who}{what}", times.at(m.ts_ns));
         }
+    }
+    containers(&mut out, tl, times);
+    let findings = tl.findings();
+    let _ = writeln!(out, "\nFINDINGS ({})", findings.len());
+    for f in findings {
+        let view = FindingView::new(tl, f);
+        let _ = writeln!(out, "  {}  {}", times.at(f.ts_ns), view.line());
     }
     let c = &tl.counts;
     let _ = writeln!(
@@ -281,6 +388,7 @@ pub fn json(tl: &Timeline, times: &Times) -> Value {
                 "members_total": ns.total_members,
                 "emptied": ns.emptied_ns.filter(|_| ns.members() == 0).map(|t| times.rfc3339(t)),
                 "replaced": ns.replaced,
+                "owner": ns.owner.as_ref().map(|o| o.short()),
                 "log": ns.log.iter().map(|m| json!({
                     "time": times.rfc3339(m.ts_ns),
                     "pid": m.pid,
@@ -302,6 +410,7 @@ pub fn json(tl: &Timeline, times: &Times) -> Value {
                 "ppid": h.ppid,
                 "comm": h.comm,
                 "exe": h.exe,
+                "container": h.container.as_ref().map(|c| c.short()),
                 "born": h.born_ns.map(|t| times.rfc3339(t)),
                 "exited": h.exited.map(|(t, code)| json!({"time": times.rfc3339(t), "status": code})),
                 "moves": h.moves.iter().map(|m| json!({
@@ -320,11 +429,33 @@ pub fn json(tl: &Timeline, times: &Times) -> Value {
             })
         })
         .collect();
+    let findings: Vec<Value> = tl
+        .findings()
+        .iter()
+        .map(|f| {
+            let mut v = serde_json::to_value(FindingView::new(tl, f)).unwrap_or(Value::Null);
+            v["time"] = times.rfc3339(f.ts_ns).into();
+            v
+        })
+        .collect();
+    let containers: Vec<Value> = container_views(tl)
+        .into_iter()
+        .map(|v| {
+            json!({
+                "name": v.name,
+                "made": v.made.iter().map(|(ns, by)| json!({"namespace": ns, "created_by": by})).collect::<Vec<_>>(),
+                "shares": v.joined,
+                "processes": v.processes.iter().map(|(pid, comm)| json!({"pid": pid, "comm": comm})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
     let c = &tl.counts;
     json!({
         "type": "summary",
         "namespaces": namespaces,
         "processes": processes,
+        "containers": containers,
+        "findings": findings,
         "counts": {
             "transitions": c.transitions,
             "forks": c.forks,

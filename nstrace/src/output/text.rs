@@ -44,6 +44,18 @@ impl<W: io::Write> Sink for TextSink<W> {
         writeln!(self.out, "{time:<16} {}", describe(t))
     }
 
+    fn finding(&mut self, finding: &super::FindingView) -> io::Result<()> {
+        let time = self.clock.to_utc(finding.ts_ns);
+        let time = if self.utc {
+            time.format("%H:%M:%S%.6f").to_string()
+        } else {
+            time.with_timezone(&chrono::Local)
+                .format("%H:%M:%S%.6f")
+                .to_string()
+        };
+        writeln!(self.out, "{time:<16} {}", finding.line())
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }

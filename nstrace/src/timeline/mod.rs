@@ -15,9 +15,13 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::{
+    container::{self, Container},
     event::{Call, Exec, Exit, Fork, NsSet, Record, Transition},
     ns::{NsKind, NsType},
 };
+
+pub mod findings;
+use findings::{Finding, Hit, PROCESS_RULES, Severity, TRANSITION_RULES};
 use nstrace_common::{NS_SLOTS, flags::NS_MASK};
 
 /// An index into [`Timeline::namespaces`].
@@ -27,6 +31,8 @@ pub type NsIdx = usize;
 const LOG_LIMIT: usize = 256;
 /// How far a /proc start time (clock ticks) may be from the kernel's exact one.
 const APPROX_START_NS: u64 = 20_000_000;
+/// Findings kept; later ones are counted.
+const FINDING_LIMIT: usize = 10_000;
 /// Process histories kept; later ones are counted.
 const HISTORY_LIMIT: usize = 100_000;
 
@@ -138,6 +144,8 @@ pub struct ProcessHistory {
     /// When it ended and how (wait status).
     pub exited: Option<(u64, i32)>,
     pub moves: Vec<Move>,
+    /// Its container, once known.
+    pub container: Option<Container>,
 }
 
 /// Who made a namespace.
@@ -188,6 +196,8 @@ pub struct Namespace {
     pub touched: bool,
     /// Its inode was seen again with another ns_id: this namespace is gone.
     pub replaced: bool,
+    /// The container whose process first lived in it (never for the host's).
+    pub owner: Option<Container>,
 }
 
 impl Namespace {
@@ -214,6 +224,8 @@ struct Task {
     comm: String,
     set: [Option<NsIdx>; NS_SLOTS],
     in_scope: bool,
+    /// Per slot: the task was in the host's namespace of that slot at some point of its life.
+    ever_host: [bool; NS_SLOTS],
 }
 
 /// One process (or thread) found in /proc when tracing began.
@@ -248,6 +260,7 @@ pub struct Counts {
     /// Times a task's reported set differed from the model's (a record was lost).
     pub resyncs: u64,
     pub histories_dropped: u64,
+    pub findings_dropped: u64,
 }
 
 #[derive(Debug)]
@@ -262,6 +275,11 @@ pub struct Timeline {
     scope: Scope,
     /// Host inodes of mnt and net (pid 1's, when it is in the initial pid namespace).
     host_mnt_net: [Option<u32>; 2],
+    /// Containers of live processes, by pid.
+    containers: HashMap<u32, Container>,
+    /// Every finding, in order (capped); `fresh` of them not yet taken.
+    findings: Vec<Finding>,
+    fresh: usize,
     pub counts: Counts,
     pub first_ns: Option<u64>,
     pub last_ns: u64,
@@ -278,6 +296,9 @@ impl Timeline {
             order: Vec::new(),
             scope,
             host_mnt_net: [None, None],
+            containers: HashMap::new(),
+            findings: Vec::new(),
+            fresh: 0,
             counts: Counts::default(),
             first_ns: None,
             last_ns: 0,
@@ -354,6 +375,157 @@ impl Timeline {
         tids
     }
 
+    /// Per slot: whether the namespace is the host's.
+    fn host_flags(&self, set: &[Option<NsIdx>; NS_SLOTS]) -> [bool; NS_SLOTS] {
+        set.map(|idx| idx.is_some_and(|i| self.namespaces[i].host))
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "a finding names everything it is about"
+    )]
+    fn found(
+        &mut self,
+        id: &'static str,
+        severity: Severity,
+        hit: Hit,
+        ts_ns: u64,
+        pid: u32,
+        tid: u32,
+        comm: &str,
+    ) {
+        if self.findings.len() >= FINDING_LIMIT {
+            self.counts.findings_dropped += 1;
+            return;
+        }
+        self.findings.push(Finding {
+            id,
+            severity: hit.severity.unwrap_or(severity),
+            ts_ns,
+            pid,
+            tid,
+            comm: comm.to_owned(),
+            container: self.containers.get(&pid).cloned(),
+            namespaces: hit.namespaces,
+            message: hit.message,
+        });
+    }
+
+    /// Findings made since the last call.
+    pub fn take_new_findings(&mut self) -> &[Finding] {
+        let new = &self.findings[self.fresh..];
+        self.fresh = self.findings.len();
+        new
+    }
+
+    /// Every finding so far.
+    pub fn findings(&self) -> &[Finding] {
+        &self.findings
+    }
+
+    /// The container of a live process, when known.
+    pub fn container_of(&self, pid: u32) -> Option<&Container> {
+        self.containers.get(&pid)
+    }
+
+    /// What userspace read of a live process at `ts_ns` (after its exec, or at start): the text of
+    /// `/proc/PID/cgroup` and of `/proc/PID/uid_map`. Attributes the process to its container,
+    /// the container to the namespaces it is first seen in, and runs the process rules.
+    pub fn observe(&mut self, pid: u32, ts_ns: u64, cgroup: &str, uid_map: &str) {
+        let Some(task) = self.tasks.get(&pid) else {
+            return;
+        };
+        let (set, in_scope, comm) = (task.set, task.in_scope, task.comm.clone());
+        if in_scope {
+            self.root_mapping(pid, ts_ns, &comm, &set, uid_map);
+        }
+        let Some(container) = container::attribute(cgroup).and_then(|a| a.container().cloned())
+        else {
+            return;
+        };
+        if self.containers.get(&pid) == Some(&container) {
+            return;
+        }
+        self.containers.insert(pid, container.clone());
+        let key = self.process_key(pid, 0);
+        if let Some(h) = self.histories.get_mut(&key) {
+            h.container = Some(container.clone());
+        }
+        if in_scope {
+            for rule in PROCESS_RULES {
+                // Once per container: its other processes say the same.
+                let said = self
+                    .findings
+                    .iter()
+                    .any(|f| f.id == rule.id && f.container.as_ref() == Some(&container));
+                if said {
+                    continue;
+                }
+                if let Some(hit) = (rule.check)(self, pid, &container) {
+                    self.found(rule.id, rule.severity, hit, ts_ns, pid, pid, &comm);
+                }
+            }
+        }
+        for idx in set.into_iter().flatten() {
+            let ns = &mut self.namespaces[idx];
+            if !ns.host && ns.owner.is_none() {
+                ns.owner = Some(container.clone());
+            }
+        }
+    }
+
+    /// A process in a user namespace of its own that maps uid 0 inside to a non-root uid
+    /// outside (`unshare -r`): root in there without being root.
+    fn root_mapping(
+        &mut self,
+        pid: u32,
+        ts_ns: u64,
+        comm: &str,
+        set: &[Option<NsIdx>; NS_SLOTS],
+        uid_map: &str,
+    ) {
+        let Some(user) = set[NsKind::User.slot()] else {
+            return;
+        };
+        if self.namespaces[user].host {
+            return;
+        }
+        let outside = uid_map.lines().find_map(|l| {
+            let mut f = l.split_whitespace().map(|v| v.parse::<u64>().ok());
+            match (f.next().flatten(), f.next().flatten()) {
+                (Some(0), Some(outside)) if outside != 0 => Some(outside),
+                _ => None,
+            }
+        });
+        let Some(outside) = outside else {
+            return;
+        };
+        if self
+            .findings
+            .iter()
+            .any(|f| f.id == "NS-USERNS-ROOTMAP" && f.namespaces == [user])
+        {
+            return;
+        }
+        let hit = Hit {
+            severity: None,
+            namespaces: vec![user],
+            message: format!(
+                "uid {outside} mapped itself to root in its own user namespace: it holds every \
+                 capability over the namespaces that user namespace owns"
+            ),
+        };
+        self.found(
+            "NS-USERNS-ROOTMAP",
+            Severity::Medium,
+            hit,
+            ts_ns,
+            pid,
+            pid,
+            comm,
+        );
+    }
+
     /// Loads the processes that existed when tracing began.
     pub fn snapshot(&mut self, entries: &[ProcEntry], at_ns: u64) {
         // pid 1's mnt and net are the host's when it is in the initial pid namespace; where its
@@ -400,6 +572,7 @@ impl Timeline {
                     comm: e.comm.clone(),
                     set,
                     in_scope,
+                    ever_host: self.host_flags(&set),
                 },
             );
             if in_scope && roots.is_some() && e.tid == e.pid {
@@ -473,6 +646,7 @@ impl Timeline {
             emptied_ns: None,
             touched: false,
             replaced: false,
+            owner: None,
         });
         self.by_inode.insert((ty, inum), idx);
         if id != 0 {
@@ -554,6 +728,7 @@ impl Timeline {
                     born_ns: None,
                     exited: None,
                     moves: Vec::new(),
+                    container: None,
                 },
             );
         }
@@ -603,6 +778,7 @@ impl Timeline {
                     comm: comm.to_owned(),
                     set: resolved,
                     in_scope,
+                    ever_host: self.host_flags(&resolved),
                 },
             );
             return;
@@ -639,6 +815,13 @@ impl Timeline {
         let ts = t.ts_ns;
         self.ensure_task(t.tid, t.pid, t.start_boottime_ns, &t.comm, &t.before, ts);
         let in_scope = self.in_scope(t.tid);
+        if in_scope {
+            for rule in TRANSITION_RULES {
+                if let Some(hit) = (rule.check)(self, t) {
+                    self.found(rule.id, rule.severity, hit, ts, t.pid, t.tid, &t.comm);
+                }
+            }
+        }
         let key = self.process_key(t.pid, t.start_boottime_ns);
         let cause = match t.call {
             Call::Unshare => Cause::Unshare { flags: t.flags },
@@ -663,6 +846,7 @@ impl Timeline {
             };
             let comm = t.comm.clone();
             if let Some(h) = self.history(key, t.ppid, &comm, in_scope) {
+                h.comm.clone_from(&comm);
                 h.moves.push(Move {
                     ts_ns: ts,
                     tid: t.tid,
@@ -713,12 +897,17 @@ impl Timeline {
                     self.namespaces[to].touched |= in_scope;
                 }
             }
+            let host = self.host_flags(&after);
             if let Some(task) = self.tasks.get_mut(&t.tid) {
                 task.set = after;
+                for (ever, now) in task.ever_host.iter_mut().zip(host) {
+                    *ever |= now;
+                }
             }
             let thread_apart = self.thread_apart(t.tid, t.pid);
             let comm = t.comm.clone();
             if let Some(h) = self.history(key, t.ppid, &comm, in_scope) {
+                h.comm.clone_from(&comm);
                 h.moves.push(Move {
                     ts_ns: ts,
                     tid: t.tid,
@@ -733,6 +922,7 @@ impl Timeline {
             // A setns that landed where the caller was: worth a line in its history.
             let comm = t.comm.clone();
             if let Some(h) = self.history(key, t.ppid, &comm, in_scope) {
+                h.comm.clone_from(&comm);
                 h.moves.push(Move {
                     ts_ns: ts,
                     tid: t.tid,
@@ -844,6 +1034,7 @@ impl Timeline {
                 comm: t.comm.clone(),
                 set,
                 in_scope,
+                ever_host: self.host_flags(&set),
             },
         );
         let child_key = ProcessKey {
@@ -928,8 +1119,19 @@ impl Timeline {
                 comm: f.comm.clone(),
                 set,
                 in_scope,
+                ever_host: self.host_flags(&set),
             },
         );
+        if f.tid == f.pid && matches!(self.scope, Scope::Descendants(_)) {
+            // Following a command: every process it starts has a track, moved or not.
+            let key = ProcessKey {
+                pid: f.pid,
+                start_ns: f.start_ns,
+            };
+            if let Some(h) = self.history(key, f.parent_pid, &f.comm, in_scope) {
+                h.born_ns = Some(ts);
+            }
+        }
         let cause = Cause::Inherited {
             parent: f.parent_pid,
         };
@@ -956,11 +1158,15 @@ impl Timeline {
             && let Some(mut task) = self.tasks.remove(&e.old_tid)
         {
             // A non-leader thread exec'd: it takes over the leader's tid and, as the kernel
-            // does, its start time, so the process keeps its identity.
+            // does (de_thread), its start time, so the process keeps its identity. The leader
+            // may already have exited.
             if let Some(leader) = self.tasks.remove(&e.tid) {
                 self.drop_task(e.tid, &leader, e.ts_ns);
                 task.start_ns = leader.start_ns;
                 task.approx_start = leader.approx_start;
+            } else {
+                task.start_ns = e.start_ns;
+                task.approx_start = false;
             }
             self.drop_task(e.old_tid, &task, e.ts_ns);
             for kind in NsKind::ALL.into_iter().filter(|k| k.is_own()) {
@@ -1007,6 +1213,7 @@ impl Timeline {
             }
         }
         if x.group_dead {
+            self.containers.remove(&x.pid);
             let key = ProcessKey {
                 pid: x.pid,
                 start_ns: if x.tid == x.pid {

@@ -429,3 +429,138 @@ fn a_thread_that_execs_takes_over_its_process_which_keeps_its_history() {
     assert_eq!(h[0].comm, "sleep");
     assert_eq!(tl.live_set(100).unwrap()[NsKind::Net.slot()].1, 4026533000);
 }
+
+fn ids(tl: &Timeline) -> Vec<&'static str> {
+    tl.findings().iter().map(|f| f.id).collect()
+}
+
+/// sh (100) unshares mnt; its child 700 is born outside the host's mount namespace.
+fn unshared_tree() -> Timeline {
+    let mut tl = machine(Scope::All);
+    let mnt = with(host_set(), NsKind::Mnt, 4026533100, 0);
+    tl.apply(&rec(transition(
+        10,
+        100,
+        Call::Unshare,
+        libc::CLONE_NEWNS as u64,
+        host_set(),
+        mnt,
+    )));
+    tl.apply(&fork(20, 100, 700));
+    tl
+}
+
+#[test]
+fn setns_into_the_host_from_a_process_never_there_is_an_escape_and_going_home_is_not() {
+    let mut tl = unshared_tree();
+    let mnt = with(host_set(), NsKind::Mnt, 4026533100, 0);
+    // 100 was in the host's mount namespace before: returning is not an escape.
+    tl.apply(&rec(transition(30, 100, Call::Setns, 0, mnt, host_set())));
+    assert!(ids(&tl).is_empty(), "{:?}", tl.findings());
+    // 700 was born outside it.
+    let mut t = transition(40, 700, Call::Setns, 0, mnt, host_set());
+    t.start_boottime_ns = 700_020;
+    tl.apply(&rec(t));
+    assert_eq!(ids(&tl), ["NS-SETNS-HOST"]);
+    let f = &tl.findings()[0];
+    assert_eq!(f.severity, Severity::High, "the host's mounts");
+    assert_eq!(f.pid, 700);
+    assert!(tl.namespace(f.namespaces[0]).host);
+    assert_eq!(tl.take_new_findings().len(), 1);
+    assert!(tl.take_new_findings().is_empty());
+}
+
+const DOCKER_A: &str = "0::/system.slice/docker-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.scope\n";
+const DOCKER_B: &str = "0::/system.slice/docker-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb.scope\n";
+
+#[test]
+fn a_container_on_the_host_pid_namespace_is_flagged_once() {
+    let mut tl = unshared_tree();
+    tl.observe(700, 30, DOCKER_A, "0 0 4294967295\n");
+    assert_eq!(ids(&tl), ["NS-SHARES-HOST"]);
+    let f = &tl.findings()[0];
+    assert_eq!(f.severity, Severity::High);
+    assert_eq!(f.container.as_ref().map(|c| c.runtime), Some("docker"));
+    assert!(f.message.contains("pid, ipc, net, uts"), "{}", f.message);
+    // Another process of the same container says the same thing: not again.
+    tl.apply(&fork(40, 700, 701));
+    tl.observe(701, 41, DOCKER_A, "");
+    assert_eq!(tl.findings().len(), 1);
+}
+
+#[test]
+fn a_fully_isolated_container_and_an_unknown_cgroup_are_not_flagged() {
+    let mut tl = machine(Scope::All);
+    let mut isolated = host_set();
+    for (kind, inum) in [
+        (NsKind::Mnt, 4026533200),
+        (NsKind::Uts, 4026533201),
+        (NsKind::Ipc, 4026533202),
+        (NsKind::Pid, 4026533203),
+        (NsKind::PidForChildren, 4026533203),
+        (NsKind::Net, 4026533204),
+    ] {
+        isolated = with(isolated, kind, inum, 0);
+    }
+    let mut t = transition(
+        10,
+        100,
+        Call::Clone3,
+        CLONE_NEWPID | CLONE_NEWNET,
+        host_set(),
+        host_set(),
+    );
+    t.child = Some(Child {
+        tid: 800,
+        start_ns: 800_010,
+        ns_tid: 1,
+        ns: isolated,
+    });
+    tl.apply(&rec(t));
+    tl.observe(800, 20, DOCKER_A, "");
+    tl.observe(100, 21, "0::/user.slice/session-1.scope\n", "");
+    assert!(ids(&tl).is_empty(), "{:?}", tl.findings());
+    assert_eq!(tl.container_of(800).map(|c| c.runtime), Some("docker"));
+    // Container B started in A's pid and ipc namespaces (--pid=container:A).
+    tl.apply(&fork(30, 800, 801));
+    tl.observe(801, 31, DOCKER_B, "");
+    assert_eq!(ids(&tl), ["NS-JOINS-CONTAINER"]);
+    let f = &tl.findings()[0];
+    assert!(f.message.contains("docker:aaaaaaaaaaaa"), "{}", f.message);
+}
+
+#[test]
+fn unprivileged_user_namespaces_root_mappings_and_refusals_are_flagged() {
+    let mut tl = machine(Scope::All);
+    let user = with(host_set(), NsKind::User, 4026533300, 0);
+    let mut t = transition(
+        10,
+        100,
+        Call::Unshare,
+        libc::CLONE_NEWUSER as u64,
+        host_set(),
+        user,
+    );
+    t.uid = 1000;
+    tl.apply(&rec(t));
+    tl.observe(100, 11, "0::/\n", "         0       1000          1\n");
+    let mut refused = transition(12, 100, Call::Setns, CLONE_NEWNET, user, user);
+    refused.ret = -i64::from(libc::EPERM);
+    tl.apply(&rec(refused));
+    assert_eq!(
+        ids(&tl),
+        ["NS-USERNS-UNPRIVILEGED", "NS-USERNS-ROOTMAP", "NS-REFUSED"]
+    );
+    // Root making a user namespace is ordinary.
+    let mut tl = machine(Scope::All);
+    tl.apply(&rec(transition(
+        10,
+        100,
+        Call::Unshare,
+        libc::CLONE_NEWUSER as u64,
+        host_set(),
+        user,
+    )));
+    tl.observe(100, 11, "0::/\n", "0 0 1\n");
+    assert!(ids(&tl).is_empty(), "{:?}", tl.findings());
+}

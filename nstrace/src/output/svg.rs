@@ -1,0 +1,146 @@
+//! An SVG picture of a timeline for incident write-ups: one row per process that moved, a bar
+//! for each stretch of time in one namespace set (same set, same colour), a tick for each
+//! transition and a red mark for each finding.
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    hash::{Hash, Hasher},
+};
+
+use crate::{output::summary::Times, timeline::Timeline};
+
+const ROW: f64 = 28.0;
+const LABEL: f64 = 230.0;
+const WIDTH: f64 = 1200.0;
+const TOP: f64 = 56.0;
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A stable, readable colour for a namespace set.
+fn colour(key: &str) -> String {
+    if key == "host namespaces" {
+        return "#d9d9d9".into();
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    let hue = h.finish() % 360;
+    format!("hsl({hue}, 55%, 62%)")
+}
+
+pub fn render(tl: &Timeline, times: &Times) -> String {
+    let histories: Vec<_> = tl
+        .histories()
+        .filter(|h| !h.moves.is_empty() || h.born_ns.is_some())
+        .collect();
+    let start = tl.first_ns.unwrap_or(0);
+    let end = tl.last_ns.max(start + 1);
+    let x = |ts: u64| {
+        LABEL + (ts.saturating_sub(start)) as f64 / (end - start) as f64 * (WIDTH - LABEL - 20.0)
+    };
+    let height = TOP + ROW * histories.len() as f64 + 40.0;
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" font-family="monospace" font-size="11">"#
+    );
+    let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        svg,
+        r#"<text x="10" y="20" font-size="14" font-weight="bold">nstrace: namespaces over time, {} to {}</text>"#,
+        times.at(start),
+        times.at(end)
+    );
+    for i in 0..=4 {
+        let ts = start + (end - start) * i / 4;
+        let anchor = if i == 4 { "end" } else { "middle" };
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{0:.1}" y1="{TOP}" x2="{0:.1}" y2="{1:.1}" stroke="#eee"/><text x="{0:.1}" y="44" text-anchor="{anchor}">{2}</text>"##,
+            x(ts),
+            height - 30.0,
+            times.at(ts)
+        );
+    }
+    for (row, h) in histories.iter().enumerate() {
+        let y = TOP + ROW * row as f64;
+        let who = format!("{} {}", h.key.pid, h.comm);
+        let container = h
+            .container
+            .as_ref()
+            .map(|c| format!(" [{}]", c.short()))
+            .unwrap_or_default();
+        let _ = writeln!(
+            svg,
+            r#"<text x="10" y="{:.1}">{}</text>"#,
+            y + 16.0,
+            escape(&format!("{who}{container}"))
+        );
+        let mut labels: BTreeMap<&str, String> = BTreeMap::new();
+        let moves: Vec<_> = h.moves.iter().filter(|m| m.errno.is_none()).collect();
+        if let Some(born) = h.born_ns.filter(|_| moves.is_empty()) {
+            let until = h.exited.map_or(end, |(t, _)| t);
+            let _ = writeln!(
+                svg,
+                r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="18" fill="#eef" stroke="#99b"><title>inherited its parent's namespaces</title></rect>"##,
+                x(born),
+                y + 4.0,
+                (x(until) - x(born)).max(2.0)
+            );
+        }
+        for (i, m) in moves.iter().enumerate() {
+            for c in &m.changes {
+                if let Some(to) = c.to {
+                    labels.insert(c.kind.name(), tl.namespace(to).label());
+                }
+            }
+            let key: Vec<&str> = labels
+                .iter()
+                .filter(|(k, v)| !v.ends_with("(host)") && !k.ends_with("_for_children"))
+                .map(|(_, v)| v.as_str())
+                .collect();
+            let key = if key.is_empty() {
+                "host namespaces".to_owned()
+            } else {
+                key.join(" ")
+            };
+            let until = moves
+                .get(i + 1)
+                .map(|n| n.ts_ns)
+                .or(h.exited.map(|(t, _)| t))
+                .unwrap_or(end);
+            let (x0, x1) = (x(m.ts_ns), x(until).max(x(m.ts_ns) + 2.0));
+            let _ = writeln!(
+                svg,
+                r##"<rect x="{x0:.1}" y="{:.1}" width="{:.1}" height="18" fill="{}"><title>{}</title></rect><line x1="{x0:.1}" y1="{:.1}" x2="{x0:.1}" y2="{:.1}" stroke="#333" stroke-width="2"><title>{}</title></line>"##,
+                y + 4.0,
+                x1 - x0,
+                colour(&key),
+                escape(&key),
+                y + 2.0,
+                y + 24.0,
+                escape(&format!("{} {}", times.at(m.ts_ns), m.cause.describe()))
+            );
+        }
+        for f in tl.findings().iter().filter(|f| f.pid == h.key.pid) {
+            let fx = x(f.ts_ns);
+            let _ = writeln!(
+                svg,
+                r##"<path d="M{fx:.1},{:.1} l5,9 l-10,0 z" fill="#c00"><title>{}</title></path>"##,
+                y + 2.0,
+                escape(&format!("{} {}: {}", f.severity.name(), f.id, f.message))
+            );
+        }
+    }
+    let _ = writeln!(
+        svg,
+        r##"<text x="10" y="{:.1}" fill="#555">bars: time in one namespace set (grey: the host's); ticks: transitions; red: findings. Hover for details.</text>"##,
+        height - 12.0
+    );
+    svg.push_str("</svg>\n");
+    svg
+}

@@ -1,0 +1,169 @@
+//! Ordered records → the timeline → the sinks, live or replayed.
+//!
+//! The one place where the pure timeline meets I/O: live, it reads what the kernel records
+//! cannot carry (a process's cgroup and uid_map after exec) and archives it so that a replay
+//! sees exactly what the live run saw.
+use std::io;
+
+use serde_json::json;
+
+use crate::{
+    event::Record,
+    ns::NsType,
+    output::{FindingView, Sink},
+    timeline::{ProcEntry, Timeline},
+};
+
+/// What is printed: records of followed processes that pass these.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only records whose command name is this.
+    pub comm: Option<String>,
+    /// Only transitions that move one of these types (forks, execs and exits always pass).
+    pub types: Option<Vec<NsType>>,
+    /// Only findings.
+    pub findings_only: bool,
+}
+
+impl Filter {
+    pub fn accepts(&self, record: &Record) -> bool {
+        if self.findings_only {
+            return false;
+        }
+        if let Some(comm) = &self.comm {
+            let name = match record {
+                Record::Transition(t) => &t.comm,
+                Record::Fork(f) => &f.comm,
+                Record::Exec(e) => &e.comm,
+                Record::Exit(x) => &x.comm,
+            };
+            if name != comm {
+                return false;
+            }
+        }
+        match (&self.types, record) {
+            (Some(types), Record::Transition(t)) => {
+                let moved = t.changed().into_iter().chain(t.child_moved());
+                let flagged = types
+                    .iter()
+                    .any(|ty| t.flags & ty.own_slot().clone_flag() != 0);
+                flagged || moved.map(|k| k.ns_type()).any(|ty| types.contains(&ty))
+            }
+            _ => true,
+        }
+    }
+}
+
+pub struct Pipeline<'a> {
+    pub timeline: Timeline,
+    pub filter: Filter,
+    /// Shown what is followed and passes the filter, and every finding.
+    pub sinks: Vec<&'a mut dyn Sink>,
+    /// Given every record and observation, whatever the scope and filter (a record file).
+    pub archive: Option<&'a mut dyn Sink>,
+    /// Transitions shown.
+    pub shown: u64,
+}
+
+impl<'a> Pipeline<'a> {
+    pub fn new(timeline: Timeline, filter: Filter) -> Self {
+        Self {
+            timeline,
+            filter,
+            sinks: Vec::new(),
+            archive: None,
+            shown: 0,
+        }
+    }
+
+    pub fn start(&mut self) -> io::Result<()> {
+        for sink in &mut self.sinks {
+            sink.start()?;
+        }
+        Ok(())
+    }
+
+    /// Live: the processes running when tracing began, observed one by one.
+    pub fn snapshot(&mut self, entries: &[ProcEntry], at_ns: u64) -> io::Result<()> {
+        self.timeline.snapshot(entries, at_ns);
+        for e in entries.iter().filter(|e| e.tid == e.pid) {
+            self.observe(e.pid, at_ns)?;
+        }
+        Ok(())
+    }
+
+    /// Applies one record; live, an exec is followed by a look at the process's cgroup.
+    pub fn feed(&mut self, record: &Record, live: bool) -> io::Result<()> {
+        if let Some(archive) = &mut self.archive {
+            archive.record(record)?;
+        }
+        let followed = self.timeline.apply(record);
+        if followed && self.filter.accepts(record) {
+            if matches!(record, Record::Transition(_)) {
+                self.shown += 1;
+            }
+            for sink in &mut self.sinks {
+                sink.record(record)?;
+            }
+        }
+        if live && let Record::Exec(e) = record {
+            self.observe(e.pid, e.ts_ns)?;
+        }
+        self.findings()
+    }
+
+    /// Live: reads the process's cgroup and uid_map (gone processes are skipped quietly).
+    pub fn observe(&mut self, pid: u32, ts_ns: u64) -> io::Result<()> {
+        let Ok(cgroup) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+            return Ok(());
+        };
+        let uid_map = std::fs::read_to_string(format!("/proc/{pid}/uid_map")).unwrap_or_default();
+        self.observed(pid, ts_ns, &cgroup, &uid_map)
+    }
+
+    /// What was read of a process, live or from a record file.
+    pub fn observed(
+        &mut self,
+        pid: u32,
+        ts_ns: u64,
+        cgroup: &str,
+        uid_map: &str,
+    ) -> io::Result<()> {
+        if let Some(archive) = &mut self.archive {
+            archive.note(&json!({
+                "type": "observation",
+                "ts_ns": ts_ns,
+                "pid": pid,
+                "cgroup": cgroup,
+                "uid_map": uid_map,
+            }))?;
+        }
+        self.timeline.observe(pid, ts_ns, cgroup, uid_map);
+        self.findings()
+    }
+
+    /// Hands new findings to the sinks.
+    fn findings(&mut self) -> io::Result<()> {
+        let Self {
+            timeline, sinks, ..
+        } = self;
+        let fresh = timeline.take_new_findings().to_vec();
+        for f in &fresh {
+            let view = FindingView::new(timeline, f);
+            for sink in sinks.iter_mut() {
+                sink.finding(&view)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        if let Some(archive) = &mut self.archive {
+            archive.flush()?;
+        }
+        for sink in &mut self.sinks {
+            sink.flush()?;
+        }
+        Ok(())
+    }
+}

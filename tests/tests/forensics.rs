@@ -1,0 +1,293 @@
+//! Containers and findings with real runtimes: attribution, and exactly the expected findings.
+use std::{path::PathBuf, process::Command};
+
+use nstrace_tests::{Run, Value, binary, busybox_bundle, require_root};
+
+/// A runc bundle in a fresh directory, removed (with its container) at the end.
+struct Bundle {
+    dir: PathBuf,
+    id: String,
+}
+
+impl Bundle {
+    fn new(name: &str, args: &[&str], edit: impl FnOnce(&mut Value)) -> Bundle {
+        let id = format!("nstrace-{name}-{}", std::process::id());
+        let dir = std::env::temp_dir().join(&id);
+        let _ = std::fs::remove_dir_all(&dir);
+        busybox_bundle(&dir, args, edit);
+        Bundle { dir, id }
+    }
+
+    fn path(&self) -> String {
+        self.dir.display().to_string()
+    }
+}
+
+impl Drop for Bundle {
+    fn drop(&mut self) {
+        let _ = Command::new("runc")
+            .args(["delete", "-f", &self.id])
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn findings(summary: &Value) -> Vec<(String, String)> {
+    summary["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| {
+            (
+                f["id"].as_str().unwrap().to_owned(),
+                f["container"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn containers(summary: &Value) -> Vec<String> {
+    summary["containers"]
+        .as_array()
+        .expect("containers")
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn run_to_end(cmd: &[&str]) -> Value {
+    let mut run = Run::start(cmd);
+    let (status, _, summary) = run.finish();
+    assert!(status.success(), "{status}: {}", run.stderr());
+    summary
+}
+
+#[test]
+fn a_plain_runc_container_is_named_and_flags_nothing() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("plain", &["sh", "-c", "sleep 0.2"], |_| {});
+    let summary = run_to_end(&["runc", "run", "-b", &b.path(), &b.id]);
+    assert_eq!(containers(&summary), [format!("runc:{}", b.id)]);
+    let made: Vec<&str> = summary["containers"][0]["made"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["namespace"].as_str().unwrap().split(':').next().unwrap())
+        .collect();
+    assert_eq!(made, ["mnt", "uts", "ipc", "pid", "net"]);
+    assert_eq!(findings(&summary), []);
+}
+
+#[test]
+fn a_runc_container_on_the_host_pid_namespace_flags_exactly_one_finding() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("hostpid", &["sh", "-c", "sleep 0.2"], |config| {
+        let ns = config["linux"]["namespaces"].as_array_mut().unwrap();
+        ns.retain(|n| n["type"] != "pid");
+    });
+    let summary = run_to_end(&["runc", "run", "-b", &b.path(), &b.id]);
+    assert_eq!(
+        findings(&summary),
+        [("NS-SHARES-HOST".to_owned(), format!("runc:{}", b.id))]
+    );
+    let f = &summary["findings"][0];
+    assert_eq!(f["severity"], "high");
+    assert!(f["message"].as_str().unwrap().contains("host's pid"), "{f}");
+}
+
+#[test]
+fn a_runc_container_joining_another_ones_pid_and_ipc_is_flagged() {
+    if !require_root() {
+        return;
+    }
+    let first = Bundle::new("first", &["sleep", "30"], |_| {});
+    let status = Command::new("runc")
+        .args(["run", "-d", "-b", &first.path(), &first.id])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("runc run -d");
+    assert!(status.success());
+    let state = Command::new("runc")
+        .args(["state", &first.id])
+        .output()
+        .unwrap();
+    let state: Value = serde_json::from_slice(&state.stdout).expect("runc state");
+    let init = state["pid"].as_u64().expect("the first container's pid");
+    let second = Bundle::new("second", &["sh", "-c", "sleep 0.2"], |config| {
+        for ns in config["linux"]["namespaces"].as_array_mut().unwrap() {
+            if ns["type"] == "pid" || ns["type"] == "ipc" {
+                let kind = ns["type"].as_str().unwrap().to_owned();
+                ns["path"] = format!("/proc/{init}/ns/{kind}").into();
+            }
+        }
+    });
+    let summary = run_to_end(&["runc", "run", "-b", &second.path(), &second.id]);
+    let _ = Command::new("runc")
+        .args(["kill", &first.id, "KILL"])
+        .status();
+    assert_eq!(
+        findings(&summary),
+        [(
+            "NS-JOINS-CONTAINER".to_owned(),
+            format!("runc:{}", second.id)
+        )]
+    );
+    let message = summary["findings"][0]["message"].as_str().unwrap();
+    assert!(message.contains(&format!("runc:{}", first.id)), "{message}");
+    assert!(
+        message.contains("ipc, pid") || message.contains("pid, ipc"),
+        "{message}"
+    );
+}
+
+#[test]
+fn bwrap_and_ip_netns_are_ordinary_work_and_flag_nothing() {
+    if !require_root() {
+        return;
+    }
+    let summary = run_to_end(&["bwrap", "--unshare-all", "--ro-bind", "/", "/", "true"]);
+    assert_eq!(findings(&summary), []);
+    let name = format!("nstrace-fp-{}", std::process::id());
+    let script = format!("ip netns add {name} && ip netns exec {name} true; ip netns del {name}");
+    let summary = run_to_end(&["sh", "-c", &script]);
+    assert_eq!(findings(&summary), []);
+}
+
+/// pid 1's namespace links can be unreadable in a sandbox; kthreadd (pid 2) is on the host's too.
+fn host_pid() -> &'static str {
+    if std::fs::read_link("/proc/1/ns/mnt").is_ok() {
+        "1"
+    } else {
+        "2"
+    }
+}
+
+#[test]
+fn nsenter_into_the_hosts_namespaces_from_an_unshared_tree_is_an_escape() {
+    if !require_root() {
+        return;
+    }
+    let script = format!("nsenter -t {} -m -p true", host_pid());
+    let summary = run_to_end(&["unshare", "-m", "-u", "sh", "-c", &script]);
+    assert_eq!(
+        findings(&summary),
+        [("NS-SETNS-HOST".to_owned(), String::new())]
+    );
+    let f = &summary["findings"][0];
+    assert_eq!(f["severity"], "high");
+    assert_eq!(f["comm"], "nsenter");
+    assert!(
+        f["namespaces"][0].as_str().unwrap().ends_with("(host)"),
+        "{f}"
+    );
+
+    let script = format!("nsenter -t {} -a true", host_pid());
+    let summary = run_to_end(&["unshare", "-m", "-u", "-i", "sh", "-c", &script]);
+    let ids: Vec<String> = findings(&summary).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(
+        ids, ["NS-SETNS-HOST"; 3],
+        "mnt, uts and ipc, one setns each"
+    );
+}
+
+#[test]
+fn an_unprivileged_user_namespace_mapped_to_root_is_flagged() {
+    if !require_root() {
+        return;
+    }
+    let summary = run_to_end(&[
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "unshare",
+        "-r",
+        "-u",
+        // Alive long enough for its uid_map to be read after its exec.
+        "sh",
+        "-c",
+        "sleep 0.5",
+    ]);
+    let ids: Vec<String> = findings(&summary).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(ids, ["NS-USERNS-UNPRIVILEGED", "NS-USERNS-ROOTMAP"]);
+}
+
+#[test]
+fn a_refused_setns_is_an_attempt() {
+    if !require_root() {
+        return;
+    }
+    // Its own namespace: open, but setns needs CAP_SYS_ADMIN: EPERM.
+    let summary = run_to_end(&[
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+        binary("nshelper").to_str().unwrap(),
+        "try-setns",
+        "/proc/self/ns/uts",
+        "uts",
+    ]);
+    let ids: Vec<String> = findings(&summary).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(ids, ["NS-REFUSED"]);
+}
+
+#[test]
+fn perfetto_and_svg_pictures_of_a_run_are_valid_and_hold_its_processes() {
+    if !require_root() {
+        return;
+    }
+    let dir = std::env::temp_dir();
+    let trace = dir.join(format!("nstrace-{}.perfetto.json", std::process::id()));
+    let svg = dir.join(format!("nstrace-{}.svg", std::process::id()));
+    let out = Command::new(binary("nstrace"))
+        .args(["run", "--no-summary", "--perfetto"])
+        .arg(&trace)
+        .arg("--svg")
+        .arg(&svg)
+        .args(["--", "unshare", "-p", "-f", "-n", "sh", "-c", "sleep 0.1"])
+        .output()
+        .expect("nstrace run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let trace_json: Value =
+        serde_json::from_slice(&std::fs::read(&trace).unwrap()).expect("valid JSON");
+    let events = trace_json["traceEvents"].as_array().expect("traceEvents");
+    let threads: Vec<&str> = events
+        .iter()
+        .filter(|e| e["ph"] == "M" && e["name"] == "thread_name")
+        .map(|e| e["args"]["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        threads.iter().any(|t| t.starts_with("unshare ")),
+        "{threads:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["ph"] == "X" && e["name"].as_str().unwrap().contains("net:["))
+    );
+    let starts = events.iter().filter(|e| e["ph"] == "s").count();
+    let ends = events.iter().filter(|e| e["ph"] == "f").count();
+    assert!(
+        starts >= 1 && starts == ends,
+        "flows from unshare to its child: {starts}/{ends}"
+    );
+    for e in events {
+        assert!(e["ph"].is_string() && e["pid"].is_u64(), "{e}");
+    }
+    let picture = std::fs::read_to_string(&svg).unwrap();
+    assert!(picture.starts_with("<svg ") && picture.trim_end().ends_with("</svg>"));
+    assert!(picture.contains("unshare"), "rows name the processes");
+    let _ = std::fs::remove_file(&trace);
+    let _ = std::fs::remove_file(&svg);
+}
