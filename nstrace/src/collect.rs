@@ -134,6 +134,14 @@ pub async fn collect(
                 if stopping_until.is_some_and(|until| now >= until) {
                     break;
                 }
+                if output_closed() {
+                    pipeline.closed = true;
+                    pipeline.sinks.clear();
+                }
+                if pipeline.closed && pipeline.sinks.is_empty() && stopping_until.is_none() {
+                    eprintln!("nstrace: the output was closed; stopping");
+                    stopping_until = Some(now + window_ns);
+                }
             }
             () = &mut stop, if stopping_until.is_none() => {
                 // Give the readers one window to hand over what the buffers still hold.
@@ -197,6 +205,19 @@ fn take(summary: &mut Summary, reorder: &mut Reorder, batch: Batch) {
     for record in batch.records {
         reorder.push(record);
     }
+}
+
+/// Whether stdout is a pipe or socket whose reader has gone (`nstrace | head`): noticed at
+/// once, rather than at the next line written.
+fn output_closed() -> bool {
+    let mut fd = libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; a zero timeout does not block.
+    let ready = unsafe { libc::poll(&mut fd, 1, 0) };
+    ready > 0 && fd.revents & (libc::POLLERR | libc::POLLHUP) != 0
 }
 
 fn release(reorder: &mut Reorder, now: u64, pipeline: &mut Pipeline<'_>) -> io::Result<()> {

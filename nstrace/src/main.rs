@@ -363,10 +363,14 @@ async fn live(common: &Common, command: Option<&Command>) -> anyhow::Result<u8> 
     let summary: Summary = collect::collect(&mut loaded, &options, &mut pipeline, stop, ready)
         .await
         .context("tracing")?;
-    let Pipeline { timeline, .. } = pipeline;
+    let Pipeline {
+        timeline, closed, ..
+    } = pipeline;
     drop(stdout);
     eprintln!("{}", summary.closing_line());
-    finish(common, &timeline, clock)?;
+    if !closed {
+        finish(common, &timeline, clock)?;
+    }
     Ok(exit_code(status.get()))
 }
 

@@ -63,6 +63,31 @@ pub struct Pipeline<'a> {
     pub archive: Option<&'a mut dyn Sink>,
     /// Transitions shown.
     pub shown: u64,
+    /// A sink's reader went away (`nstrace | head`): stop, keeping the record file whole.
+    pub closed: bool,
+}
+
+/// Runs `f` on every sink; a sink whose reader went away (EPIPE) is dropped and noted.
+fn each_sink(
+    sinks: &mut Vec<&mut dyn Sink>,
+    closed: &mut bool,
+    mut f: impl FnMut(&mut dyn Sink) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut result = Ok(());
+    sinks.retain_mut(|sink| match f(&mut **sink) {
+        Ok(()) => true,
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+            *closed = true;
+            false
+        }
+        Err(e) => {
+            if result.is_ok() {
+                result = Err(e);
+            }
+            true
+        }
+    });
+    result
 }
 
 impl<'a> Pipeline<'a> {
@@ -73,14 +98,12 @@ impl<'a> Pipeline<'a> {
             sinks: Vec::new(),
             archive: None,
             shown: 0,
+            closed: false,
         }
     }
 
     pub fn start(&mut self) -> io::Result<()> {
-        for sink in &mut self.sinks {
-            sink.start()?;
-        }
-        Ok(())
+        each_sink(&mut self.sinks, &mut self.closed, |s| s.start())
     }
 
     /// Live: the processes running when tracing began, observed one by one.
@@ -102,9 +125,7 @@ impl<'a> Pipeline<'a> {
             if matches!(record, Record::Transition(_)) {
                 self.shown += 1;
             }
-            for sink in &mut self.sinks {
-                sink.record(record)?;
-            }
+            each_sink(&mut self.sinks, &mut self.closed, |s| s.record(record))?;
         }
         if live && let Record::Exec(e) = record {
             self.observe(e.pid, e.ts_ns)?;
@@ -145,14 +166,15 @@ impl<'a> Pipeline<'a> {
     /// Hands new findings to the sinks.
     fn findings(&mut self) -> io::Result<()> {
         let Self {
-            timeline, sinks, ..
+            timeline,
+            sinks,
+            closed,
+            ..
         } = self;
         let fresh = timeline.take_new_findings().to_vec();
         for f in &fresh {
             let view = FindingView::new(timeline, f);
-            for sink in sinks.iter_mut() {
-                sink.finding(&view)?;
-            }
+            each_sink(sinks, closed, |s| s.finding(&view))?;
         }
         Ok(())
     }
@@ -161,9 +183,6 @@ impl<'a> Pipeline<'a> {
         if let Some(archive) = &mut self.archive {
             archive.flush()?;
         }
-        for sink in &mut self.sinks {
-            sink.flush()?;
-        }
-        Ok(())
+        each_sink(&mut self.sinks, &mut self.closed, |s| s.flush())
     }
 }

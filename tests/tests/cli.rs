@@ -137,7 +137,15 @@ fn record_unshare(file: &std::path::Path, kinds: &str) -> u32 {
     let pid = helper.wait_ready();
     tracer.wait_for("unshare", nstrace_tests::by(pid, "unshare"));
     helper.finish();
-    tracer.stop();
+    let stderr = tracer.stop();
+    assert!(
+        stderr
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .contains(" transitions shown, 0 lost samples"),
+        "SIGTERM prints the counts: {stderr}"
+    );
     pid
 }
 
@@ -249,5 +257,66 @@ fn report_of_a_file_that_is_not_a_record_says_so() {
     let (code, _, err) = report(&["/nonexistent/file.jsonl"]);
     assert_eq!(code, Some(1));
     assert!(err.contains("opening /nonexistent/file.jsonl"), "{err}");
+    let _ = std::fs::remove_file(&file);
+}
+
+#[test]
+fn a_closed_output_stops_nstrace_and_leaves_a_whole_record() {
+    if !require_root() {
+        return;
+    }
+    let file = std::env::temp_dir().join(format!("nstrace-head-{}.jsonl", std::process::id()));
+    // `nstrace --json -o FILE | head -1`, with the pipe made here.
+    let mut nstrace = Command::new(binary("nstrace"))
+        .args(["--json", "-o", file.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn nstrace");
+    let mut out = BufReader::new(nstrace.stdout.take().unwrap());
+    let mut err_lines = BufReader::new(nstrace.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("nstrace: tracing") {
+        line.clear();
+        assert_ne!(
+            err_lines.read_line(&mut line).unwrap(),
+            0,
+            "nstrace ended early"
+        );
+    }
+    let mut helper = Helper::spawn(&["unshare", "uts", "hold"]);
+    helper.wait_ready();
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    assert!(first.starts_with('{'), "{first}");
+    drop(out); // head exits
+    helper.finish();
+    let status = nstrace.wait().unwrap();
+    let mut err = String::new();
+    err_lines.read_to_string(&mut err).unwrap();
+    assert!(status.success(), "{err}");
+    assert!(err.contains("the output was closed; stopping"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let (code, _, err) = report(&["--no-summary", file.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "the record replays whole: {err}");
+    let _ = std::fs::remove_file(&file);
+}
+
+#[test]
+fn sigterm_mid_record_flushes_a_whole_record_and_the_counts() {
+    if !require_root() {
+        return;
+    }
+    let file = std::env::temp_dir().join(format!("nstrace-term-{}.jsonl", std::process::id()));
+    let pid = record_unshare(&file, "net");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.ends_with('\n'), "the last line is whole");
+    assert!(
+        text.contains(&format!("\"pid\":{pid},")),
+        "the helper's unshare was recorded"
+    );
+    let (code, out, err) = report(&["--json", file.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.lines().last().unwrap().contains("\"type\":\"summary\""));
     let _ = std::fs::remove_file(&file);
 }

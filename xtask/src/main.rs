@@ -3,6 +3,7 @@
 //! Each command first makes sure the machine can build eBPF (nightly's rust-src, a bpf-linker
 //! built against nightly's LLVM) and installs what is missing, saying what it does. When all is
 //! there, that check takes well under a second.
+mod bench;
 mod bootstrap;
 
 use std::{
@@ -34,6 +35,16 @@ enum Cmd {
         /// Arguments for nstrace, after `--`.
         #[arg(last = true)]
         args: Vec<OsString>,
+    },
+    /// Measure nstrace against the untraced workload (as root): storms, start-up, memory,
+    /// replay; prints a table and writes target/bench.json.
+    Bench {
+        /// Rounds of each storm (untraced and traced alternate).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Seconds of each storm run.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
     },
     /// Install what testing needs, then check formatting, run clippy, the unit tests and the
     /// root integration tests.
@@ -76,6 +87,13 @@ fn run(cli: Cli) -> Result<()> {
                 std::process::exit(status.code().unwrap_or(1));
             }
             Ok(())
+        }
+        Cmd::Bench { rounds, seconds } => {
+            bootstrap::toolchain()?;
+            if !is_root() {
+                bail!("the benchmark loads eBPF and makes namespaces: run it as root");
+            }
+            bench::bench(rounds, seconds)
         }
         Cmd::Test { args } => {
             bootstrap::toolchain()?;
@@ -194,7 +212,7 @@ pub fn run_cmd(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn workspace_root() -> Result<std::path::PathBuf> {
+pub fn workspace_root() -> Result<std::path::PathBuf> {
     let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest
         .parent()

@@ -329,6 +329,9 @@ pub fn text(tl: &Timeline, times: &Times) -> String {
             };
             let _ = writeln!(out, "  {}  {who}{what}", times.at(m.ts_ns));
         }
+        if h.moves_dropped > 0 {
+            let _ = writeln!(out, "  ... {} more moves", h.moves_dropped);
+        }
     }
     containers(&mut out, tl, times);
     let findings = tl.findings();
@@ -412,6 +415,7 @@ pub fn json(tl: &Timeline, times: &Times) -> Value {
                 "exe": h.exe,
                 "container": h.container.as_ref().map(|c| c.short()),
                 "born": h.born_ns.map(|t| times.rfc3339(t)),
+                "moves_dropped": h.moves_dropped,
                 "exited": h.exited.map(|(t, code)| json!({"time": times.rfc3339(t), "status": code})),
                 "moves": h.moves.iter().map(|m| json!({
                     "time": times.rfc3339(m.ts_ns),

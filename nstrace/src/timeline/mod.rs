@@ -144,6 +144,8 @@ pub struct ProcessHistory {
     /// When it ended and how (wait status).
     pub exited: Option<(u64, i32)>,
     pub moves: Vec<Move>,
+    /// Moves past the limit, counted (a process in a setns loop).
+    pub moves_dropped: u64,
     /// Its container, once known.
     pub container: Option<Container>,
 }
@@ -728,6 +730,7 @@ impl Timeline {
                     born_ns: None,
                     exited: None,
                     moves: Vec::new(),
+                    moves_dropped: 0,
                     container: None,
                 },
             );
@@ -847,15 +850,18 @@ impl Timeline {
             let comm = t.comm.clone();
             if let Some(h) = self.history(key, t.ppid, &comm, in_scope) {
                 h.comm.clone_from(&comm);
-                h.moves.push(Move {
-                    ts_ns: ts,
-                    tid: t.tid,
-                    comm,
-                    cause: attempt,
-                    changes: Vec::new(),
-                    errno: Some(errno),
-                    thread_apart: false,
-                });
+                push_move(
+                    h,
+                    Move {
+                        ts_ns: ts,
+                        tid: t.tid,
+                        comm,
+                        cause: attempt,
+                        changes: Vec::new(),
+                        errno: Some(errno),
+                        thread_apart: false,
+                    },
+                );
             }
             return in_scope;
         }
@@ -908,30 +914,36 @@ impl Timeline {
             let comm = t.comm.clone();
             if let Some(h) = self.history(key, t.ppid, &comm, in_scope) {
                 h.comm.clone_from(&comm);
-                h.moves.push(Move {
-                    ts_ns: ts,
-                    tid: t.tid,
-                    comm,
-                    cause: cause.clone(),
-                    changes,
-                    errno: None,
-                    thread_apart,
-                });
+                push_move(
+                    h,
+                    Move {
+                        ts_ns: ts,
+                        tid: t.tid,
+                        comm,
+                        cause: cause.clone(),
+                        changes,
+                        errno: None,
+                        thread_apart,
+                    },
+                );
             }
         } else if t.call == Call::Setns {
             // A setns that landed where the caller was: worth a line in its history.
             let comm = t.comm.clone();
             if let Some(h) = self.history(key, t.ppid, &comm, in_scope) {
                 h.comm.clone_from(&comm);
-                h.moves.push(Move {
-                    ts_ns: ts,
-                    tid: t.tid,
-                    comm,
-                    cause,
-                    changes: Vec::new(),
-                    errno: None,
-                    thread_apart: false,
-                });
+                push_move(
+                    h,
+                    Move {
+                        ts_ns: ts,
+                        tid: t.tid,
+                        comm,
+                        cause,
+                        changes: Vec::new(),
+                        errno: None,
+                        thread_apart: false,
+                    },
+                );
             }
         }
         if let Some(child) = &t.child {
@@ -1079,15 +1091,18 @@ impl Timeline {
         let ppid = t.pid;
         if let Some(h) = self.history(child_key, ppid, &comm, in_scope) {
             h.born_ns = Some(ts);
-            h.moves.push(Move {
-                ts_ns: ts,
-                tid: child.tid,
-                comm,
-                cause,
-                changes,
-                errno: None,
-                thread_apart: false,
-            });
+            push_move(
+                h,
+                Move {
+                    ts_ns: ts,
+                    tid: child.tid,
+                    comm,
+                    cause,
+                    changes,
+                    errno: None,
+                    thread_apart: false,
+                },
+            );
         }
     }
 
@@ -1241,6 +1256,17 @@ impl Timeline {
             }
         }
         in_scope
+    }
+}
+
+/// Moves kept per process; later ones are counted.
+const MOVE_LIMIT: usize = 1000;
+
+fn push_move(h: &mut ProcessHistory, m: Move) {
+    if h.moves.len() < MOVE_LIMIT {
+        h.moves.push(m);
+    } else {
+        h.moves_dropped += 1;
     }
 }
 

@@ -1,0 +1,221 @@
+//! The benchmark's workload: namespace storms, timed by their own loop.
+//!
+//!   nsstorm unshare SECONDS   fork; the child unshares UTS and exits
+//!   nsstorm fork SECONDS      fork and exit, no namespace change
+//!   nsstorm setns SECONDS     setns into a held UTS namespace and back (one op: both)
+//!   nsstorm clone SECONDS     clone with CLONE_NEWUTS|CLONE_NEWIPC|CLONE_NEWNET; the child exits
+//!   nsstorm synth FILE N      write a record file of N synthetic records (replay benchmark)
+//!
+//! Prints one JSON line: {"storm", "ops", "seconds", "rate"}.
+use std::{
+    fs::File,
+    os::fd::AsRawFd as _,
+    time::{Duration, Instant},
+};
+
+fn fail(what: &str) -> ! {
+    eprintln!("nsstorm: {what}: {}", std::io::Error::last_os_error());
+    std::process::exit(1)
+}
+
+fn wait(child: libc::pid_t) {
+    let mut status = 0;
+    // SAFETY: our own child.
+    if unsafe { libc::waitpid(child, &mut status, 0) } < 0 {
+        fail("waitpid");
+    }
+}
+
+/// Forks a child that runs `child` and exits; waits for it.
+fn fork_and(child: impl Fn()) {
+    // SAFETY: single-threaded; the child only makes syscalls and exits.
+    match unsafe { libc::fork() } {
+        r if r < 0 => fail("fork"),
+        0 => {
+            child();
+            // SAFETY: leave without running destructors or atexit handlers.
+            unsafe { libc::_exit(0) }
+        }
+        pid => wait(pid),
+    }
+}
+
+fn storm(kind: &str, until: Instant) -> u64 {
+    let mut ops = 0u64;
+    match kind {
+        "unshare" => {
+            while Instant::now() < until {
+                fork_and(|| {
+                    // SAFETY: plain syscall.
+                    unsafe { libc::unshare(libc::CLONE_NEWUTS) };
+                });
+                ops += 1;
+            }
+        }
+        "fork" => {
+            while Instant::now() < until {
+                fork_and(|| {});
+                ops += 1;
+            }
+        }
+        "setns" => {
+            let home = File::open("/proc/self/ns/uts").unwrap_or_else(|_| fail("open uts"));
+            // SAFETY: plain syscall.
+            if unsafe { libc::unshare(libc::CLONE_NEWUTS) } != 0 {
+                fail("unshare");
+            }
+            let held = File::open("/proc/self/ns/uts").unwrap_or_else(|_| fail("open uts"));
+            let (home, held) = (home.as_raw_fd(), held.as_raw_fd());
+            // Checking the clock every op would cost as much as the op.
+            'outer: loop {
+                for _ in 0..256 {
+                    // SAFETY: valid namespace fds.
+                    unsafe {
+                        if libc::setns(home, libc::CLONE_NEWUTS) != 0
+                            || libc::setns(held, libc::CLONE_NEWUTS) != 0
+                        {
+                            fail("setns");
+                        }
+                    }
+                    ops += 1;
+                }
+                if Instant::now() >= until {
+                    break 'outer;
+                }
+            }
+        }
+        "clone" => {
+            let flags =
+                libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWNET | libc::SIGCHLD;
+            while Instant::now() < until {
+                // SAFETY: no CLONE_VM: the child is a copy that exits at once.
+                let pid = unsafe { libc::syscall(libc::SYS_clone, flags, 0, 0, 0, 0) };
+                match pid {
+                    r if r < 0 => fail("clone"),
+                    // SAFETY: leave at once.
+                    0 => unsafe { libc::_exit(0) },
+                    pid => wait(pid as libc::pid_t),
+                }
+                ops += 1;
+            }
+        }
+        other => {
+            eprintln!("nsstorm: unknown storm {other} (unshare, fork, setns, clone, synth)");
+            std::process::exit(2);
+        }
+    }
+    ops
+}
+
+/// A record file of `n` records: unshare transitions, forks and exits of many processes.
+fn synth(path: &str, n: u64) {
+    use std::io::Write as _;
+
+    use nstrace::{
+        clock::WallClock,
+        event::{Call, Child, Exit, Fork, NsSet, Record, Transition},
+        output::{Sink, json::JsonSink},
+    };
+    let file = File::create(path).unwrap_or_else(|_| fail("create"));
+    let mut out = JsonSink::new(
+        std::io::BufWriter::new(file),
+        WallClock::with_offset(0),
+        true,
+    );
+    let host = NsSet {
+        inum: [
+            4026531832, 4026531838, 4026531839, 4026531836, 4026531836, 4026531833, 4026531837,
+            4026531835, 4026531834, 4026531834,
+        ],
+        id: [0; 10],
+    };
+    let header = serde_json::json!({
+        "type": "header", "format": "nstrace-record", "version": 1, "kernel": "synthetic",
+        "clock_offset_ns": 0, "start_ts_ns": 0, "host": {}, "nested": false,
+    });
+    out.note(&header).unwrap_or_else(|_| fail("write"));
+    out.note(&serde_json::json!({
+        "type": "process", "tid": 100, "pid": 100, "ppid": 1, "comm": "storm", "start_ns": 0,
+        "ns": {"mnt": 4026531832u32, "uts": 4026531838u32, "ipc": 4026531839u32,
+               "pid": 4026531836u32, "pid_for_children": 4026531836u32, "net": 4026531833u32,
+               "user": 4026531837u32, "cgroup": 4026531835u32, "time": 4026531834u32,
+               "time_for_children": 4026531834u32},
+    }))
+    .unwrap_or_else(|_| fail("write"));
+    let mut ts = 1_000u64;
+    let mut written = 0u64;
+    let mut child = 1000u32;
+    while written < n {
+        child = if child >= 4_000_000 { 1000 } else { child + 1 };
+        ts += 1000;
+        let fork = Record::Fork(Fork {
+            ts_ns: ts,
+            tid: child,
+            pid: child,
+            start_ns: ts,
+            parent_tid: 100,
+            parent_pid: 100,
+            parent_start_ns: 0,
+            comm: "storm".into(),
+        });
+        let mut after = host;
+        after.inum[1] = 4026532000 + (child % 50_000);
+        let unshare = Record::Transition(Box::new(Transition {
+            ts_ns: ts + 100,
+            call: Call::Unshare,
+            flags: libc::CLONE_NEWUTS as u64,
+            ret: 0,
+            fd: None,
+            tid: child,
+            pid: child,
+            ppid: 100,
+            uid: 0,
+            ns_tid: child,
+            pid_level: 0,
+            start_boottime_ns: ts,
+            comm: "storm".into(),
+            before: host,
+            after,
+            child: None::<Child>,
+        }));
+        let exit = Record::Exit(Exit {
+            ts_ns: ts + 200,
+            tid: child,
+            pid: child,
+            start_ns: ts,
+            code: 0,
+            group_dead: true,
+            comm: "storm".into(),
+        });
+        for r in [fork, unshare, exit] {
+            out.record(&r).unwrap_or_else(|_| fail("write"));
+        }
+        written += 3;
+    }
+    out.flush().unwrap_or_else(|_| fail("flush"));
+    let _ = std::io::stdout().flush();
+    println!("{{\"records\":{written}}}");
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.as_slice() {
+        [synth_cmd, path, n] if synth_cmd == "synth" => {
+            synth(path, n.parse().unwrap_or_else(|_| fail("bad count")))
+        }
+        [kind, seconds] => {
+            let seconds: f64 = seconds.parse().unwrap_or_else(|_| fail("bad seconds"));
+            let start = Instant::now();
+            let ops = storm(kind, start + Duration::from_secs_f64(seconds));
+            let elapsed = start.elapsed().as_secs_f64();
+            println!(
+                "{{\"storm\":\"{kind}\",\"ops\":{ops},\"seconds\":{elapsed:.3},\"rate\":{:.1}}}",
+                ops as f64 / elapsed
+            );
+        }
+        _ => {
+            eprintln!("usage: nsstorm unshare|fork|setns|clone SECONDS | nsstorm synth FILE N");
+            std::process::exit(2);
+        }
+    }
+}

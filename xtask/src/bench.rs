@@ -1,0 +1,294 @@
+//! `cargo xtask bench`: nstrace's cost, measured against the untraced workload.
+//!
+//! For each storm of `nsstorm`, untraced and traced runs alternate (this machine is noisy: only
+//! ratios from one invocation are honest), several rounds; medians and min-max of the traced /
+//! untraced ratio, events seen against operations done, lost samples, nstrace's start-up time
+//! (launch until attached) and peak RSS; then the replay throughput of a recording through
+//! `nstrace report`. bpftrace runs in the same harness on the same tracepoints when installed.
+//! One table on stdout, the same as JSON in target/bench.json.
+use std::{
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{run_cmd, step};
+
+const STORMS: [(&str, &str); 4] = [
+    ("unshare", "≥ 0.95"),
+    ("fork", "≥ 0.95"),
+    ("setns", "≥ 0.60, 0 lost"),
+    ("clone", "≥ 0.98"),
+];
+
+struct Tracer {
+    child: Child,
+    startup: Duration,
+    stderr: std::sync::mpsc::Receiver<String>,
+}
+
+/// Starts a tracer and waits until it says it is attached.
+fn start(cmd: &mut Command, ready: &str) -> Result<Tracer> {
+    let began = Instant::now();
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    let stderr = child.stderr.take().context("stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let ready = ready.to_owned();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains(&ready) {
+                let _ = ready_tx.send(());
+            }
+            let _ = tx.send(line);
+        }
+    });
+    if ready_rx.recv_timeout(Duration::from_secs(60)).is_err() {
+        let _ = child.kill();
+        bail!("{cmd:?} did not attach within 60 s");
+    }
+    Ok(Tracer {
+        child,
+        startup: began.elapsed(),
+        stderr: rx,
+    })
+}
+
+/// Peak resident memory of a live process, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Stops a tracer with SIGTERM; returns its stderr lines.
+fn stop(mut t: Tracer) -> Vec<String> {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(t.child.id() as i32, libc::SIGTERM) };
+    let _ = t.child.wait();
+    std::thread::sleep(Duration::from_millis(50));
+    t.stderr.try_iter().collect()
+}
+
+/// nstrace's closing line: (transitions shown, lost samples).
+fn closing(lines: &[String]) -> (u64, u64) {
+    let line = lines
+        .iter()
+        .rev()
+        .find(|l| l.contains(" transitions shown, "))
+        .cloned()
+        .unwrap_or_default();
+    let num = |after: &str| -> u64 {
+        line.split(after)
+            .next()
+            .and_then(|s| s.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    (num(" transitions shown"), num(" lost samples"))
+}
+
+fn storm(bin: &Path, kind: &str, seconds: f64) -> Result<(u64, f64)> {
+    let out = Command::new(bin.join("nsstorm"))
+        .args([kind, &seconds.to_string()])
+        .output()
+        .context("running nsstorm")?;
+    if !out.status.success() {
+        bail!(
+            "nsstorm {kind} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| -> f64 {
+        text.split(&format!("\"{name}\":"))
+            .nth(1)
+            .and_then(|s| s.split([',', '}']).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0.0)
+    };
+    Ok((field("ops") as u64, field("rate")))
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+}
+
+#[derive(Default)]
+struct Row {
+    storm: String,
+    target: String,
+    ratios: Vec<f64>,
+    untraced: Vec<f64>,
+    events: u64,
+    ops: u64,
+    lost: u64,
+}
+
+/// The bpftrace program: the same tracepoints, counting.
+const BPFTRACE: &str = "tracepoint:syscalls:sys_enter_clone,tracepoint:syscalls:sys_enter_clone3,\
+tracepoint:syscalls:sys_enter_unshare,tracepoint:syscalls:sys_enter_setns,\
+tracepoint:syscalls:sys_exit_clone,tracepoint:syscalls:sys_exit_clone3,\
+tracepoint:syscalls:sys_exit_unshare,tracepoint:syscalls:sys_exit_setns { @[probe] = count(); } \
+BEGIN { printf(\"attached\\n\"); }";
+
+pub fn bench(rounds: usize, seconds: f64) -> Result<()> {
+    step("building release binaries (nstrace, nsstorm)");
+    run_cmd(Command::new("cargo").args([
+        "build",
+        "--release",
+        "--package",
+        "nstrace",
+        "--package",
+        "nstrace-tests",
+        "--bins",
+    ]))?;
+    let root = crate::workspace_root()?;
+    let bin = root.join("target/release");
+    let nstrace = bin.join("nstrace");
+    let bpftrace = Command::new("sh")
+        .args(["-c", "command -v bpftrace"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+
+    let mut rows = Vec::new();
+    let mut peer_rows = Vec::new();
+    let mut startups = Vec::new();
+    let mut peer_startups = Vec::new();
+    let mut peak_rss = 0u64;
+    for (kind, target) in STORMS {
+        step(&format!(
+            "storm {kind}: {rounds} rounds of {seconds} s, untraced and traced"
+        ));
+        let mut row = Row {
+            storm: kind.into(),
+            target: target.into(),
+            ..Row::default()
+        };
+        let mut peer = Row {
+            storm: kind.into(),
+            ..Row::default()
+        };
+        for _ in 0..rounds {
+            let (_, base) = storm(&bin, kind, seconds)?;
+            let tracer = start(
+                Command::new(&nstrace).args(["--no-summary"]),
+                "nstrace: tracing",
+            )?;
+            startups.push(tracer.startup.as_secs_f64());
+            let (ops, traced) = storm(&bin, kind, seconds)?;
+            peak_rss = peak_rss.max(peak_rss_kib(tracer.child.id()));
+            let (events, lost) = closing(&stop(tracer));
+            row.ratios.push(traced / base.max(1.0));
+            row.untraced.push(base);
+            row.events += events;
+            row.ops += ops;
+            row.lost += lost;
+            if let Some(bpftrace) = &bpftrace {
+                let (_, base) = storm(&bin, kind, seconds)?;
+                let t = start(Command::new(bpftrace).args(["-e", BPFTRACE]), "attached")?;
+                peer_startups.push(t.startup.as_secs_f64());
+                let (_, traced) = storm(&bin, kind, seconds)?;
+                stop(t);
+                peer.ratios.push(traced / base.max(1.0));
+            }
+        }
+        rows.push(row);
+        peer_rows.push(peer);
+    }
+
+    step("replay: a 1M-record file through `nstrace report`");
+    let file = root.join("target/bench-replay.jsonl");
+    run_cmd(Command::new(bin.join("nsstorm")).args([
+        "synth",
+        file.to_str().context("path")?,
+        "1000000",
+    ]))?;
+    let began = Instant::now();
+    let status = Command::new(&nstrace)
+        .args(["report", "--no-summary", "--findings"])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    let replay = 1_000_000.0 / began.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&file);
+    if !status.success() {
+        bail!("nstrace report failed on the synthetic recording");
+    }
+
+    let mut table = String::new();
+    table.push_str("| storm | untraced ops/s | traced/untraced (median, min-max) | bpftrace | events / ops | lost | target |\n");
+    table.push_str("|---|---|---|---|---|---|---|\n");
+    for (row, peer) in rows.iter_mut().zip(&mut peer_rows) {
+        let min = row.ratios.iter().copied().fold(f64::MAX, f64::min);
+        let max = row.ratios.iter().copied().fold(0.0, f64::max);
+        let peer_ratio = if peer.ratios.is_empty() {
+            "not installed".into()
+        } else {
+            format!("{:.2}", median(&mut peer.ratios))
+        };
+        table.push_str(&format!(
+            "| {} | {:.0} | {:.2} ({min:.2}-{max:.2}) | {peer_ratio} | {} / {} | {} | {} |\n",
+            row.storm,
+            median(&mut row.untraced),
+            median(&mut row.ratios),
+            row.events,
+            row.ops,
+            row.lost,
+            row.target
+        ));
+    }
+    let startup = median(&mut startups);
+    let peer_startup = if peer_startups.is_empty() {
+        "not installed".into()
+    } else {
+        format!("{:.3} s", median(&mut peer_startups))
+    };
+    table.push_str(&format!(
+        "| start-up until attached | {startup:.3} s | | {peer_startup} | | | ≤ 0.15 s |\n"
+    ));
+    table.push_str(&format!(
+        "| peak RSS under the storms | {:.1} MiB | | | | | ≤ 16 MiB |\n",
+        peak_rss as f64 / 1024.0
+    ));
+    table.push_str(&format!(
+        "| `report` replay | {replay:.0} records/s | | | | | ≥ 1M/s |\n"
+    ));
+    println!("{table}");
+
+    let json = format!(
+        "{{\"rounds\":{rounds},\"seconds\":{seconds},\"storms\":[{}],\"startup_s\":{startup:.4},\"peak_rss_kib\":{peak_rss},\"replay_records_per_s\":{replay:.0}}}\n",
+        rows.iter()
+            .map(|r| format!(
+                "{{\"storm\":\"{}\",\"ratio_median\":{:.4},\"ratios\":{:?},\"events\":{},\"ops\":{},\"lost\":{}}}",
+                r.storm,
+                median(&mut r.ratios.clone()),
+                r.ratios,
+                r.events,
+                r.ops,
+                r.lost
+            ))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let out = root.join("target/bench.json");
+    std::fs::write(&out, json).with_context(|| format!("writing {}", out.display()))?;
+    step(&format!("wrote {}", out.display()));
+    Ok(())
+}
