@@ -144,7 +144,8 @@ pub struct Transition {
 impl Transition {
     /// The errno of a failed call.
     pub fn errno(&self) -> Option<i32> {
-        (self.ret < 0).then(|| (-self.ret) as i32)
+        // A corrupt record may carry any value: no overflow on i64::MIN.
+        (self.ret < 0).then(|| self.ret.unsigned_abs().min(i32::MAX as u64) as i32)
     }
 
     pub fn errno_name(&self) -> Option<String> {
@@ -465,6 +466,17 @@ pub(crate) mod tests {
             decode(&encode(&raw)[..72]),
             Err(DecodeError::Short { len: 72, need: 200 })
         ));
+    }
+
+    #[test]
+    fn an_absurd_return_value_does_not_overflow() {
+        // Found by fuzzing the decoder.
+        let mut raw = setns_record();
+        raw.ret = i64::MIN;
+        let Ok(Record::Transition(t)) = decode(&encode(&raw)) else {
+            panic!("a transition")
+        };
+        assert_eq!(t.errno(), Some(i32::MAX));
     }
 
     #[test]

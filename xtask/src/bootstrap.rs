@@ -192,3 +192,12 @@ pub fn test_tools() -> Result<()> {
     }
     apt_install(&missing)
 }
+
+/// cargo-fuzz, for `cargo xtask fuzz` (and the brief fuzzing in `cargo xtask test`).
+pub fn cargo_fuzz() -> Result<()> {
+    if output(Command::new("cargo").args(["fuzz", "--version"])).is_some() {
+        return Ok(());
+    }
+    step("installing cargo-fuzz (cargo install cargo-fuzz --locked); about a minute");
+    run_cmd(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
+}

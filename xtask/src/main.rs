@@ -46,6 +46,13 @@ enum Cmd {
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
     },
+    /// Fuzz the record decoder and the record-file reader (cargo fuzz, nightly), keeping the
+    /// corpus in nstrace/fuzz/corpus.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 300)]
+        seconds: u64,
+    },
     /// Install what testing needs, then check formatting, run clippy, the unit tests and the
     /// root integration tests.
     Test {
@@ -95,6 +102,10 @@ fn run(cli: Cli) -> Result<()> {
             }
             bench::bench(rounds, seconds)
         }
+        Cmd::Fuzz { seconds } => {
+            bootstrap::toolchain()?;
+            fuzz(seconds, true)
+        }
         Cmd::Test { args } => {
             bootstrap::toolchain()?;
             bootstrap::test_tools()?;
@@ -119,6 +130,8 @@ fn run(cli: Cli) -> Result<()> {
                 "nstrace-ebpf",
                 "--bins",
             ]))?;
+            // Briefly: `cargo xtask fuzz` runs them for minutes.
+            fuzz(15, false)?;
             step("running the unit and root integration tests");
             // The integration tests share kernel state (attached programs, namespaces):
             // one at a time.
@@ -132,6 +145,37 @@ fn run(cli: Cli) -> Result<()> {
             run_tests(&mut cmd)
         }
     }
+}
+
+/// Fuzz targets, each a function of nstrace that takes untrusted bytes.
+const FUZZ_TARGETS: [&str; 2] = ["decode", "record_line"];
+
+/// Runs each fuzz target for `seconds`; a crash fails with its reproducer named by cargo fuzz.
+/// `keep`: new inputs go into the kept corpus; otherwise into a scratch directory, so that a
+/// test run leaves the tree as it was.
+fn fuzz(seconds: u64, keep: bool) -> Result<()> {
+    bootstrap::cargo_fuzz()?;
+    let root = workspace_root()?;
+    let dir = root.join("nstrace");
+    for target in FUZZ_TARGETS {
+        step(&format!("fuzzing {target} for {seconds} s"));
+        let corpus = format!("fuzz/corpus/{target}");
+        let mut cmd = Command::new("cargo");
+        cmd.current_dir(&dir)
+            .args(["+nightly", "fuzz", "run", target]);
+        if !keep {
+            let scratch = root.join("target/fuzz-scratch").join(target);
+            std::fs::create_dir_all(&scratch)
+                .with_context(|| format!("creating {}", scratch.display()))?;
+            cmd.arg(scratch);
+        }
+        run_cmd(
+            cmd.arg(&corpus)
+                .arg("--")
+                .arg(format!("-max_total_time={seconds}")),
+        )?;
+    }
+    Ok(())
 }
 
 /// Runs cargo test, passing its output through, and closes with one line that totals every

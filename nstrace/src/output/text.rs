@@ -13,13 +13,30 @@ pub const HEADER: &str = "TIME             PID      COMM             TRANSITION"
 pub struct TextSink<W: io::Write> {
     out: W,
     clock: WallClock,
-    utc: bool,
+    /// The local time zone's offset, looked up once: per line it costs more than the line.
+    offset: chrono::FixedOffset,
 }
 
 impl<W: io::Write> TextSink<W> {
     /// `utc`: print times in UTC instead of local time.
     pub fn new(out: W, clock: WallClock, utc: bool) -> Self {
-        Self { out, clock, utc }
+        let offset = if utc {
+            chrono::FixedOffset::east_opt(0)
+        } else {
+            Some(*chrono::Local::now().offset())
+        };
+        Self {
+            out,
+            clock,
+            offset: offset.unwrap_or(chrono::FixedOffset::east_opt(0).expect("zero offset")),
+        }
+    }
+
+    fn time(&self, ts_ns: u64) -> impl std::fmt::Display {
+        self.clock
+            .to_utc(ts_ns)
+            .with_timezone(&self.offset)
+            .format("%H:%M:%S%.6f")
     }
 }
 
@@ -33,26 +50,12 @@ impl<W: io::Write> Sink for TextSink<W> {
         let Record::Transition(t) = record else {
             return Ok(());
         };
-        let time = self.clock.to_utc(t.ts_ns);
-        let time = if self.utc {
-            time.format("%H:%M:%S%.6f").to_string()
-        } else {
-            time.with_timezone(&chrono::Local)
-                .format("%H:%M:%S%.6f")
-                .to_string()
-        };
+        let time = self.time(t.ts_ns).to_string();
         writeln!(self.out, "{time:<16} {}", describe(t))
     }
 
     fn finding(&mut self, finding: &super::FindingView) -> io::Result<()> {
-        let time = self.clock.to_utc(finding.ts_ns);
-        let time = if self.utc {
-            time.format("%H:%M:%S%.6f").to_string()
-        } else {
-            time.with_timezone(&chrono::Local)
-                .format("%H:%M:%S%.6f")
-                .to_string()
-        };
+        let time = self.time(finding.ts_ns).to_string();
         writeln!(self.out, "{time:<16} {}", finding.line())
     }
 

@@ -14,6 +14,8 @@
 //! (what is cut is counted).
 use std::collections::{HashMap, HashSet};
 
+use rustc_hash::{FxHashMap, FxHashSet};
+
 use crate::{
     container::{self, Container},
     event::{Call, Exec, Exit, Fork, NsSet, Record, Transition},
@@ -185,7 +187,7 @@ pub struct Namespace {
     pub host: bool,
     /// The pid or user namespace this one was created in, when seen.
     pub parent: Option<NsIdx>,
-    members: HashSet<u32>,
+    members: FxHashSet<u32>,
     pub peak_members: usize,
     /// Distinct tasks that were ever members.
     pub total_members: u64,
@@ -267,18 +269,18 @@ pub struct Counts {
 
 #[derive(Debug)]
 pub struct Timeline {
-    tasks: HashMap<u32, Task>,
+    tasks: FxHashMap<u32, Task>,
     namespaces: Vec<Namespace>,
-    by_inode: HashMap<(NsType, u32), NsIdx>,
-    by_id: HashMap<(NsType, u64), NsIdx>,
-    histories: HashMap<ProcessKey, ProcessHistory>,
+    by_inode: FxHashMap<(NsType, u32), NsIdx>,
+    by_id: FxHashMap<(NsType, u64), NsIdx>,
+    histories: FxHashMap<ProcessKey, ProcessHistory>,
     /// Processes in the order they first did something worth showing.
     order: Vec<ProcessKey>,
     scope: Scope,
     /// Host inodes of mnt and net (pid 1's, when it is in the initial pid namespace).
     host_mnt_net: [Option<u32>; 2],
     /// Containers of live processes, by pid.
-    containers: HashMap<u32, Container>,
+    containers: FxHashMap<u32, Container>,
     /// Every finding, in order (capped); `fresh` of them not yet taken.
     findings: Vec<Finding>,
     fresh: usize,
@@ -290,15 +292,15 @@ pub struct Timeline {
 impl Timeline {
     pub fn new(scope: Scope) -> Self {
         Self {
-            tasks: HashMap::new(),
+            tasks: FxHashMap::default(),
             namespaces: Vec::new(),
-            by_inode: HashMap::new(),
-            by_id: HashMap::new(),
-            histories: HashMap::new(),
+            by_inode: FxHashMap::default(),
+            by_id: FxHashMap::default(),
+            histories: FxHashMap::default(),
             order: Vec::new(),
             scope,
             host_mnt_net: [None, None],
-            containers: HashMap::new(),
+            containers: FxHashMap::default(),
             findings: Vec::new(),
             fresh: 0,
             counts: Counts::default(),
@@ -640,7 +642,7 @@ impl Timeline {
             created: None,
             host,
             parent: None,
-            members: HashSet::new(),
+            members: FxHashSet::default(),
             peak_members: 0,
             total_members: 0,
             log: Vec::new(),
