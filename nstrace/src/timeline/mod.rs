@@ -849,22 +849,7 @@ impl Timeline {
                 },
                 _ => cause,
             };
-            let comm = t.comm.clone();
-            if let Some(h) = self.history(key, t.ppid, &comm, in_scope) {
-                h.comm.clone_from(&comm);
-                push_move(
-                    h,
-                    Move {
-                        ts_ns: ts,
-                        tid: t.tid,
-                        comm,
-                        cause: attempt,
-                        changes: Vec::new(),
-                        errno: Some(errno),
-                        thread_apart: false,
-                    },
-                );
-            }
+            self.record_move(key, t, in_scope, attempt, Vec::new(), Some(errno), false);
             return in_scope;
         }
 
@@ -913,45 +898,47 @@ impl Timeline {
                 }
             }
             let thread_apart = self.thread_apart(t.tid, t.pid);
-            let comm = t.comm.clone();
-            if let Some(h) = self.history(key, t.ppid, &comm, in_scope) {
-                h.comm.clone_from(&comm);
-                push_move(
-                    h,
-                    Move {
-                        ts_ns: ts,
-                        tid: t.tid,
-                        comm,
-                        cause: cause.clone(),
-                        changes,
-                        errno: None,
-                        thread_apart,
-                    },
-                );
-            }
+            self.record_move(key, t, in_scope, cause.clone(), changes, None, thread_apart);
         } else if t.call == Call::Setns {
             // A setns that landed where the caller was: worth a line in its history.
-            let comm = t.comm.clone();
-            if let Some(h) = self.history(key, t.ppid, &comm, in_scope) {
-                h.comm.clone_from(&comm);
-                push_move(
-                    h,
-                    Move {
-                        ts_ns: ts,
-                        tid: t.tid,
-                        comm,
-                        cause,
-                        changes: Vec::new(),
-                        errno: None,
-                        thread_apart: false,
-                    },
-                );
-            }
+            self.record_move(key, t, in_scope, cause, Vec::new(), None, false);
         }
         if let Some(child) = &t.child {
             self.birth(t, child, key, in_scope);
         }
         in_scope
+    }
+
+    /// Adds a move (or an attempt) to the caller's history.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "a move names everything it is about"
+    )]
+    fn record_move(
+        &mut self,
+        key: ProcessKey,
+        t: &Transition,
+        in_scope: bool,
+        cause: Cause,
+        changes: Vec<Change>,
+        errno: Option<i32>,
+        thread_apart: bool,
+    ) {
+        if let Some(h) = self.history(key, t.ppid, &t.comm, in_scope) {
+            h.comm.clone_from(&t.comm);
+            push_move(
+                h,
+                Move {
+                    ts_ns: t.ts_ns,
+                    tid: t.tid,
+                    comm: t.comm.clone(),
+                    cause,
+                    changes,
+                    errno,
+                    thread_apart,
+                },
+            );
+        }
     }
 
     fn membership(&self, t: &Transition, cause: Cause, entered: bool) -> Membership {
