@@ -5,7 +5,7 @@
 //! hard-coded: ns_common moved in Linux 6.18.
 use std::path::Path;
 
-use btf_rs::{Btf, Type};
+use btf_rs::{Backend, Btf, Type};
 use nstrace_common::{KernelOffsets, NS_SLOTS, slot};
 
 /// Where the kernel exposes its own BTF.
@@ -40,10 +40,14 @@ impl KernelBtf {
                 path: path.display().to_string(),
             });
         }
-        let btf = Btf::from_file(path).map_err(|source| BtfError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        // Mapping the file (Linux 6.16+ lets vmlinux BTF be mapped) indexes only what is looked
+        // up: a few dozen structs, instead of parsing 100k+ types. Older kernels: parse it.
+        let btf = Btf::from_file_with_backend(path, Backend::Mmap)
+            .or_else(|_| Btf::from_file(path))
+            .map_err(|source| BtfError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
         Ok(Self { btf })
     }
 

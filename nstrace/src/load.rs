@@ -140,9 +140,11 @@ pub fn load() -> Result<Loaded, LoadError> {
     if unsafe { libc::geteuid() } != 0 && !has_bpf_capabilities() {
         return Err(LoadError::NotPrivileged);
     }
-    let kernel_btf = KernelBtf::load(Path::new(VMLINUX_BTF))?;
-    let offsets = kernel_btf.kernel_offsets()?;
-    debug!("kernel offsets: {offsets:?}");
+    let began = std::time::Instant::now();
+    // Parsed, used and dropped before the loader parses the same BTF its own way: the two
+    // parses never hold their memory at once.
+    let offsets = KernelBtf::load(Path::new(VMLINUX_BTF))?.kernel_offsets()?;
+    debug!("kernel offsets ({:?}): {offsets:?}", began.elapsed());
 
     let tracefs = tracefs()?;
     for (_, hook) in &PROBES {
@@ -161,6 +163,7 @@ pub fn load() -> Result<Loaded, LoadError> {
 
     raise_memlock();
     let btf = aya::Btf::from_sys_fs()?;
+    debug!("the loader's BTF parsed ({:?})", began.elapsed());
     let own_tgid = std::process::id();
     let mut ebpf = EbpfLoader::new()
         .btf(Some(&btf))
@@ -170,6 +173,7 @@ pub fn load() -> Result<Loaded, LoadError> {
             env!("OUT_DIR"),
             "/nstrace"
         )))?;
+    debug!("object loaded ({:?})", began.elapsed());
 
     let mut hooks = Vec::new();
     for (program, hook) in PROBES {
@@ -207,7 +211,7 @@ pub fn load() -> Result<Loaded, LoadError> {
                 hooks.push(format!("tp_btf/{name}"));
             }
         }
-        debug!("attached {program}");
+        debug!("attached {program} ({:?})", began.elapsed());
     }
     Ok(Loaded { ebpf, hooks })
 }
