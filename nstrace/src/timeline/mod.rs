@@ -276,6 +276,8 @@ pub struct Timeline {
     histories: FxHashMap<ProcessKey, ProcessHistory>,
     /// Processes in the order they first did something worth showing.
     order: Vec<ProcessKey>,
+    /// The live process with a history, by pid.
+    latest: FxHashMap<u32, ProcessKey>,
     scope: Scope,
     /// Host inodes of mnt and net (pid 1's, when it is in the initial pid namespace).
     host_mnt_net: [Option<u32>; 2],
@@ -298,6 +300,7 @@ impl Timeline {
             by_id: FxHashMap::default(),
             histories: FxHashMap::default(),
             order: Vec::new(),
+            latest: FxHashMap::default(),
             scope,
             host_mnt_net: [None, None],
             containers: FxHashMap::default(),
@@ -722,6 +725,7 @@ impl Timeline {
                 return None;
             }
             self.order.push(key);
+            self.latest.insert(key.pid, key);
             self.histories.insert(
                 key,
                 ProcessHistory {
@@ -1218,30 +1222,12 @@ impl Timeline {
         }
         if x.group_dead {
             self.containers.remove(&x.pid);
-            let key = ProcessKey {
-                pid: x.pid,
-                start_ns: if x.tid == x.pid {
-                    task.start_ns
-                } else {
-                    x.start_ns
-                },
-            };
-            let key = if self.histories.contains_key(&key) {
-                key
-            } else {
-                // The main thread died first: find the process by pid.
-                match self.order.iter().rev().find(|k| k.pid == x.pid) {
-                    Some(k) => *k,
-                    None => key,
-                }
-            };
-            if let Some(h) = self.histories.get_mut(&key) {
-                if h.moves.is_empty() && !in_scope {
-                    self.histories.remove(&key);
-                    self.order.retain(|k| *k != key);
-                } else {
-                    h.exited = Some((ts, x.code));
-                }
+            // The last thread may not be the main one: the process is the latest one with its
+            // pid that has a history.
+            if let Some(key) = self.latest.remove(&x.pid)
+                && let Some(h) = self.histories.get_mut(&key)
+            {
+                h.exited = Some((ts, x.code));
             }
         }
         in_scope
