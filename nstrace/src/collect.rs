@@ -82,7 +82,8 @@ pub enum CollectError {
     NoEventsMap,
     #[error(transparent)]
     Transport(#[from] crate::transport::TransportError),
-    #[error("writing the output: {0}")]
+    /// The error names what was being written (stdout, the record file).
+    #[error(transparent)]
     Output(#[from] io::Error),
 }
 

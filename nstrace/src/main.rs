@@ -2,9 +2,7 @@
 use std::{
     collections::BTreeMap,
     ffi::OsString,
-    fs::File,
-    io::{self, LineWriter, Write as _},
-    os::unix::fs::OpenOptionsExt as _,
+    io::{self, Write as _},
     path::{Path, PathBuf},
     process::ExitCode,
 };
@@ -24,7 +22,7 @@ use nstrace::{
     },
     pipeline::{Filter, Pipeline},
     proc,
-    record::{self, Header, ProcessLine},
+    record::{self, Header, ProcessLine, RecordFile},
     timeline::{Scope, Timeline},
 };
 
@@ -220,17 +218,11 @@ fn print_summary(common: &Common, timeline: &Timeline, times: &Times) -> io::Res
     }
 }
 
-/// A new record file: 0600, refusing to follow a symlink; every line reaches the file whole.
-fn create_record(path: &Path) -> anyhow::Result<JsonSink<LineWriter<File>>> {
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
+/// A new record file (0600, whole lines only).
+fn create_record(path: &Path) -> anyhow::Result<JsonSink<RecordFile>> {
+    let file = RecordFile::create(path)
         .with_context(|| format!("creating the record file {}", path.display()))?;
-    Ok(JsonSink::new(LineWriter::new(file), WallClock::now(), true))
+    Ok(JsonSink::new(file, WallClock::now(), true))
 }
 
 fn kernel_release() -> String {

@@ -82,7 +82,7 @@ fn each_sink(
         }
         Err(e) => {
             if result.is_ok() {
-                result = Err(e);
+                result = Err(io::Error::new(e.kind(), format!("writing the output: {e}")));
             }
             true
         }

@@ -22,6 +22,71 @@ use crate::{
 };
 
 pub const FORMAT: &str = "nstrace-record";
+
+/// A record file being written: every line reaches the file whole, or not at all. A write that
+/// fails part-way (a full disk) is cut back to the last whole line, so the file always replays.
+pub struct RecordFile {
+    file: File,
+    path: String,
+    line: Vec<u8>,
+    /// Bytes of whole lines in the file.
+    committed: u64,
+}
+
+impl RecordFile {
+    /// Creates `path` (0600, never through a symlink), replacing what was there.
+    pub fn create(path: &Path) -> io::Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)?;
+        Ok(Self {
+            file,
+            path: path.display().to_string(),
+            line: Vec::with_capacity(1024),
+            committed: 0,
+        })
+    }
+
+    fn commit(&mut self) -> io::Result<()> {
+        use std::io::Write as _;
+        if self.line.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.file.write_all(&self.line) {
+            let _ = self.file.set_len(self.committed);
+            self.line.clear();
+            return Err(io::Error::new(
+                e.kind(),
+                format!(
+                    "writing the record file {}: {e}; it holds every whole line written before",
+                    self.path
+                ),
+            ));
+        }
+        self.committed += self.line.len() as u64;
+        self.line.clear();
+        Ok(())
+    }
+}
+
+impl io::Write for RecordFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.line.extend_from_slice(buf);
+        if buf.contains(&b'\n') {
+            self.commit()?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.commit()
+    }
+}
 pub const VERSION: u32 = 1;
 
 fn header_kind() -> String {

@@ -320,3 +320,65 @@ fn sigterm_mid_record_flushes_a_whole_record_and_the_counts() {
     assert!(out.lines().last().unwrap().contains("\"type\":\"summary\""));
     let _ = std::fs::remove_file(&file);
 }
+
+/// Unmounts a small tmpfs however the test ends.
+struct SmallDisk(std::path::PathBuf);
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn a_full_disk_ends_with_a_clear_message_and_a_record_that_replays() {
+    if !require_root() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("nstrace-full-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&dir)
+        .status()
+        .expect("mount");
+    assert!(status.success());
+    let disk = SmallDisk(dir);
+    let file = disk.0.join("r.jsonl");
+    let mut nstrace = Command::new(binary("nstrace"))
+        .args(["--no-summary", "-o", file.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn nstrace");
+    let mut err_lines = BufReader::new(nstrace.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("nstrace: tracing") {
+        line.clear();
+        assert_ne!(
+            err_lines.read_line(&mut line).unwrap(),
+            0,
+            "nstrace ended early"
+        );
+    }
+    // Each unshare writes a ~1.5 KB line and its fork, exec and exit some more: fill the disk.
+    for _ in 0..400 {
+        if let Ok(Some(_)) = nstrace.try_wait() {
+            break;
+        }
+        let _ = Command::new("unshare").args(["-u", "true"]).status();
+    }
+    let status = nstrace.wait().unwrap();
+    let mut err = String::new();
+    err_lines.read_to_string(&mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("writing the record file") && err.contains("No space left on device"),
+        "{err}"
+    );
+    assert!(err.contains("every whole line written before"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let (code, _, report_err) = report(&["--no-summary", file.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "the record replays whole: {report_err}");
+}
