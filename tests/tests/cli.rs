@@ -274,16 +274,7 @@ fn a_closed_output_stops_nstrace_and_leaves_a_whole_record() {
         .spawn()
         .expect("spawn nstrace");
     let mut out = BufReader::new(nstrace.stdout.take().unwrap());
-    let mut err_lines = BufReader::new(nstrace.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.starts_with("nstrace: tracing") {
-        line.clear();
-        assert_ne!(
-            err_lines.read_line(&mut line).unwrap(),
-            0,
-            "nstrace ended early"
-        );
-    }
+    let mut err_lines = attached(&mut nstrace);
     let mut helper = Helper::spawn(&["unshare", "uts", "hold"]);
     helper.wait_ready();
     let mut first = String::new();
@@ -352,16 +343,7 @@ fn a_full_disk_ends_with_a_clear_message_and_a_record_that_replays() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn nstrace");
-    let mut err_lines = BufReader::new(nstrace.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.starts_with("nstrace: tracing") {
-        line.clear();
-        assert_ne!(
-            err_lines.read_line(&mut line).unwrap(),
-            0,
-            "nstrace ended early"
-        );
-    }
+    let mut err_lines = attached(&mut nstrace);
     // Each unshare writes a ~1.5 KB line and its fork, exec and exit some more: fill the disk.
     for _ in 0..400 {
         if let Ok(Some(_)) = nstrace.try_wait() {
@@ -381,4 +363,16 @@ fn a_full_disk_ends_with_a_clear_message_and_a_record_that_replays() {
     assert!(!err.contains("panicked"), "{err}");
     let (code, _, report_err) = report(&["--no-summary", file.to_str().unwrap()]);
     assert_eq!(code, Some(0), "the record replays whole: {report_err}");
+}
+
+/// Waits until a spawned nstrace says it is attached; returns the rest of its stderr.
+fn attached(nstrace: &mut std::process::Child) -> BufReader<std::process::ChildStderr> {
+    let mut err_lines = BufReader::new(nstrace.stderr.take().expect("stderr piped"));
+    let mut line = String::new();
+    while !line.starts_with("nstrace: tracing") {
+        line.clear();
+        let n = err_lines.read_line(&mut line).expect("read stderr");
+        assert_ne!(n, 0, "nstrace ended before attaching");
+    }
+    err_lines
 }
