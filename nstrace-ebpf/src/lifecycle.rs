@@ -7,14 +7,14 @@
 //! - Any other fork, every exec and every exit: a compact lifecycle record.
 //! - exec after unshare/setns of CLONE_NEWTIME: the task enters time_for_children.
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
-use nstrace_common::{Lifecycle, Transition, call, record, slot, stat};
+use nstrace_common::{Transition, call, record, slot, stat};
 
 use crate::{
-    maps::{LIFE_SCRATCH, PENDING, SCRATCH, TIME_ARMED, count, emit, own_tgid},
+    maps::{PENDING, SCRATCH, TIME_ARMED, count, emit, lifecycle_slot, own_tgid, transition_slot},
     task::{self, Task},
 };
 
@@ -93,13 +93,7 @@ unsafe fn emit_fork_transition(
     child: Task,
     pid_tgid: u64,
 ) -> Result<(), ()> {
-    let ev = SCRATCH
-        .get_ptr_mut(0)
-        .ok_or_else(|| count(stat::BUILD_FAILED))?;
-    // SAFETY: the per-CPU slot is this program's alone while it runs.
-    let ev = unsafe { &mut *ev };
-    *ev = Transition::EMPTY;
-    task::fill_caller(ev, call::FORK, pid_tgid);
+    let ev = transition_slot(call::FORK, pid_tgid)?;
     // SAFETY: probe reads of both tasks.
     let read = unsafe {
         task::fill_identity(parent, ev)
@@ -126,16 +120,9 @@ unsafe fn emit_fork(
     child: Task,
     pid_tgid: u64,
 ) -> Result<(), ()> {
-    let rec = LIFE_SCRATCH
-        .get_ptr_mut(0)
-        .ok_or_else(|| count(stat::BUILD_FAILED))?;
-    // SAFETY: the per-CPU slot is this program's alone while it runs.
-    let life = unsafe { &mut (*rec).life };
-    *life = Lifecycle::EMPTY;
-    life.header.kind = record::FORK;
+    let life = &mut lifecycle_slot(record::FORK)?.life;
     life.parent_tid = pid_tgid as u32;
     life.parent_tgid = (pid_tgid >> 32) as u32;
-    life.comm = bpf_get_current_comm().unwrap_or_default();
     // SAFETY: probe reads of both tasks.
     unsafe {
         life.tid = task::tid(child)?;
@@ -165,17 +152,10 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let old_tid: i32 = ctx.arg(1);
     let old_tid = old_tid as u32;
     let bprm: *const u8 = ctx.arg(2);
-    let rec = LIFE_SCRATCH
-        .get_ptr_mut(0)
-        .ok_or_else(|| count(stat::BUILD_FAILED))?;
-    // SAFETY: the per-CPU slot is this program's alone while it runs.
-    let rec = unsafe { &mut *rec };
-    rec.life = Lifecycle::EMPTY;
-    rec.life.header.kind = record::EXEC;
+    let rec = lifecycle_slot(record::EXEC)?;
     rec.life.tid = pid_tgid as u32;
     rec.life.tgid = (pid_tgid >> 32) as u32;
     rec.life.parent_tid = old_tid;
-    rec.life.comm = bpf_get_current_comm().unwrap_or_default();
     // SAFETY: probe reads of the current task and its binprm.
     unsafe {
         rec.life.start_boottime_ns = task::start_boottime(task).unwrap_or(0);
@@ -197,13 +177,7 @@ fn time_move(
     // SAFETY: the map value is copied out before the entry is removed.
     let armed = unsafe { TIME_ARMED.get(old_tid) }.copied().ok_or(())?;
     let _ = TIME_ARMED.remove(old_tid);
-    let ev = SCRATCH
-        .get_ptr_mut(0)
-        .ok_or_else(|| count(stat::BUILD_FAILED))?;
-    // SAFETY: the per-CPU slot is this program's alone while it runs.
-    let ev = unsafe { &mut *ev };
-    *ev = Transition::EMPTY;
-    task::fill_caller(ev, call::EXEC, pid_tgid);
+    let ev = transition_slot(call::EXEC, pid_tgid)?;
     ev.before = armed;
     // SAFETY: probe reads of the current task.
     if unsafe {
@@ -237,17 +211,10 @@ fn try_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let task: Task = ctx.arg(0);
     let group_dead: u64 = ctx.arg(1);
     let _ = TIME_ARMED.remove(pid_tgid as u32);
-    let rec = LIFE_SCRATCH
-        .get_ptr_mut(0)
-        .ok_or_else(|| count(stat::BUILD_FAILED))?;
-    // SAFETY: the per-CPU slot is this program's alone while it runs.
-    let life = unsafe { &mut (*rec).life };
-    *life = Lifecycle::EMPTY;
-    life.header.kind = record::EXIT;
+    let life = &mut lifecycle_slot(record::EXIT)?.life;
     life.tid = pid_tgid as u32;
     life.tgid = (pid_tgid >> 32) as u32;
     life.group_dead = u32::from(group_dead & 0xff != 0);
-    life.comm = bpf_get_current_comm().unwrap_or_default();
     // SAFETY: probe reads of the current task.
     unsafe {
         life.start_boottime_ns = task::start_boottime(task).unwrap_or(0);

@@ -1,10 +1,11 @@
 //! Every map and load-time global of the programs.
+use aya_ebpf::helpers::bpf_get_current_comm;
 use aya_ebpf::{
     EbpfContext,
     macros::map,
     maps::{LruHashMap, PerCpuArray, PerfEventByteArray},
 };
-use nstrace_common::{Exec, KernelOffsets, NsSet, Transition, stat};
+use nstrace_common::{Exec, KernelOffsets, Lifecycle, NsSet, Transition, stat};
 
 /// Kernel structure offsets from the running kernel's BTF, set by the loader.
 #[unsafe(no_mangle)]
@@ -64,4 +65,31 @@ pub fn emit<C: EbpfContext, T>(ctx: &C, record: &T) {
         core::slice::from_raw_parts((record as *const T).cast::<u8>(), core::mem::size_of::<T>())
     };
     EVENTS.output(ctx, bytes, 0);
+}
+
+/// This CPU's transition scratch, emptied and filled with the caller and the call.
+#[inline(always)]
+pub fn transition_slot(call: u32, pid_tgid: u64) -> Result<&'static mut Transition, ()> {
+    let ev = SCRATCH
+        .get_ptr_mut(0)
+        .ok_or_else(|| count(stat::BUILD_FAILED))?;
+    // SAFETY: the per-CPU slot is this program's alone while it runs.
+    let ev = unsafe { &mut *ev };
+    *ev = Transition::EMPTY;
+    crate::task::fill_caller(ev, call, pid_tgid);
+    Ok(ev)
+}
+
+/// This CPU's fork/exec/exit scratch, emptied, with its kind and the current comm set.
+#[inline(always)]
+pub fn lifecycle_slot(kind: u32) -> Result<&'static mut Exec, ()> {
+    let rec = LIFE_SCRATCH
+        .get_ptr_mut(0)
+        .ok_or_else(|| count(stat::BUILD_FAILED))?;
+    // SAFETY: the per-CPU slot is this program's alone while it runs.
+    let rec = unsafe { &mut *rec };
+    rec.life = Lifecycle::EMPTY;
+    rec.life.header.kind = kind;
+    rec.life.comm = bpf_get_current_comm().unwrap_or_default();
+    Ok(rec)
 }

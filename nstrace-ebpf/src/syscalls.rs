@@ -10,13 +10,13 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use nstrace_common::{
-    Transition, call,
+    call,
     flags::{CLONE_NS_MASK, NS_MASK},
     slot, stat,
 };
 
 use crate::{
-    maps::{PENDING, SCRATCH, TIME_ARMED, count, emit, own_tgid},
+    maps::{PENDING, TIME_ARMED, count, emit, own_tgid, transition_slot},
     task::{self, current},
 };
 
@@ -96,13 +96,7 @@ fn stash(call: u32, flags: u64, fd: i32) -> Result<(), ()> {
     if tgid == own_tgid() {
         return Ok(());
     }
-    let ev = SCRATCH
-        .get_ptr_mut(0)
-        .ok_or_else(|| count(stat::BUILD_FAILED))?;
-    // SAFETY: the per-CPU slot is this program's alone while it runs.
-    let ev = unsafe { &mut *ev };
-    *ev = Transition::EMPTY;
-    task::fill_caller(ev, call, pid_tgid);
+    let ev = transition_slot(call, pid_tgid)?;
     ev.flags = flags;
     ev.fd = fd;
     let task = current();
