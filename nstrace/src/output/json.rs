@@ -58,52 +58,20 @@ impl<W: io::Write> Sink for JsonSink<W> {
             Record::Transition(t) => self.line(&JsonTransition::new(t, &clock)),
             _ if !self.lifecycle => Ok(()),
             Record::Fork(f) => self.line(&JsonLifecycle {
-                kind: "fork",
-                time: rfc3339(&clock, f.ts_ns),
-                ts_ns: f.ts_ns,
-                pid: f.pid,
-                tid: f.tid,
-                comm: &f.comm,
-                start_boottime_ns: f.start_ns,
                 parent_pid: Some(f.parent_pid),
                 parent_tid: Some(f.parent_tid),
                 parent_start_boottime_ns: Some(f.parent_start_ns),
-                old_tid: None,
-                filename: None,
-                code: None,
-                group_dead: None,
+                ..JsonLifecycle::new("fork", &clock, f.ts_ns, f.pid, f.tid, &f.comm, f.start_ns)
             }),
             Record::Exec(e) => self.line(&JsonLifecycle {
-                kind: "exec",
-                time: rfc3339(&clock, e.ts_ns),
-                ts_ns: e.ts_ns,
-                pid: e.pid,
-                tid: e.tid,
-                comm: &e.comm,
-                start_boottime_ns: e.start_ns,
-                parent_pid: None,
-                parent_tid: None,
-                parent_start_boottime_ns: None,
                 old_tid: Some(e.old_tid),
                 filename: Some(&e.filename),
-                code: None,
-                group_dead: None,
+                ..JsonLifecycle::new("exec", &clock, e.ts_ns, e.pid, e.tid, &e.comm, e.start_ns)
             }),
             Record::Exit(x) => self.line(&JsonLifecycle {
-                kind: "exit",
-                time: rfc3339(&clock, x.ts_ns),
-                ts_ns: x.ts_ns,
-                pid: x.pid,
-                tid: x.tid,
-                comm: &x.comm,
-                start_boottime_ns: x.start_ns,
-                parent_pid: None,
-                parent_tid: None,
-                parent_start_boottime_ns: None,
-                old_tid: None,
-                filename: None,
                 code: Some(x.code),
                 group_dead: Some(x.group_dead),
+                ..JsonLifecycle::new("exit", &clock, x.ts_ns, x.pid, x.tid, &x.comm, x.start_ns)
             }),
         }
     }
@@ -170,6 +138,36 @@ struct JsonLifecycle<'a> {
     code: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     group_dead: Option<bool>,
+}
+
+impl<'a> JsonLifecycle<'a> {
+    /// The fields every fork, exec and exit has; the rest absent.
+    fn new(
+        kind: &'static str,
+        clock: &WallClock,
+        ts_ns: u64,
+        pid: u32,
+        tid: u32,
+        comm: &'a str,
+        start_boottime_ns: u64,
+    ) -> Self {
+        Self {
+            kind,
+            time: rfc3339(clock, ts_ns),
+            ts_ns,
+            pid,
+            tid,
+            comm,
+            start_boottime_ns,
+            parent_pid: None,
+            parent_tid: None,
+            parent_start_boottime_ns: None,
+            old_tid: None,
+            filename: None,
+            code: None,
+            group_dead: None,
+        }
+    }
 }
 
 #[derive(Serialize)]
