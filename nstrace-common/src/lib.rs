@@ -93,8 +93,6 @@ pub struct Transition {
     /// `task_struct.start_boottime` of the caller, in ns since boot: with `tid` it names the task
     /// safely across pid reuse.
     pub start_boottime_ns: u64,
-    /// The child's `start_boottime` (clone, clone3, fork); 0 otherwise.
-    pub child_start_boottime_ns: u64,
     /// clone/clone3/unshare flags, or setns's nstype argument.
     pub flags: u64,
     /// The syscall's return value: a child pid, 0, or -errno.
@@ -103,8 +101,6 @@ pub struct Transition {
     pub before: NsSet,
     /// The caller's set at syscall exit.
     pub after: NsSet,
-    /// The child's set (clone, clone3, fork); all zero otherwise.
-    pub child: NsSet,
     /// Global thread id of the caller.
     pub tid: u32,
     /// Global thread-group (process) id of the caller.
@@ -116,17 +112,27 @@ pub struct Transition {
     pub ns_tid: u32,
     /// Depth of the caller's pid namespace (0: the initial one).
     pub pid_level: u32,
-    /// Global tid of the child (clone, clone3, fork); 0 otherwise.
-    pub child_tid: u32,
-    /// The child's tid in its own pid namespace (1: it is that namespace's init).
-    pub child_ns_tid: u32,
     /// setns's fd argument; -1 for other calls.
     pub fd: i32,
     /// One of [`call`].
     pub call: u32,
     pub comm: [u8; 16],
+    // Calls without a child (unshare, setns, exec) end here: see [`TRANSITION_SHORT`].
+    /// The child's `start_boottime` (clone, clone3, fork); 0 otherwise.
+    pub child_start_boottime_ns: u64,
+    /// Global tid of the child (clone, clone3, fork); 0 otherwise.
+    pub child_tid: u32,
+    /// The child's tid in its own pid namespace (1: it is that namespace's init).
+    pub child_ns_tid: u32,
+    /// The child's set (clone, clone3, fork); all zero otherwise.
+    pub child: NsSet,
 }
 const _: () = assert!(size_of::<Transition>() == 464);
+
+/// The bytes of a [`Transition`] sent for a call without a child: everything before
+/// `child_start_boottime_ns`. The rest reads as zero.
+pub const TRANSITION_SHORT: usize = core::mem::offset_of!(Transition, child_start_boottime_ns);
+const _: () = assert!(TRANSITION_SHORT == 328);
 
 impl Transition {
     pub const EMPTY: Self = Self {
@@ -231,17 +237,28 @@ pub struct KernelOffsets {
     pub nsproxy: [u32; NS_SLOTS],
     /// Offset of `struct ns_common ns` within each slot's namespace struct.
     pub ns_common: [u32; NS_SLOTS],
-    pub ns_common_inum: u32,
-    pub ns_common_ns_id: u32,
-    /// 1 when `ns_common.ns_id` exists (Linux 6.18+).
+    /// `sizeof(struct nsproxy)`: the programs read it whole, in one probe read.
+    pub nsproxy_size: u32,
+    /// Offset within `ns_common` of a 16-byte window read in one probe read, and the 4-byte
+    /// words of that window holding `inum` and (low half first) `ns_id`.
+    pub ns_common_window: u32,
+    pub inum_word: u32,
+    pub ns_id_word: u32,
+    /// 1 when `ns_common.ns_id` exists (Linux 6.18+) and lies in the window.
     pub has_ns_id: u32,
     pub pid_level: u32,
     pub pid_numbers: u32,
     pub upid_size: u32,
-    pub upid_nr: u32,
-    pub upid_ns: u32,
+    /// The 4-byte words of `struct upid` (read whole) holding `nr` and `ns`.
+    pub upid_nr_word: u32,
+    pub upid_ns_word: u32,
 }
-const _: () = assert!(size_of::<KernelOffsets>() == 152);
+const _: () = assert!(size_of::<KernelOffsets>() == 160);
+
+/// Bytes of `ns_common` and of `struct upid` the programs read in one probe read.
+pub const WINDOW: usize = 16;
+/// The largest `struct nsproxy` the programs read (it is 72 bytes on 6.18).
+pub const NSPROXY_MAX: usize = 128;
 
 impl KernelOffsets {
     pub const ZERO: Self = Self {
@@ -257,14 +274,16 @@ impl KernelOffsets {
         binprm_filename: 0,
         nsproxy: [0; NS_SLOTS],
         ns_common: [0; NS_SLOTS],
-        ns_common_inum: 0,
-        ns_common_ns_id: 0,
+        nsproxy_size: 0,
+        ns_common_window: 0,
+        inum_word: 0,
+        ns_id_word: 0,
         has_ns_id: 0,
         pid_level: 0,
         pid_numbers: 0,
         upid_size: 0,
-        upid_nr: 0,
-        upid_ns: 0,
+        upid_nr_word: 0,
+        upid_ns_word: 0,
     };
 }
 

@@ -8,24 +8,28 @@
 //! - exec after unshare/setns of CLONE_NEWTIME: the task enters time_for_children.
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    macros::btf_tracepoint,
-    programs::BtfTracePointContext,
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
 };
 use nstrace_common::{Transition, call, record, slot, stat};
 
 use crate::{
-    maps::{PENDING, SCRATCH, TIME_ARMED, count, emit, lifecycle_slot, own_tgid, transition_slot},
+    maps::{
+        SCRATCH, TASKS, TIME_ARMED, TaskState, copy_set, count, emit, emit_transition,
+        lifecycle_slot, own_tgid, state, transition_slot,
+    },
+    syscalls::begin,
     task::{self, Task},
 };
 
 /// `sched_process_fork(struct task_struct *parent, struct task_struct *child)`, in the parent.
-#[btf_tracepoint(function = "sched_process_fork")]
-pub fn sched_fork(ctx: BtfTracePointContext) -> i32 {
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn sched_fork(ctx: RawTracePointContext) -> i32 {
     let _ = try_fork(&ctx);
     0
 }
 
-fn try_fork(ctx: &BtfTracePointContext) -> Result<(), ()> {
+fn try_fork(ctx: &RawTracePointContext) -> Result<(), ()> {
     let parent: Task = ctx.arg(0);
     let child: Task = ctx.arg(1);
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -34,13 +38,12 @@ fn try_fork(ctx: &BtfTracePointContext) -> Result<(), ()> {
     if unsafe { task::tgid(child) }? == own_tgid() {
         return Ok(());
     }
-    if let Some(ev) = PENDING.get_ptr_mut(pid_tgid) {
-        // SAFETY: the entry is this task's own pending syscall.
-        let ev = unsafe { &mut *ev };
-        if ev.call == call::CLONE || ev.call == call::CLONE3 {
+    if let Some(t) = TASKS.get_ptr_mut(pid_tgid) {
+        // SAFETY: the entry is this task's own: only the task itself touches it.
+        let t = unsafe { &mut *t };
+        if (t.ev.call == call::CLONE || t.ev.call == call::CLONE3) && begin(t).is_ok() {
             // SAFETY: probe reads of both tasks.
-            unsafe { complete_clone(ctx, ev, child) };
-            let _ = PENDING.remove(pid_tgid);
+            unsafe { complete_clone(ctx, t, child) };
             return Ok(());
         }
     }
@@ -59,8 +62,8 @@ fn try_fork(ctx: &BtfTracePointContext) -> Result<(), ()> {
         if task::nsproxy_ns::<{ slot::TIME }>(child)?
             != task::nsproxy_ns::<{ slot::TIME_FOR_CHILDREN }>(child)?
         {
-            let ev = SCRATCH.get_ptr_mut(0).ok_or(())?;
-            let ev = &mut *ev;
+            let p = SCRATCH.get_ptr_mut(0).ok_or(())?;
+            let ev = &mut (*p).ev;
             if task::read_ns_set(child, &mut ev.after).is_ok() {
                 let _ = TIME_ARMED.insert(task::tid(child)?, ev.after, 0);
             }
@@ -72,50 +75,65 @@ fn try_fork(ctx: &BtfTracePointContext) -> Result<(), ()> {
 /// Completes a pending clone/clone3 with CLONE_NEW* at its child's birth. The caller's own set
 /// does not change in a clone; the return value is the child's pid as the caller sees it.
 #[inline(always)]
-unsafe fn complete_clone(ctx: &BtfTracePointContext, ev: &mut Transition, child: Task) {
+unsafe fn complete_clone(ctx: &RawTracePointContext, t: &mut TaskState, child: Task) {
+    let ev = &mut t.ev;
+    // The child's namespaces that are its parent's are not read again.
     // SAFETY: probe reads of the new task.
-    if unsafe { task::fill_child(child, ev) }.is_err() {
+    if unsafe {
+        task::fill_child(child, ev, Some(&t.ptrs))
+            .and_then(|()| task::fill_exit_identity(task::current(), ev))
+    }
+    .is_err()
+    {
         count(stat::READ_FAILED);
     }
-    ev.after = ev.before;
+    // The caller's own set does not change: the entry stays current.
+    let Transition { before, after, .. } = &mut *ev;
+    copy_set(after, before);
+    t.state = state::IDLE;
     // SAFETY: probe reads of the new task.
     ev.ret =
         unsafe { task::pid_nr_at(child, ev.pid_level) }.map_or(i64::from(ev.child_tid), i64::from);
     ev.header.ts_ns = unsafe { bpf_ktime_get_ns() };
-    emit(ctx, &*ev);
+    emit_transition(ctx, ev);
 }
 
 /// A plain fork whose child was born into the parent's pid_for_children or time_for_children.
 #[inline(always)]
 unsafe fn emit_fork_transition(
-    ctx: &BtfTracePointContext,
+    ctx: &RawTracePointContext,
     parent: Task,
     child: Task,
     pid_tgid: u64,
 ) -> Result<(), ()> {
-    let ev = transition_slot(call::FORK, pid_tgid)?;
+    let p = transition_slot(call::FORK, pid_tgid)?;
+    let ev = &mut p.ev;
+    let ptrs = &mut p.ptrs;
     // SAFETY: probe reads of both tasks.
     let read = unsafe {
-        task::fill_identity(parent, ev)
-            .and_then(|()| task::read_ns_set(parent, &mut ev.before))
-            .and_then(|()| task::fill_child(child, ev))
+        task::fill_identity(parent, ev).and_then(|pid_ns| {
+            task::read_ns_ptrs(parent, Some(pid_ns), ptrs)?;
+            task::resolve_set(ptrs, &mut ev.before, None)?;
+            task::fill_child(child, ev, Some(ptrs))
+        })
     };
     if read.is_err() {
         count(stat::READ_FAILED);
     }
-    ev.after = ev.before;
+    let Transition { before, after, .. } = &mut *ev;
+    copy_set(after, before);
     // SAFETY: probe reads of the new task.
     ev.ret =
         unsafe { task::pid_nr_at(child, ev.pid_level) }.map_or(i64::from(ev.child_tid), i64::from);
     ev.header.ts_ns = unsafe { bpf_ktime_get_ns() };
-    emit(ctx, &*ev);
+    emit_transition(ctx, ev);
     Ok(())
 }
 
 /// A fork that changed no namespace: who was born of whom.
 #[inline(always)]
 unsafe fn emit_fork(
-    ctx: &BtfTracePointContext,
+    ctx: &RawTracePointContext,
     parent: Task,
     child: Task,
     pid_tgid: u64,
@@ -136,13 +154,13 @@ unsafe fn emit_fork(
 }
 
 /// `sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`.
-#[btf_tracepoint(function = "sched_process_exec")]
-pub fn sched_exec(ctx: BtfTracePointContext) -> i32 {
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn sched_exec(ctx: RawTracePointContext) -> i32 {
     let _ = try_exec(&ctx);
     0
 }
 
-fn try_exec(ctx: &BtfTracePointContext) -> Result<(), ()> {
+fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
     let pid_tgid = bpf_get_current_pid_tgid();
     if (pid_tgid >> 32) as u32 == own_tgid() {
         return Ok(());
@@ -152,6 +170,12 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let old_tid: i32 = ctx.arg(1);
     let old_tid = old_tid as u32;
     let bprm: *const u8 = ctx.arg(2);
+    // exec may move the task (time_for_children) and renames it: what the programs knew of it
+    // is dropped, under its tid before and after.
+    let _ = TASKS.remove(&pid_tgid);
+    if old_tid != pid_tgid as u32 {
+        let _ = TASKS.remove(&((pid_tgid & !0xffff_ffff) | u64::from(old_tid)));
+    }
     let rec = lifecycle_slot(record::EXEC)?;
     rec.life.tid = pid_tgid as u32;
     rec.life.tgid = (pid_tgid >> 32) as u32;
@@ -169,7 +193,7 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), ()> {
 /// Reports the move into time_for_children that an earlier unshare/setns prepared.
 #[inline(always)]
 fn time_move(
-    ctx: &BtfTracePointContext,
+    ctx: &RawTracePointContext,
     task: Task,
     old_tid: u32,
     pid_tgid: u64,
@@ -177,13 +201,11 @@ fn time_move(
     // SAFETY: the map value is copied out before the entry is removed.
     let armed = unsafe { TIME_ARMED.get(old_tid) }.copied().ok_or(())?;
     let _ = TIME_ARMED.remove(old_tid);
-    let ev = transition_slot(call::EXEC, pid_tgid)?;
+    let ev = &mut transition_slot(call::EXEC, pid_tgid)?.ev;
     ev.before = armed;
     // SAFETY: probe reads of the current task.
-    if unsafe {
-        task::fill_identity(task, ev).and_then(|()| task::read_ns_set(task, &mut ev.after))
-    }
-    .is_err()
+    if unsafe { task::fill_identity(task, ev).and_then(|_| task::read_ns_set(task, &mut ev.after)) }
+        .is_err()
     {
         count(stat::READ_FAILED);
         return Err(());
@@ -192,18 +214,18 @@ fn time_move(
         return Ok(());
     }
     ev.header.ts_ns = unsafe { bpf_ktime_get_ns() };
-    emit(ctx, &*ev);
+    emit_transition(ctx, ev);
     Ok(())
 }
 
 /// `sched_process_exit(struct task_struct *p, bool group_dead)`, in the exiting task.
-#[btf_tracepoint(function = "sched_process_exit")]
-pub fn sched_exit(ctx: BtfTracePointContext) -> i32 {
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn sched_exit(ctx: RawTracePointContext) -> i32 {
     let _ = try_exit(&ctx);
     0
 }
 
-fn try_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
+fn try_exit(ctx: &RawTracePointContext) -> Result<(), ()> {
     let pid_tgid = bpf_get_current_pid_tgid();
     if (pid_tgid >> 32) as u32 == own_tgid() {
         return Ok(());
@@ -211,6 +233,7 @@ fn try_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let task: Task = ctx.arg(0);
     let group_dead: u64 = ctx.arg(1);
     let _ = TIME_ARMED.remove(pid_tgid as u32);
+    let _ = TASKS.remove(&pid_tgid);
     let life = &mut lifecycle_slot(record::EXIT)?.life;
     life.tid = pid_tgid as u32;
     life.tgid = (pid_tgid >> 32) as u32;

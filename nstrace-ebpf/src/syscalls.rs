@@ -10,13 +10,16 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use nstrace_common::{
-    call,
+    NS_SLOTS, Transition, call,
     flags::{CLONE_NS_MASK, NS_MASK},
     slot, stat,
 };
 
 use crate::{
-    maps::{PENDING, TIME_ARMED, count, emit, own_tgid, transition_slot},
+    maps::{
+        TASKS, TIME_ARMED, TaskState, copy_set, count, emit_transition, own_tgid, state,
+        transition_slot,
+    },
     task::{self, current},
 };
 
@@ -88,7 +91,8 @@ fn try_setns_enter(ctx: &TracePointContext) -> Result<(), ()> {
     stash(call::SETNS, nstype, fd)
 }
 
-/// Records the caller and its namespace set at entry, keyed by pid_tgid until the exit.
+/// Records the call at entry. A task the programs already know (an IDLE entry of the same task)
+/// needs no reads beyond its start time; otherwise the caller and its whole set are read.
 #[inline(always)]
 fn stash(call: u32, flags: u64, fd: i32) -> Result<(), ()> {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -96,25 +100,49 @@ fn stash(call: u32, flags: u64, fd: i32) -> Result<(), ()> {
     if tgid == own_tgid() {
         return Ok(());
     }
-    let ev = transition_slot(call, pid_tgid)?;
-    ev.flags = flags;
-    ev.fd = fd;
     let task = current();
+    if let Some(t) = TASKS.get_ptr_mut(pid_tgid) {
+        // SAFETY: the entry is this task's own: only the task itself touches it.
+        let t = unsafe { &mut *t };
+        // A pid reused by a task whose predecessor's exit was missed is not that task.
+        // SAFETY: a probe read of the current task.
+        if t.state == state::IDLE
+            && unsafe { task::start_boottime(task) } == Ok(t.ev.start_boottime_ns)
+        {
+            t.ev.call = call;
+            t.ev.flags = flags;
+            t.ev.fd = fd;
+            t.ev.child_tid = 0;
+            t.ev.child_ns_tid = 0;
+            t.ev.child_start_boottime_ns = 0;
+            t.state = state::WARM_CALL;
+            return Ok(());
+        }
+    }
+    let p = transition_slot(call, pid_tgid)?;
+    p.ev.flags = flags;
+    p.ev.fd = fd;
+    p.state = state::COLD_CALL;
     // SAFETY: `task` is the current task; every read is a probe read.
     if unsafe {
-        task::fill_identity(task, ev).and_then(|()| task::read_ns_set(task, &mut ev.before))
+        task::fill_identity(task, &mut p.ev).and_then(|pid_ns| {
+            task::read_ns_ptrs(task, Some(pid_ns), &mut p.ptrs)?;
+            task::resolve_set(&p.ptrs, &mut p.ev.before, None)
+        })
     }
     .is_err()
     {
         count(stat::READ_FAILED);
+        // No pointer may vouch for a slot that was not read.
+        p.ptrs = [0; NS_SLOTS];
     }
-    PENDING
-        .insert(pid_tgid, &*ev, 0)
+    TASKS
+        .insert(pid_tgid, &*p, 0)
         .map_err(|_| count(stat::STASH_FAILED))
 }
 
 /// sys_exit of clone, clone3, unshare and setns: one program attached four times. The clone
-/// exits also fire in the new child (ret 0), which has no pending entry and is skipped, as are
+/// exits also fire in the new child (ret 0), which has no call in flight and is skipped, as are
 /// the calls `stash` filtered out. A clone that created its child was already reported at
 /// sched_process_fork (see `lifecycle`); one that reaches here failed.
 #[tracepoint]
@@ -126,16 +154,36 @@ pub fn ns_exit(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn complete(ctx: &TracePointContext) -> Result<(), ()> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let ev = PENDING.get_ptr_mut(pid_tgid).ok_or(())?;
-    // SAFETY: the entry is this task's own and lives until removed below.
-    let ev = unsafe { &mut *ev };
+    let t = TASKS.get_ptr_mut(pid_tgid).ok_or(())?;
+    // SAFETY: the entry is this task's own: only the task itself touches it.
+    let t = unsafe { &mut *t };
+    begin(t)?;
+    let ev = &mut t.ev;
     ev.ret = arg(ctx, RET)? as i64;
+    let task = current();
+    // Only the namespaces whose pointer changed are read; a task's pid namespace never changes.
+    let mut now = [0u64; NS_SLOTS];
+    let read = {
+        let Transition { before, after, .. } = &mut *ev;
+        // SAFETY: probe reads of the current task.
+        unsafe {
+            task::read_ns_ptrs(task, Some(t.ptrs[slot::PID]), &mut now)
+                .and_then(|()| task::resolve_set(&now, after, Some((&t.ptrs, &*before))))
+        }
+    }
     // SAFETY: probe reads of the current task.
-    if unsafe { task::read_ns_set(current(), &mut ev.after) }.is_err() {
+    .and_then(|()| unsafe { task::fill_exit_identity(task, ev) });
+    if read.is_err() {
         count(stat::READ_FAILED);
     }
     ev.header.ts_ns = unsafe { bpf_ktime_get_ns() };
-    emit(ctx, &*ev);
+    emit_transition(ctx, ev);
+    t.ptrs = now;
+    t.state = if read.is_ok() {
+        state::IDLE
+    } else {
+        state::STALE
+    };
     // The task's own time namespace follows time_for_children at its next exec.
     if ev.ret == 0
         && ev.after.inum[slot::TIME] != ev.after.inum[slot::TIME_FOR_CHILDREN]
@@ -143,6 +191,20 @@ fn complete(ctx: &TracePointContext) -> Result<(), ()> {
     {
         let _ = TIME_ARMED.insert(ev.tid, ev.after, 0);
     }
-    let _ = PENDING.remove(pid_tgid);
     Ok(())
+}
+
+/// Takes the call in flight in `t`: for a warm entry, its `before` is the set the last call left.
+/// Errs when no call is in flight.
+#[inline(always)]
+pub fn begin(t: &mut TaskState) -> Result<(), ()> {
+    match t.state {
+        state::WARM_CALL => {
+            let Transition { before, after, .. } = &mut t.ev;
+            copy_set(before, after);
+            Ok(())
+        }
+        state::COLD_CALL => Ok(()),
+        _ => Err(()),
+    }
 }

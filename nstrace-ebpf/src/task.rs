@@ -3,9 +3,9 @@
 //! Offsets come from the `OFFSETS` global (the running kernel's BTF); every read goes through
 //! `bpf_probe_read_kernel`, so a torn or exiting task yields an error, never a fault.
 use aya_ebpf::helpers::{
-    bpf_get_current_comm, bpf_get_current_task, bpf_get_current_uid_gid, bpf_probe_read_kernel,
+    bpf_get_current_task, bpf_get_current_uid_gid, bpf_probe_read_kernel, generated,
 };
-use nstrace_common::{NsSet, Transition, slot};
+use nstrace_common::{NS_SLOTS, NSPROXY_MAX, NsSet, Transition, slot};
 
 use crate::maps::OFFSETS;
 
@@ -32,24 +32,144 @@ pub fn current() -> Task {
     unsafe { bpf_get_current_task() as Task }
 }
 
-/// Reads `ns_common` of one namespace into slot `S` of `out`.
+/// Word `i` (masked to the window) of a 16-byte window read in one probe read.
+#[inline(always)]
+fn word(w: &[u32; 4], i: usize) -> u32 {
+    match i & 3 {
+        0 => w[0],
+        1 => w[1],
+        2 => w[2],
+        _ => w[3],
+    }
+}
+
+/// The 8-byte value whose low half is word `i` of the window.
+#[inline(always)]
+fn dword(w: &[u32; 4], i: usize) -> u64 {
+    u64::from(word(w, i)) | u64::from(word(w, i + 1)) << 32
+}
+
+/// Reads `ns_common` of one namespace into slot `S` of `out`: inum and ns_id in one read.
 #[inline(always)]
 unsafe fn read_common<const S: usize>(ns: *const u8, out: &mut NsSet) -> Result<(), ()> {
     if ns.is_null() {
         return Err(());
     }
-    let common = ns.wrapping_add(off(&raw const OFFSETS.ns_common[S]));
-    out.inum[S] = unsafe { read::<u32>(common, off(&raw const OFFSETS.ns_common_inum)) }?;
+    let window = off(&raw const OFFSETS.ns_common[S]) + off(&raw const OFFSETS.ns_common_window);
+    let w = unsafe { read::<[u32; 4]>(ns, window) }?;
+    out.inum[S] = word(&w, off(&raw const OFFSETS.inum_word));
     if off(&raw const OFFSETS.has_ns_id) != 0 {
-        out.id[S] = unsafe { read::<u64>(common, off(&raw const OFFSETS.ns_common_ns_id)) }?;
+        out.id[S] = dword(&w, off(&raw const OFFSETS.ns_id_word));
     }
     Ok(())
 }
 
+/// Slot `S` of a set from the namespace pointers in `ptrs`. When the slot's pointer is the one
+/// in `prev`, the namespace is the one `prev` already resolved: no read. (Within one syscall the
+/// old namespace is still referenced when the new one is allocated, so an equal pointer cannot
+/// be a reused address.)
 #[inline(always)]
-unsafe fn read_nsproxy_slot<const S: usize>(nsproxy: *const u8, out: &mut NsSet) -> Result<(), ()> {
-    let ns = unsafe { read::<*const u8>(nsproxy, off(&raw const OFFSETS.nsproxy[S])) }?;
-    unsafe { read_common::<S>(ns, out) }
+unsafe fn resolve<const S: usize>(
+    ptrs: &[u64; NS_SLOTS],
+    out: &mut NsSet,
+    prev: Option<(&[u64; NS_SLOTS], &NsSet)>,
+) -> Result<(), ()> {
+    if let Some((prev_ptrs, prev_set)) = prev
+        && prev_ptrs[S] == ptrs[S]
+    {
+        out.inum[S] = prev_set.inum[S];
+        out.id[S] = prev_set.id[S];
+        return Ok(());
+    }
+    unsafe { read_common::<S>(ptrs[S] as *const u8, out) }
+}
+
+/// A whole set from its namespace pointers (see [`read_ns_ptrs`]).
+#[inline(always)]
+pub unsafe fn resolve_set(
+    ptrs: &[u64; NS_SLOTS],
+    out: &mut NsSet,
+    prev: Option<(&[u64; NS_SLOTS], &NsSet)>,
+) -> Result<(), ()> {
+    unsafe {
+        resolve::<{ slot::MNT }>(ptrs, out, prev)?;
+        resolve::<{ slot::UTS }>(ptrs, out, prev)?;
+        resolve::<{ slot::IPC }>(ptrs, out, prev)?;
+        resolve::<{ slot::PID }>(ptrs, out, prev)?;
+        resolve::<{ slot::PID_FOR_CHILDREN }>(ptrs, out, prev)?;
+        resolve::<{ slot::NET }>(ptrs, out, prev)?;
+        resolve::<{ slot::USER }>(ptrs, out, prev)?;
+        resolve::<{ slot::CGROUP }>(ptrs, out, prev)?;
+        resolve::<{ slot::TIME }>(ptrs, out, prev)?;
+        resolve::<{ slot::TIME_FOR_CHILDREN }>(ptrs, out, prev)
+    }
+}
+
+/// One nsproxy slot's pointer, from nsproxy read whole.
+#[inline(always)]
+fn nsproxy_slot<const S: usize>(body: &[u64; NSPROXY_MAX / 8], ptrs: &mut [u64; NS_SLOTS]) {
+    let index = off(&raw const OFFSETS.nsproxy[S]) / 8;
+    // SAFETY: masked to the array; userspace checked every offset lies inside nsproxy.
+    ptrs[S] = unsafe { *body.get_unchecked(index & (NSPROXY_MAX / 8 - 1)) };
+}
+
+/// The pointers behind a task's namespace set, slot by slot: nsproxy read whole, the user
+/// namespace of its credentials and, unless the caller knows it (`pid_ns`, fixed for a task's
+/// life), its active pid namespace. Nothing is dereferenced beyond them.
+#[inline(always)]
+pub unsafe fn read_ns_ptrs(
+    task: Task,
+    pid_ns_ptr: Option<u64>,
+    ptrs: &mut [u64; NS_SLOTS],
+) -> Result<(), ()> {
+    let nsproxy = unsafe { read::<*const u8>(task, off(&raw const OFFSETS.task_nsproxy)) }?;
+    if nsproxy.is_null() {
+        // The task is exiting: exit_task_namespaces() has already run.
+        return Err(());
+    }
+    // Not zeroed first: that compiles to a byte-wise memset. Only the bytes the read fills are
+    // used (userspace checked every slot offset lies inside nsproxy).
+    let mut body = core::mem::MaybeUninit::<[u64; NSPROXY_MAX / 8]>::uninit();
+    let size = off(&raw const OFFSETS.nsproxy_size) & (NSPROXY_MAX - 1);
+    // SAFETY: the size is bounded by the buffer; probe_read validates the source.
+    if unsafe {
+        generated::bpf_probe_read_kernel(body.as_mut_ptr().cast(), size as u32, nsproxy.cast())
+    } != 0
+    {
+        return Err(());
+    }
+    // SAFETY: filled up to `size`, and only slots inside it are read.
+    let body = unsafe { body.assume_init_ref() };
+    nsproxy_slot::<{ slot::MNT }>(body, ptrs);
+    nsproxy_slot::<{ slot::UTS }>(body, ptrs);
+    nsproxy_slot::<{ slot::IPC }>(body, ptrs);
+    nsproxy_slot::<{ slot::PID_FOR_CHILDREN }>(body, ptrs);
+    nsproxy_slot::<{ slot::NET }>(body, ptrs);
+    nsproxy_slot::<{ slot::CGROUP }>(body, ptrs);
+    nsproxy_slot::<{ slot::TIME }>(body, ptrs);
+    nsproxy_slot::<{ slot::TIME_FOR_CHILDREN }>(body, ptrs);
+    unsafe {
+        let cred = read::<*const u8>(task, off(&raw const OFFSETS.task_real_cred))?;
+        ptrs[slot::USER] = read::<u64>(cred, off(&raw const OFFSETS.cred_user_ns))?;
+        ptrs[slot::PID] = match pid_ns_ptr {
+            Some(ns) => ns,
+            None => pid_ns(task)?.0 as u64,
+        };
+    }
+    Ok(())
+}
+
+/// The task's `struct upid` at `level` of its `struct pid`, read whole: (namespace, nr).
+#[inline(always)]
+unsafe fn upid(pid: *const u8, level: u32) -> Result<(*const u8, u32), ()> {
+    // Bounded so the verifier sees a finite offset: pid namespaces nest at most 32 deep.
+    let at = off(&raw const OFFSETS.pid_numbers)
+        + (level & 63) as usize * off(&raw const OFFSETS.upid_size);
+    let w = unsafe { read::<[u32; 4]>(pid, at) }?;
+    Ok((
+        dword(&w, off(&raw const OFFSETS.upid_ns_word)) as *const u8,
+        word(&w, off(&raw const OFFSETS.upid_nr_word)),
+    ))
 }
 
 /// The task's active pid namespace and its tid there: `thread_pid->numbers[thread_pid->level]`.
@@ -60,14 +180,8 @@ pub unsafe fn pid_ns(task: Task) -> Result<(*const u8, u32, u32), ()> {
         return Err(());
     }
     let level = unsafe { read::<u32>(pid, off(&raw const OFFSETS.pid_level)) }?;
-    // Bounded so the verifier sees a finite offset: pid namespaces nest at most 32 deep.
-    let upid = pid.wrapping_add(
-        off(&raw const OFFSETS.pid_numbers)
-            + (level & 63) as usize * off(&raw const OFFSETS.upid_size),
-    );
-    let ns = unsafe { read::<*const u8>(upid, off(&raw const OFFSETS.upid_ns)) }?;
-    let nr = unsafe { read::<i32>(upid, off(&raw const OFFSETS.upid_nr)) }?;
-    Ok((ns, nr as u32, level))
+    let (ns, nr) = unsafe { upid(pid, level) }?;
+    Ok((ns, nr, level))
 }
 
 /// The namespace struct behind one nsproxy slot, for quick pointer comparisons.
@@ -80,32 +194,14 @@ pub unsafe fn nsproxy_ns<const S: usize>(task: Task) -> Result<*const u8, ()> {
     unsafe { read::<*const u8>(nsproxy, off(&raw const OFFSETS.nsproxy[S])) }
 }
 
-/// Reads the task's whole namespace set, as `/proc/PID/ns` shows it.
+/// Reads the task's whole namespace set, as `/proc/PID/ns` shows it; its pointers go to `ptrs`.
 #[inline(always)]
 pub unsafe fn read_ns_set(task: Task, out: &mut NsSet) -> Result<(), ()> {
-    let nsproxy = unsafe { read::<*const u8>(task, off(&raw const OFFSETS.task_nsproxy)) }?;
-    if nsproxy.is_null() {
-        // The task is exiting: exit_task_namespaces() has already run.
-        return Err(());
-    }
+    let mut ptrs = [0u64; NS_SLOTS];
     unsafe {
-        read_nsproxy_slot::<{ slot::MNT }>(nsproxy, out)?;
-        read_nsproxy_slot::<{ slot::UTS }>(nsproxy, out)?;
-        read_nsproxy_slot::<{ slot::IPC }>(nsproxy, out)?;
-        read_nsproxy_slot::<{ slot::PID_FOR_CHILDREN }>(nsproxy, out)?;
-        read_nsproxy_slot::<{ slot::NET }>(nsproxy, out)?;
-        read_nsproxy_slot::<{ slot::CGROUP }>(nsproxy, out)?;
-        read_nsproxy_slot::<{ slot::TIME }>(nsproxy, out)?;
-        read_nsproxy_slot::<{ slot::TIME_FOR_CHILDREN }>(nsproxy, out)?;
-
-        let cred = read::<*const u8>(task, off(&raw const OFFSETS.task_real_cred))?;
-        let user_ns = read::<*const u8>(cred, off(&raw const OFFSETS.cred_user_ns))?;
-        read_common::<{ slot::USER }>(user_ns, out)?;
-
-        let (pid_ns, _, _) = pid_ns(task)?;
-        read_common::<{ slot::PID }>(pid_ns, out)?;
+        read_ns_ptrs(task, None, &mut ptrs)?;
+        resolve_set(&ptrs, out, None)
     }
-    Ok(())
 }
 
 /// The task's pid number in the pid namespace at `level` (its `upid` there), as a process of
@@ -120,11 +216,7 @@ pub unsafe fn pid_nr_at(task: Task, level: u32) -> Result<u32, ()> {
     if level > own {
         return Err(());
     }
-    let upid = pid.wrapping_add(
-        off(&raw const OFFSETS.pid_numbers)
-            + (level & 63) as usize * off(&raw const OFFSETS.upid_size),
-    );
-    unsafe { read::<i32>(upid, off(&raw const OFFSETS.upid_nr)) }.map(|nr| nr as u32)
+    unsafe { upid(pid, level) }.map(|(_, nr)| nr)
 }
 
 /// Global tgid of a task.
@@ -160,29 +252,63 @@ pub unsafe fn tid(task: Task) -> Result<u32, ()> {
 }
 
 /// Fills the caller's identity fields of a record: ppid, ns_tid, pid level, start time.
+/// Returns the task's active pid namespace.
 #[inline(always)]
-pub unsafe fn fill_identity(task: Task, ev: &mut Transition) -> Result<(), ()> {
+pub unsafe fn fill_identity(task: Task, ev: &mut Transition) -> Result<u64, ()> {
     unsafe {
         let parent = read::<*const u8>(task, off(&raw const OFFSETS.task_real_parent))?;
         ev.ppid = read::<i32>(parent, off(&raw const OFFSETS.task_tgid))? as u32;
         ev.start_boottime_ns = read::<u64>(task, off(&raw const OFFSETS.task_start_boottime))?;
-        let (_, nr, level) = pid_ns(task)?;
+        let (ns, nr, level) = pid_ns(task)?;
         ev.ns_tid = nr;
         ev.pid_level = level;
+        Ok(ns as u64)
+    }
+}
+
+/// What can change between a known task's calls, filled at their exit: its parent (re-parenting),
+/// its uid and its comm.
+#[inline(always)]
+pub unsafe fn fill_exit_identity(task: Task, ev: &mut Transition) -> Result<(), ()> {
+    ev.uid = bpf_get_current_uid_gid() as u32;
+    comm(&mut ev.comm);
+    unsafe {
+        let parent = read::<*const u8>(task, off(&raw const OFFSETS.task_real_parent))?;
+        ev.ppid = read::<i32>(parent, off(&raw const OFFSETS.task_tgid))? as u32;
     }
     Ok(())
 }
 
 /// Fills the child fields of a clone/fork record from the new task.
 #[inline(always)]
-pub unsafe fn fill_child(child: Task, ev: &mut Transition) -> Result<(), ()> {
+pub unsafe fn fill_child(
+    child: Task,
+    ev: &mut Transition,
+    parent_ptrs: Option<&[u64; NS_SLOTS]>,
+) -> Result<(), ()> {
+    // The parent's namespaces, resolved in `before`, are not read again for the child.
+    let Transition {
+        before,
+        child: child_set,
+        ..
+    } = ev;
     unsafe {
+        let mut ptrs = [0u64; NS_SLOTS];
+        let (ns, nr, _) = pid_ns(child)?;
+        read_ns_ptrs(child, Some(ns as u64), &mut ptrs)?;
+        resolve_set(&ptrs, child_set, parent_ptrs.map(|p| (p, &*before)))?;
         ev.child_tid = tid(child)?;
         ev.child_start_boottime_ns = start_boottime(child)?;
-        let (_, nr, _) = pid_ns(child)?;
         ev.child_ns_tid = nr;
-        read_ns_set(child, &mut ev.child)
+        Ok(())
     }
+}
+
+/// The current task's comm, written in place (the record was zeroed: a failure leaves it empty).
+#[inline(always)]
+pub fn comm(out: &mut [u8; 16]) {
+    // SAFETY: the buffer is 16 bytes, TASK_COMM_LEN.
+    unsafe { generated::bpf_get_current_comm(out.as_mut_ptr().cast(), 16) };
 }
 
 /// Fills the fields of a record that describe the current task and the call.
@@ -192,5 +318,5 @@ pub fn fill_caller(ev: &mut Transition, call: u32, pid_tgid: u64) {
     ev.tid = pid_tgid as u32;
     ev.tgid = (pid_tgid >> 32) as u32;
     ev.uid = bpf_get_current_uid_gid() as u32;
-    ev.comm = bpf_get_current_comm().unwrap_or_default();
+    comm(&mut ev.comm);
 }

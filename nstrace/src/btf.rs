@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use btf_rs::{Backend, Btf, Type};
-use nstrace_common::{KernelOffsets, NS_SLOTS, slot};
+use nstrace_common::{KernelOffsets, NS_SLOTS, NSPROXY_MAX, WINDOW, slot};
 
 /// Where the kernel exposes its own BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -26,6 +26,27 @@ pub enum BtfError {
     NoMember { name: String, member: String },
     #[error("inspecting the kernel's BTF for {what}: {source}")]
     Inspect { what: String, source: btf_rs::Error },
+    #[error(
+        "this kernel's {what} has a layout nstrace does not know; please report it with the \
+         output of `uname -r`"
+    )]
+    Layout { what: String },
+}
+
+/// Where the programs' one 16-byte read of `ns_common` starts, and the words of it that hold
+/// `inum` and `ns_id`: `(window, inum_word, ns_id_word, has_ns_id)`. A kernel whose `ns_id` does
+/// not fit in the window beside `inum` is read without ids, as kernels before 6.18 are.
+fn ns_common_window(inum: u32, ns_id: Option<u32>) -> (u32, u32, u32, u32) {
+    let fits = |lo: u32, hi_end: u32| hi_end - lo <= WINDOW as u32;
+    match ns_id {
+        Some(id) if id >= inum && (id - inum).is_multiple_of(4) && fits(inum, id + 8) => {
+            (inum, 0, (id - inum) / 4, 1)
+        }
+        Some(id) if id < inum && (inum - id).is_multiple_of(4) && fits(id, inum + 4) => {
+            (id, (inum - id) / 4, 0, 1)
+        }
+        _ => (inum, 0, 0, 0),
+    }
 }
 
 /// The kernel's BTF, parsed once.
@@ -151,6 +172,28 @@ impl KernelBtf {
             ns_common[index] = self.offset(structure, "ns")?;
         }
         let ns_id = self.optional_offset("ns_common", "ns_id")?;
+        let inum = self.offset("ns_common", "inum")?;
+        let (ns_common_window, inum_word, ns_id_word, has_ns_id) = ns_common_window(inum, ns_id);
+        if ns_id.is_some() && has_ns_id == 0 {
+            log::debug!("ns_common.ns_id is not beside inum: namespace ids are not read");
+        }
+        let layout = |what: &str| BtfError::Layout { what: what.into() };
+        let nsproxy_size = self.size("nsproxy")?;
+        if nsproxy_size as usize > NSPROXY_MAX
+            || nsproxy
+                .iter()
+                .any(|&o| o != u32::MAX && (o % 8 != 0 || o + 8 > nsproxy_size))
+        {
+            return Err(layout("struct nsproxy"));
+        }
+        let (upid_size, upid_nr, upid_ns) = (
+            self.size("upid")?,
+            self.offset("upid", "nr")?,
+            self.offset("upid", "ns")?,
+        );
+        if upid_size as usize > WINDOW || upid_nr % 4 != 0 || upid_ns % 4 != 0 || upid_ns + 8 > 16 {
+            return Err(layout("struct upid"));
+        }
         Ok(KernelOffsets {
             task_nsproxy: self.offset("task_struct", "nsproxy")?,
             task_real_cred: self.offset("task_struct", "real_cred")?,
@@ -164,14 +207,16 @@ impl KernelBtf {
             binprm_filename: self.offset("linux_binprm", "filename")?,
             nsproxy,
             ns_common,
-            ns_common_inum: self.offset("ns_common", "inum")?,
-            ns_common_ns_id: ns_id.unwrap_or(0),
-            has_ns_id: u32::from(ns_id.is_some()),
+            nsproxy_size,
+            ns_common_window,
+            inum_word,
+            ns_id_word,
+            has_ns_id,
             pid_level: self.offset("pid", "level")?,
             pid_numbers: self.offset("pid", "numbers")?,
-            upid_size: self.size("upid")?,
-            upid_nr: self.offset("upid", "nr")?,
-            upid_ns: self.offset("upid", "ns")?,
+            upid_size,
+            upid_nr_word: upid_nr / 4,
+            upid_ns_word: upid_ns / 4,
         })
     }
 
@@ -201,9 +246,22 @@ mod tests {
         assert_eq!(o.nsproxy[slot::PID], u32::MAX);
         assert_eq!(o.nsproxy[slot::USER], u32::MAX);
         assert!(o.upid_size >= 12);
-        if o.has_ns_id == 1 {
-            assert!(o.ns_common_ns_id > o.ns_common_inum);
-        }
+        assert_eq!(o.nsproxy_size, 72);
+        assert_eq!(o.has_ns_id, 1, "Linux 6.18 has ns_common.ns_id beside inum");
+        assert_ne!(o.inum_word, o.ns_id_word);
+    }
+
+    #[test]
+    fn the_ns_common_window_covers_inum_and_ns_id() {
+        // Linux 6.18: inum at 24, ns_id at 32.
+        assert_eq!(ns_common_window(24, Some(32)), (24, 0, 2, 1));
+        assert_eq!(ns_common_window(16, None), (16, 0, 0, 0));
+        // ns_id first, then inum.
+        assert_eq!(ns_common_window(40, Some(32)), (32, 2, 0, 1));
+        // Too far apart: no ids rather than a wrong read.
+        assert_eq!(ns_common_window(16, Some(64)), (16, 0, 0, 0));
+        // The last word of the window cannot start an 8-byte id.
+        assert_eq!(ns_common_window(16, Some(28)), (16, 0, 0, 0));
     }
 
     #[test]

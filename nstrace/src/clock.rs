@@ -34,8 +34,13 @@ impl WallClock {
         Self { offset_ns }
     }
 
+    /// Unix time of a kernel timestamp, in ns.
+    pub fn to_unix_ns(&self, ts_ns: u64) -> i128 {
+        i128::from(ts_ns) + self.offset_ns
+    }
+
     pub fn to_utc(&self, ts_ns: u64) -> chrono::DateTime<chrono::Utc> {
-        let unix = i128::from(ts_ns) + self.offset_ns;
+        let unix = self.to_unix_ns(ts_ns);
         chrono::DateTime::from_timestamp_nanos(unix.clamp(0, i128::from(i64::MAX)) as i64)
     }
 }

@@ -5,23 +5,21 @@ use aya::maps::PerCpuArray;
 use aya_log::EbpfLogger;
 use log::debug;
 use nstrace_common::{EVENTS_MAP, STATS_MAP, stat};
-use tokio::{
-    io::{Interest, unix::AsyncFd},
-    sync::mpsc,
-};
+use tokio::io::{Interest, unix::AsyncFd};
 
 use crate::{
     clock::monotonic_ns,
     load::Loaded,
     pipeline::Pipeline,
-    transport::{Batch, Reorder, spawn_readers},
+    transport::{Reorder, Rings},
 };
 
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Perf buffer size per CPU, in pages (a power of two).
     pub buffer_pages: usize,
-    /// How long records wait for slower CPUs before release.
+    /// How long a record stamped before a drain may still be on its way into a buffer (a
+    /// program preempted between its timestamp and its write): records wait that long.
     pub reorder_window: Duration,
 }
 
@@ -29,7 +27,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             buffer_pages: 256,
-            reorder_window: Duration::from_millis(30),
+            reorder_window: Duration::from_millis(5),
         }
     }
 }
@@ -101,8 +99,7 @@ pub async fn collect(
         .ebpf
         .take_map(EVENTS_MAP)
         .ok_or(CollectError::NoEventsMap)?;
-    let (tx, mut rx) = mpsc::channel::<Batch>(256);
-    let readers = spawn_readers(map, options.buffer_pages, tx)?;
+    let mut rings = Rings::open(map, options.buffer_pages)?;
     let mut logger = match EbpfLogger::init(&mut loaded.ebpf) {
         // SAFETY: the logger owns its ring buffer's fd and is moved into the AsyncFd.
         Ok(logger) => unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) }.ok(),
@@ -111,26 +108,24 @@ pub async fn collect(
             None
         }
     };
-    ready(readers.cpus, pipeline)?;
+    ready(rings.cpus(), pipeline)?;
     pipeline.start()?;
 
     let window_ns = options.reorder_window.as_nanos() as u64;
     let mut reorder = Reorder::new(window_ns);
     let mut summary = Summary::default();
-    let mut tick = tokio::time::interval(options.reorder_window / 3);
+    let mut tick = tokio::time::interval(DRAIN_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);
     let mut stopping_until: Option<u64> = None;
 
     loop {
         tokio::select! {
-            batch = rx.recv() => {
-                let Some(batch) = batch else { break };
-                take(&mut summary, &mut reorder, batch);
+            () = rings.ready() => {
+                pump(&mut rings, &mut reorder, &mut summary, pipeline)?;
             }
             _ = tick.tick() => {
-                let now = monotonic_ns();
-                release(&mut reorder, now, pipeline)?;
+                let now = pump(&mut rings, &mut reorder, &mut summary, pipeline)?;
                 pipeline.flush()?;
                 if stopping_until.is_some_and(|until| now >= until) {
                     break;
@@ -145,7 +140,7 @@ pub async fn collect(
                 }
             }
             () = &mut stop, if stopping_until.is_none() => {
-                // Give the readers one window to hand over what the buffers still hold.
+                // One more window for programs still writing what they stamped before now.
                 debug!("stopping: draining the buffers");
                 stopping_until = Some(monotonic_ns() + window_ns);
             }
@@ -158,9 +153,7 @@ pub async fn collect(
         }
     }
     debug!("stopped; releasing the last records");
-    while let Ok(batch) = rx.try_recv() {
-        take(&mut summary, &mut reorder, batch);
-    }
+    pump(&mut rings, &mut reorder, &mut summary, pipeline)?;
     let mut result = Ok(());
     reorder.drain(|record| {
         if result.is_ok() {
@@ -170,12 +163,41 @@ pub async fn collect(
     result?;
     pipeline.flush()?;
     summary.transitions = pipeline.shown;
-    for task in &readers.tasks {
-        task.abort();
-    }
     summary.late = reorder.late;
+    drop(rings);
     kernel_stats(loaded, &mut summary);
     Ok(summary)
+}
+
+/// How often every buffer is drained when none passes its watermark: the latency of a quiet
+/// system's records.
+pub const DRAIN_PERIOD: Duration = Duration::from_millis(10);
+
+/// Drains every buffer, then feeds the pipeline every record the drain made safe to order.
+/// Returns the drain's start time.
+fn pump(
+    rings: &mut Rings,
+    reorder: &mut Reorder,
+    summary: &mut Summary,
+    pipeline: &mut Pipeline<'_>,
+) -> Result<u64, CollectError> {
+    // Taken before reading: every record stamped earlier is in a buffer by now (see transport).
+    let now = monotonic_ns();
+    let drained = rings.drain(reorder);
+    if drained.lost > 0 {
+        summary.lost += drained.lost;
+        eprintln!(
+            "nstrace: lost {} samples on CPU {} (its perf buffer was full; --buffer-pages makes it \
+             larger), {} lost in all",
+            drained.lost, drained.lost_cpu, summary.lost
+        );
+    }
+    if drained.malformed > 0 {
+        summary.malformed += drained.malformed;
+        eprintln!("nstrace: {} malformed samples", drained.malformed);
+    }
+    release(reorder, now, pipeline)?;
+    Ok(now)
 }
 
 async fn readable<T: std::os::fd::AsRawFd>(
@@ -184,27 +206,6 @@ async fn readable<T: std::os::fd::AsRawFd>(
     match fd {
         Some(fd) => fd.readable_mut().await.ok(),
         None => std::future::pending().await,
-    }
-}
-
-fn take(summary: &mut Summary, reorder: &mut Reorder, batch: Batch) {
-    if batch.lost > 0 {
-        summary.lost += batch.lost;
-        eprintln!(
-            "nstrace: lost {} samples on CPU {} (its perf buffer was full; --buffer-pages makes it \
-             larger), {} lost in all",
-            batch.lost, batch.cpu, summary.lost
-        );
-    }
-    if batch.malformed > 0 {
-        summary.malformed += batch.malformed;
-        eprintln!(
-            "nstrace: {} malformed samples on CPU {}",
-            batch.malformed, batch.cpu
-        );
-    }
-    for record in batch.records {
-        reorder.push(record);
     }
 }
 

@@ -8,6 +8,9 @@ use nstrace_common::{self as wire, NS_SLOTS, call, record};
 
 use crate::ns::{NsKind, errno_name, flag_names};
 
+/// A task's command name: at most 15 bytes from the kernel, kept inline (no allocation).
+pub type Comm = compact_str::CompactString;
+
 /// One namespace by both of its names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NsRef {
@@ -33,16 +36,65 @@ impl NsSet {
     }
 
     /// The kinds in which `other` differs from `self`, in `/proc/PID/ns` order.
-    pub fn differences(&self, other: &NsSet) -> Vec<NsKind> {
-        NsKind::ALL
-            .into_iter()
-            .filter(|k| self.get(*k) != other.get(*k))
-            .collect()
+    pub fn differences(&self, other: &NsSet) -> KindSet {
+        let mut out = KindSet::default();
+        for kind in NsKind::ALL {
+            if self.get(kind) != other.get(kind) {
+                out.kinds[out.len] = kind;
+                out.len += 1;
+            }
+        }
+        out
     }
 
     /// True when the kernel reported ns_ids (Linux 6.18+).
     pub fn has_ids(&self) -> bool {
         self.id.iter().any(|&id| id != 0)
+    }
+}
+
+/// Some of the ten kinds, in `/proc/PID/ns` order, without allocating: a slice.
+#[derive(Clone, Copy)]
+pub struct KindSet {
+    kinds: [NsKind; NS_SLOTS],
+    len: usize,
+}
+
+impl Default for KindSet {
+    fn default() -> Self {
+        Self {
+            kinds: NsKind::ALL,
+            len: 0,
+        }
+    }
+}
+
+impl std::ops::Deref for KindSet {
+    type Target = [NsKind];
+
+    fn deref(&self) -> &[NsKind] {
+        &self.kinds[..self.len]
+    }
+}
+
+impl IntoIterator for KindSet {
+    type Item = NsKind;
+    type IntoIter = std::iter::Take<std::array::IntoIter<NsKind, NS_SLOTS>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.kinds.into_iter().take(self.len)
+    }
+}
+
+impl std::fmt::Debug for KindSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl<const N: usize> PartialEq<[NsKind; N]> for KindSet {
+    fn eq(&self, other: &[NsKind; N]) -> bool {
+        **self == other[..]
     }
 }
 
@@ -135,7 +187,7 @@ pub struct Transition {
     pub ns_tid: u32,
     pub pid_level: u32,
     pub start_boottime_ns: u64,
-    pub comm: String,
+    pub comm: Comm,
     pub before: NsSet,
     pub after: NsSet,
     pub child: Option<Child>,
@@ -153,15 +205,15 @@ impl Transition {
     }
 
     /// The namespaces the caller left for new ones (its own set's changes).
-    pub fn changed(&self) -> Vec<NsKind> {
+    pub fn changed(&self) -> KindSet {
         self.before.differences(&self.after)
     }
 
     /// The namespaces in which the child was born elsewhere than where its parent is.
-    pub fn child_moved(&self) -> Vec<NsKind> {
+    pub fn child_moved(&self) -> KindSet {
         match &self.child {
             Some(child) => self.after.differences(&child.ns),
-            None => Vec::new(),
+            None => KindSet::default(),
         }
     }
 
@@ -181,7 +233,7 @@ pub struct Fork {
     pub parent_tid: u32,
     pub parent_pid: u32,
     pub parent_start_ns: u64,
-    pub comm: String,
+    pub comm: Comm,
 }
 
 /// A task ran a new program.
@@ -193,7 +245,7 @@ pub struct Exec {
     /// The tid before exec (differs when a non-leader thread exec'd).
     pub old_tid: u32,
     pub start_ns: u64,
-    pub comm: String,
+    pub comm: Comm,
     pub filename: String,
 }
 
@@ -208,7 +260,7 @@ pub struct Exit {
     pub code: i32,
     /// The last thread of its process.
     pub group_dead: bool,
-    pub comm: String,
+    pub comm: Comm,
 }
 
 /// A decoded record.
@@ -269,7 +321,34 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     let header: wire::Header = read(bytes)?;
     match header.kind {
         record::TRANSITION => {
-            let raw: wire::Transition = read(bytes)?;
+            // Calls without a child come without the child part (see wire::TRANSITION_SHORT).
+            let raw: wire::Transition = if bytes.len() < size_of::<wire::Transition>() {
+                if bytes.len() < wire::TRANSITION_SHORT {
+                    return Err(DecodeError::Short {
+                        len: bytes.len(),
+                        need: wire::TRANSITION_SHORT,
+                    });
+                }
+                let mut raw = wire::Transition::EMPTY;
+                // SAFETY: fewer bytes than the struct holds, copied over its start; the wire
+                // types are plain integers and arrays, valid for every bit pattern.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        bytes.as_ptr(),
+                        (&raw mut raw).cast::<u8>(),
+                        bytes.len(),
+                    )
+                };
+                if Call::try_from(raw.call)?.has_child() {
+                    return Err(DecodeError::Short {
+                        len: bytes.len(),
+                        need: size_of::<wire::Transition>(),
+                    });
+                }
+                raw
+            } else {
+                read(bytes)?
+            };
             Ok(Record::Transition(Box::new(transition(&raw)?)))
         }
         record::FORK => {
@@ -282,7 +361,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 parent_tid: raw.parent_tid,
                 parent_pid: raw.parent_tgid,
                 parent_start_ns: raw.parent_start_boottime_ns,
-                comm: text(&raw.comm),
+                comm: comm(&raw.comm),
             }))
         }
         record::EXEC => {
@@ -293,7 +372,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 pid: raw.life.tgid,
                 old_tid: raw.life.parent_tid,
                 start_ns: raw.life.start_boottime_ns,
-                comm: text(&raw.life.comm),
+                comm: comm(&raw.life.comm),
                 filename: text(&raw.filename),
             })))
         }
@@ -306,10 +385,19 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 start_ns: raw.start_boottime_ns,
                 code: raw.code,
                 group_dead: raw.group_dead != 0,
-                comm: text(&raw.comm),
+                comm: comm(&raw.comm),
             }))
         }
         other => Err(DecodeError::UnknownKind(other)),
+    }
+}
+
+/// A comm from the kernel: NUL-terminated or full.
+fn comm(bytes: &[u8]) -> Comm {
+    let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    match std::str::from_utf8(&bytes[..len]) {
+        Ok(text) => Comm::new(text),
+        Err(_) => Comm::from_utf8_lossy(&bytes[..len]),
     }
 }
 
@@ -340,7 +428,7 @@ fn transition(raw: &wire::Transition) -> Result<Transition, DecodeError> {
         ns_tid: raw.ns_tid,
         pid_level: raw.pid_level,
         start_boottime_ns: raw.start_boottime_ns,
-        comm: text(&raw.comm),
+        comm: comm(&raw.comm),
         before: NsSet::from(&raw.before),
         after: NsSet::from(&raw.after),
         child,
@@ -405,6 +493,20 @@ pub(crate) mod tests {
             decode(&bytes[..100]),
             Err(DecodeError::Short {
                 len: 100,
+                need: 328
+            })
+        );
+        // A call without a child comes without the child part; one with a child may not.
+        assert_eq!(
+            decode(&bytes[..nstrace_common::TRANSITION_SHORT]),
+            decode(&bytes)
+        );
+        let mut clone = setns_record();
+        clone.call = nstrace_common::call::CLONE;
+        assert_eq!(
+            decode(&encode(&clone)[..400]),
+            Err(DecodeError::Short {
+                len: 400,
                 need: 464
             })
         );

@@ -14,5 +14,6 @@ pub mod output;
 pub mod pipeline;
 pub mod proc;
 pub mod record;
+pub mod ring;
 pub mod timeline;
 pub mod transport;

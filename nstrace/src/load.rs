@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{BtfTracePoint, TracePoint},
+    programs::{RawTracePoint, TracePoint},
 };
 use log::debug;
 use nstrace_common::{OFFSETS_GLOBAL, OWN_TGID_GLOBAL};
@@ -18,8 +18,8 @@ const TRACEFS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 enum Hook {
     /// syscalls/<name> tracepoints (one program may serve several).
     Syscalls(&'static [&'static str]),
-    /// A BTF-enabled raw tracepoint (tp_btf/<name>).
-    Btf(&'static str),
+    /// A raw tracepoint (raw_tp/<name>): the tracepoint's own arguments, and no BTF to load.
+    Raw(&'static str),
 }
 
 /// Every program and where it attaches. Program names are unique in their first 15 bytes, which
@@ -38,9 +38,9 @@ const PROBES: [(&str, Hook); 8] = [
             "sys_exit_setns",
         ]),
     ),
-    ("sched_fork", Hook::Btf("sched_process_fork")),
-    ("sched_exec", Hook::Btf("sched_process_exec")),
-    ("sched_exit", Hook::Btf("sched_process_exit")),
+    ("sched_fork", Hook::Raw("sched_process_fork")),
+    ("sched_exec", Hook::Raw("sched_process_exec")),
+    ("sched_exit", Hook::Raw("sched_process_exit")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -62,8 +62,6 @@ pub enum LoadError {
          built with CONFIG_FTRACE_SYSCALLS=y"
     )]
     NoTracepoint { name: String, path: PathBuf },
-    #[error("parsing the kernel's BTF for the loader: {0}")]
-    LoaderBtf(#[from] aya::BtfError),
     #[error("loading nstrace's eBPF object: {0}")]
     Object(#[from] aya::EbpfError),
     #[error("the eBPF object has no program {0} (a build mismatch: rebuild nstrace)")]
@@ -141,10 +139,13 @@ pub fn load() -> Result<Loaded, LoadError> {
         return Err(LoadError::NotPrivileged);
     }
     let began = std::time::Instant::now();
-    // Parsed, used and dropped before the loader parses the same BTF its own way: the two
-    // parses never hold their memory at once.
+    // Parsed, used and dropped before anything else is allocated.
     let offsets = KernelBtf::load(Path::new(VMLINUX_BTF))?.kernel_offsets()?;
-    debug!("kernel offsets ({:?}): {offsets:?}", began.elapsed());
+    debug!(
+        "kernel offsets ({:?}, peak RSS {} KiB): {offsets:?}",
+        began.elapsed(),
+        peak_rss_kib()
+    );
 
     let tracefs = tracefs()?;
     for (_, hook) in &PROBES {
@@ -162,18 +163,22 @@ pub fn load() -> Result<Loaded, LoadError> {
     }
 
     raise_memlock();
-    let btf = aya::Btf::from_sys_fs()?;
-    debug!("the loader's BTF parsed ({:?})", began.elapsed());
     let own_tgid = std::process::id();
+    // No BTF for the loader: the programs carry no CO-RE relocations and attach to raw
+    // tracepoints, and aya would otherwise parse all of vmlinux's BTF (tens of MiB).
     let mut ebpf = EbpfLoader::new()
-        .btf(Some(&btf))
+        .btf(None)
         .override_global(OFFSETS_GLOBAL, &offsets, true)
         .override_global(OWN_TGID_GLOBAL, &own_tgid, true)
         .load(aya::include_bytes_aligned!(concat!(
             env!("OUT_DIR"),
             "/nstrace"
         )))?;
-    debug!("object loaded ({:?})", began.elapsed());
+    debug!(
+        "object loaded ({:?}, peak RSS {} KiB)",
+        began.elapsed(),
+        peak_rss_kib()
+    );
 
     let mut hooks = Vec::new();
     for (program, hook) in PROBES {
@@ -197,23 +202,35 @@ pub fn load() -> Result<Loaded, LoadError> {
                     hooks.push(format!("syscalls/{name}"));
                 }
             }
-            Hook::Btf(name) => {
-                let tp: &mut BtfTracePoint = prog
+            Hook::Raw(name) => {
+                let tp: &mut RawTracePoint = prog
                     .try_into()
                     .map_err(|source| LoadError::Program { program, source })?;
-                tp.load(name, &btf)
+                tp.load()
                     .map_err(|source| LoadError::Program { program, source })?;
-                tp.attach().map_err(|source| LoadError::Attach {
+                tp.attach(name).map_err(|source| LoadError::Attach {
                     program,
-                    hook: format!("tp_btf/{name}"),
+                    hook: format!("raw_tp/{name}"),
                     source,
                 })?;
-                hooks.push(format!("tp_btf/{name}"));
+                hooks.push(format!("raw_tp/{name}"));
             }
         }
         debug!("attached {program} ({:?})", began.elapsed());
     }
     Ok(Loaded { ebpf, hooks })
+}
+
+/// This process's peak resident memory so far (VmHWM), for -v.
+pub fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer ones ignore it. A failure here

@@ -302,6 +302,11 @@ async fn live(common: &Common, command: Option<&Command>) -> anyhow::Result<u8> 
             }
         }
         pipeline.snapshot(&snapshot, at)?;
+        log::debug!(
+            "snapshot of {} tasks taken (peak RSS {} KiB)",
+            snapshot.len(),
+            nstrace::load::peak_rss_kib()
+        );
         eprintln!(
             "nstrace: tracing clone, clone3, unshare, setns, fork, exec and exit ({hooks} hooks, \
              {cpus} CPUs, {} tasks already running); Ctrl-C to stop",

@@ -224,24 +224,63 @@ const CLONE_FLAGS: &[(u64, &str)] = &[
 /// (so 0x80 is not CLONE_NEWTIME there). Unknown bits are kept as one hex number.
 pub fn flag_names(flags: u64, exit_signal_byte: bool) -> Vec<String> {
     let mut names = Vec::new();
+    for_each_flag_name(flags, exit_signal_byte, |name| names.push(name.to_string()));
+    names
+}
+
+/// One name of [`for_each_flag_name`].
+pub enum FlagName {
+    Name(&'static str),
+    Signal(i32),
+    Unknown(u64),
+}
+
+impl std::fmt::Display for FlagName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FlagName::Name(name) => f.write_str(name),
+            FlagName::Signal(signal) => f.write_str(&signal_name(*signal)),
+            FlagName::Unknown(rest) => write!(f, "{rest:#x}"),
+        }
+    }
+}
+
+/// Appends the flags' names joined by `|`, as [`flag_names`] lists them, without allocating.
+pub fn write_flag_names(out: &mut String, flags: u64, exit_signal_byte: bool) {
+    use std::fmt::Write as _;
+    let mut first = true;
+    for_each_flag_name(flags, exit_signal_byte, |name| {
+        if !first {
+            out.push('|');
+        }
+        first = false;
+        match name {
+            FlagName::Name(name) => out.push_str(name),
+            other => {
+                let _ = write!(out, "{other}");
+            }
+        }
+    });
+}
+
+fn for_each_flag_name(flags: u64, exit_signal_byte: bool, mut f: impl FnMut(FlagName)) {
     let mut rest = flags;
     if exit_signal_byte {
         let signal = (rest & 0xff) as i32;
         rest &= !0xff;
         if signal != 0 {
-            names.push(signal_name(signal));
+            f(FlagName::Signal(signal));
         }
     }
     for &(bit, name) in CLONE_FLAGS {
         if rest & bit != 0 {
-            names.push(name.to_owned());
+            f(FlagName::Name(name));
             rest &= !bit;
         }
     }
     if rest != 0 {
-        names.push(format!("{rest:#x}"));
+        f(FlagName::Unknown(rest));
     }
-    names
 }
 
 fn signal_name(signal: i32) -> String {

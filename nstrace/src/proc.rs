@@ -55,7 +55,7 @@ pub fn snapshot() -> Vec<ProcEntry> {
                 tid: task.tid as u32,
                 pid: task.pid as u32,
                 ppid: stat.ppid as u32,
-                comm: stat.comm,
+                comm: stat.comm.into(),
                 start_ns: stat.starttime * tick,
                 inodes,
             });

@@ -4,6 +4,7 @@
 //! `process` line per task that existed when tracing began; then every record in kernel-time
 //! order, in the same shape as `--json` prints (plus forks, execs and exits). A line that does
 //! not parse is reported with its number, and every good line is still read.
+use crate::event::Comm;
 use std::{
     collections::BTreeMap,
     fs::File,
@@ -162,7 +163,7 @@ pub struct ProcessLine {
     pub tid: u32,
     pub pid: u32,
     pub ppid: u32,
-    pub comm: String,
+    pub comm: Comm,
     pub start_ns: u64,
     /// Inodes by slot name; slots /proc could not show are absent.
     pub ns: BTreeMap<String, u32>,
@@ -262,7 +263,7 @@ struct TransitionLine {
     tid: u32,
     ppid: u32,
     uid: u32,
-    comm: String,
+    comm: Comm,
     ns_tid: u32,
     pid_level: u32,
     start_boottime_ns: u64,
@@ -281,7 +282,7 @@ struct LifeLine {
     ts_ns: u64,
     pid: u32,
     tid: u32,
-    comm: String,
+    comm: Comm,
     start_boottime_ns: u64,
     parent_pid: Option<u32>,
     parent_tid: Option<u32>,

@@ -1,120 +1,172 @@
 //! Per-CPU perf buffers to one time-ordered stream.
 //!
-//! One tokio task per CPU drains its buffer every few milliseconds, decodes every sample in one
-//! pass and sends the batch on. Polling on a timer instead of waiting for readiness matters:
-//! aya opens each buffer with a wakeup per sample, and under a storm of 100k+ samples a second
-//! a reader woken for each one spends its time switching context while the buffer overflows. The collector merges the batches by kernel time in a
-//! [`Reorder`] window. Lost samples (the kernel's PERF_RECORD_LOST) and undecodable ones travel
-//! in the same batches, so they are counted where they happened.
-use std::{cmp::Reverse, collections::BinaryHeap, os::fd::AsRawFd};
-
-use std::time::Duration;
-
-use aya::maps::{
-    MapData, PerfEventArray,
-    perf::{PerfEvent, PerfEventArrayBuffer},
+//! The collector drains every CPU's buffer (see [`crate::ring`]) together, when one of them is a
+//! quarter full or every few milliseconds, whichever comes first, and decodes each sample
+//! straight into a [`Reorder`]. A drain that began at time T has read every record stamped
+//! before T, except one whose program was preempted between taking its timestamp and writing it:
+//! so records up to T less a small window leave in order at once, and only that window's worth
+//! waits in memory. Lost samples (the kernel's PERF_RECORD_LOST) and undecodable ones are counted
+//! per drain.
+use std::{
+    collections::VecDeque,
+    os::fd::{AsFd as _, AsRawFd, RawFd},
+    sync::Arc,
 };
-use tokio::{sync::mpsc, task::JoinHandle};
 
-use crate::event::{Record, decode};
+use aya::maps::{Map, MapData};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    sync::Notify,
+    task::JoinHandle,
+};
 
-/// What one CPU's buffer held at one wake-up.
-#[derive(Debug, Default)]
-pub struct Batch {
-    pub cpu: u32,
-    pub records: Vec<Record>,
-    /// Samples the kernel dropped because this CPU's buffer was full.
-    pub lost: u64,
-    /// Samples that did not decode.
-    pub malformed: u64,
-}
+use crate::{
+    event::{Record, decode},
+    ring::{Item, PerfRing},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     #[error("listing the online CPUs: {0}")]
     Cpus(std::io::Error),
-    #[error("the events map is missing from the eBPF object: {0}")]
-    Map(#[from] aya::maps::MapError),
-    #[error("opening the perf buffer of CPU {cpu}: {source}")]
-    Open {
-        cpu: u32,
-        source: aya::maps::perf::PerfBufferError,
-    },
+    #[error("the events map of the eBPF object is not a perf event array")]
+    Map,
+    #[error(
+        "opening the perf buffer of CPU {cpu}: {source} (a smaller --buffer-pages, or a higher \
+         `ulimit -l`, may help)"
+    )]
+    Open { cpu: u32, source: std::io::Error },
+    #[error("handing CPU {cpu}'s perf buffer to the kernel programs: {source}")]
+    Attach { cpu: u32, source: std::io::Error },
 }
 
-/// The per-CPU readers. The perf array stays alive here: without it nothing arrives.
-pub struct Readers {
-    _array: PerfEventArray<MapData>,
-    pub tasks: Vec<JoinHandle<()>>,
-    pub cpus: usize,
+/// What one drain of every buffer found besides records.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    pub records: u64,
+    /// Samples the kernel dropped because a buffer was full, with the CPU of the last one.
+    pub lost: u64,
+    pub lost_cpu: u32,
+    /// Samples that did not decode.
+    pub malformed: u64,
 }
 
-/// Opens one buffer of `pages` pages per online CPU and starts its reader.
-pub fn spawn_readers(
-    map: aya::maps::Map,
-    pages: usize,
-    tx: mpsc::Sender<Batch>,
-) -> Result<Readers, TransportError> {
-    let mut array = PerfEventArray::try_from(map)?;
-    let cpus = aya::util::online_cpus().map_err(|(_, e)| TransportError::Cpus(e))?;
-    let mut tasks = Vec::with_capacity(cpus.len());
-    for &cpu in &cpus {
-        let buf = array
-            .open(cpu, Some(pages))
-            .map_err(|source| TransportError::Open { cpu, source })?;
-        let tx = tx.clone();
-        log::debug!("CPU {cpu}: perf buffer fd {}", buf.as_raw_fd());
-        tasks.push(tokio::spawn(read_cpu(cpu, buf, tx)));
+/// Every CPU's perf buffer. The perf array stays alive here: without it nothing arrives.
+pub struct Rings {
+    _array: MapData,
+    rings: Vec<(u32, PerfRing)>,
+    /// Wakes `ready` when a buffer passes its watermark.
+    notify: Arc<Notify>,
+    watchers: Vec<JoinHandle<()>>,
+}
+
+/// The reader is woken when a quarter of a buffer is waiting: under a storm, a few thousand
+/// wake-ups a second, each taking hundreds of records, and room for three times as many again
+/// while the reader gets going.
+fn watermark(pages: usize) -> u32 {
+    (pages * 4096 / 4).min(u32::MAX as usize) as u32
+}
+
+/// A ring's fd, watched for readiness while the ring itself stays with [`Rings`].
+struct Watched(RawFd);
+
+impl AsRawFd for Watched {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
     }
-    Ok(Readers {
-        _array: array,
-        tasks,
-        cpus: cpus.len(),
-    })
 }
 
-/// How often each CPU's buffer is drained. A buffer of the default 256 pages holds some 2,000
-/// transitions: 5 ms of the heaviest storm measured here.
-pub const DRAIN_PERIOD: Duration = Duration::from_millis(2);
-
-async fn read_cpu(cpu: u32, mut buf: PerfEventArrayBuffer<MapData>, tx: mpsc::Sender<Batch>) {
-    let mut wrapped = Vec::new();
-    let mut tick = tokio::time::interval(DRAIN_PERIOD);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if !buf.readable() {
-            continue;
-        }
-        let mut batch = Batch {
-            cpu,
-            ..Batch::default()
+impl Rings {
+    /// Opens one buffer of `pages` pages per online CPU and hands them to the programs.
+    pub fn open(map: Map, pages: usize) -> Result<Self, TransportError> {
+        let Map::PerfEventArray(array) = map else {
+            return Err(TransportError::Map);
         };
-        buf.for_each(|event| match event {
-            PerfEvent::Sample { head, tail } => {
-                let decoded = if tail.is_empty() {
-                    decode(head)
-                } else {
-                    // The sample wraps around the end of the ring.
-                    wrapped.clear();
-                    wrapped.extend_from_slice(head);
-                    wrapped.extend_from_slice(tail);
-                    decode(&wrapped)
-                };
-                match decoded {
-                    Ok(record) => batch.records.push(record),
-                    Err(_) => batch.malformed += 1,
+        let cpus = aya::util::online_cpus().map_err(|(_, e)| TransportError::Cpus(e))?;
+        let notify = Arc::new(Notify::new());
+        let mut rings = Vec::with_capacity(cpus.len());
+        let mut watchers = Vec::with_capacity(cpus.len());
+        for &cpu in &cpus {
+            let ring = PerfRing::open(cpu, pages, watermark(pages))
+                .map_err(|source| TransportError::Open { cpu, source })?;
+            ring.attach(array.fd().as_fd(), cpu)
+                .map_err(|source| TransportError::Attach { cpu, source })?;
+            log::debug!("CPU {cpu}: perf buffer fd {}", ring.as_raw_fd());
+            // SAFETY: the fd stays open while the watcher runs: `Drop` aborts the watchers
+            // before the rings close.
+            match unsafe {
+                AsyncFd::register_with_interest(Watched(ring.as_raw_fd()), Interest::READABLE)
+            } {
+                Ok(fd) => {
+                    let notify = Arc::clone(&notify);
+                    watchers.push(tokio::spawn(async move {
+                        while let Ok(mut guard) = fd.readable().await {
+                            guard.clear_ready();
+                            notify.notify_one();
+                        }
+                    }));
+                }
+                // Readiness cannot be watched: the caller's timer alone drains the ring.
+                Err(e) => {
+                    let e: std::io::Error = e.into();
+                    log::debug!("CPU {cpu}: no watermark wake-ups: {e}");
                 }
             }
-            PerfEvent::Lost { count } => batch.lost += count,
-        });
-        if tx.send(batch).await.is_err() {
-            return;
+            rings.push((cpu, ring));
+        }
+        Ok(Self {
+            _array: array,
+            rings,
+            notify,
+            watchers,
+        })
+    }
+
+    pub fn cpus(&self) -> usize {
+        self.rings.len()
+    }
+
+    /// Completes when a buffer passed its watermark.
+    pub async fn ready(&self) {
+        self.notify.notified().await
+    }
+
+    /// Reads every buffer, decoding each sample into `reorder`.
+    pub fn drain(&mut self, reorder: &mut Reorder) -> Drained {
+        let mut d = Drained::default();
+        for (cpu, ring) in &mut self.rings {
+            ring.drain(|item| match item {
+                Item::Sample(bytes) => match decode(bytes) {
+                    Ok(record) => {
+                        d.records += 1;
+                        reorder.push(*cpu, record);
+                    }
+                    Err(_) => d.malformed += 1,
+                },
+                Item::Lost(count) => {
+                    d.lost += count;
+                    d.lost_cpu = *cpu;
+                }
+            });
+        }
+        d
+    }
+}
+
+impl Drop for Rings {
+    fn drop(&mut self) {
+        for w in &self.watchers {
+            w.abort();
         }
     }
 }
 
 /// Merges records from several CPUs into kernel-time order.
+///
+/// Each CPU's records arrive nearly sorted (a CPU's buffer is written in order, apart from a
+/// program preempted between taking its timestamp and writing): they wait in one queue per CPU,
+/// kept sorted, and leave by a merge of the queues' heads. Pushing and releasing cost O(CPUs),
+/// not O(log of everything waiting).
 ///
 /// The guarantee: records are released in timestamp order once they are older than the window;
 /// a record that arrives after a newer one was released (its CPU's reader lagged by more than the
@@ -122,68 +174,68 @@ async fn read_cpu(cpu: u32, mut buf: PerfEventArrayBuffer<MapData>, tx: mpsc::Se
 #[derive(Debug)]
 pub struct Reorder {
     window_ns: u64,
-    heap: BinaryHeap<Reverse<Queued>>,
-    seq: u64,
+    queues: Vec<VecDeque<Record>>,
+    len: usize,
     released_ts: u64,
     pub late: u64,
-}
-
-/// A record waiting in the window, ordered by (time, arrival).
-#[derive(Debug)]
-struct Queued {
-    ts: u64,
-    seq: u64,
-    record: Record,
-}
-
-impl PartialEq for Queued {
-    fn eq(&self, other: &Self) -> bool {
-        (self.ts, self.seq) == (other.ts, other.seq)
-    }
-}
-impl Eq for Queued {}
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Queued {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.ts, self.seq).cmp(&(other.ts, other.seq))
-    }
 }
 
 impl Reorder {
     pub fn new(window_ns: u64) -> Self {
         Self {
             window_ns,
-            heap: BinaryHeap::new(),
-            seq: 0,
+            queues: Vec::new(),
+            len: 0,
             released_ts: 0,
             late: 0,
         }
     }
 
-    pub fn push(&mut self, record: Record) {
+    pub fn push(&mut self, cpu: u32, record: Record) {
         let ts = record.ts_ns();
         if ts < self.released_ts {
             self.late += 1;
         }
-        self.seq += 1;
-        self.heap.push(Reverse(Queued {
-            ts,
-            seq: self.seq,
-            record,
-        }));
+        let cpu = cpu as usize;
+        if self.queues.len() <= cpu {
+            self.queues.resize_with(cpu + 1, VecDeque::new);
+        }
+        let queue = &mut self.queues[cpu];
+        if queue.back().is_none_or(|last| last.ts_ns() <= ts) {
+            queue.push_back(record);
+        } else {
+            // Behind its CPU's newest: after every record of its time already waiting.
+            let at = queue.partition_point(|r| r.ts_ns() <= ts);
+            queue.insert(at, record);
+        }
+        self.len += 1;
+    }
+
+    /// The queue whose head is the oldest record (the lowest CPU among equals).
+    fn oldest(&self) -> Option<(usize, u64)> {
+        let mut best: Option<(usize, u64)> = None;
+        for (cpu, queue) in self.queues.iter().enumerate() {
+            if let Some(head) = queue.front() {
+                let ts = head.ts_ns();
+                if best.is_none_or(|(_, b)| ts < b) {
+                    best = Some((cpu, ts));
+                }
+            }
+        }
+        best
     }
 
     /// Releases, in order, every record older than `now_ns - window`.
     pub fn release(&mut self, now_ns: u64, mut out: impl FnMut(Record)) {
         let horizon = now_ns.saturating_sub(self.window_ns);
-        while self.heap.peek().is_some_and(|q| q.0.ts <= horizon) {
-            if let Some(Reverse(q)) = self.heap.pop() {
-                self.released_ts = self.released_ts.max(q.ts);
-                out(q.record);
+        while let Some((cpu, ts)) = self.oldest() {
+            if ts > horizon {
+                break;
+            }
+            if let Some(record) = self.queues[cpu].pop_front() {
+                self.len -= 1;
+                self.released_ts = self.released_ts.max(ts);
+                out(record);
             }
         }
     }
@@ -194,11 +246,11 @@ impl Reorder {
     }
 
     pub fn len(&self) -> usize {
-        self.heap.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
+        self.len == 0
     }
 }
 
@@ -223,10 +275,10 @@ mod tests {
     fn two_cpus_interleave_by_time() {
         let mut r = Reorder::new(100);
         for ts in [10, 30, 50] {
-            r.push(at(ts));
+            r.push(0, at(ts));
         }
         for ts in [20, 40, 60] {
-            r.push(at(ts));
+            r.push(1, at(ts));
         }
         assert_eq!(released(&mut r, 145), [10, 20, 30, 40]);
         assert_eq!(r.len(), 2);
@@ -240,9 +292,9 @@ mod tests {
     #[test]
     fn a_record_later_than_the_window_is_kept_and_counted() {
         let mut r = Reorder::new(10);
-        r.push(at(100));
+        r.push(0, at(100));
         assert_eq!(released(&mut r, 200), [100]);
-        r.push(at(50));
+        r.push(1, at(50));
         assert_eq!(r.late, 1);
         assert_eq!(released(&mut r, 200), [50]);
     }
@@ -254,10 +306,24 @@ mod tests {
         a.tid = 1;
         let mut b = setns_record();
         b.tid = 2;
-        r.push(decode(&encode(&a)).unwrap());
-        r.push(decode(&encode(&b)).unwrap());
+        r.push(0, decode(&encode(&a)).unwrap());
+        r.push(0, decode(&encode(&b)).unwrap());
         let mut tids = Vec::new();
         r.drain(|rec| tids.push(rec.tid()));
         assert_eq!(tids, [1, 2]);
+    }
+
+    #[test]
+    fn a_cpu_out_of_its_own_order_is_sorted_in() {
+        // A program preempted between its timestamp and its write: CPU 0 delivers 30 before 20.
+        let mut r = Reorder::new(0);
+        for ts in [10, 30, 20, 30, 25] {
+            r.push(0, at(ts));
+        }
+        r.push(1, at(15));
+        let mut rest = Vec::new();
+        r.drain(|rec| rest.push(rec.ts_ns()));
+        assert_eq!(rest, [10, 15, 20, 25, 30, 30]);
+        assert_eq!(r.late, 0);
     }
 }

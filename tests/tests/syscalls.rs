@@ -229,3 +229,62 @@ fn a_failing_setns_is_reported_with_its_errno_and_no_change() {
     joiner.finish();
     target.finish();
 }
+
+/// One process makes call after call: each call's `before` is exactly the `after` of the one
+/// before it (the kernel side keeps the set between calls instead of reading it again), also
+/// across an exec, and the last `after` is what /proc shows.
+#[test]
+fn consecutive_calls_chain_their_sets_across_an_exec() {
+    if !require_root() {
+        return;
+    }
+    let tracer = Tracer::start(&[]);
+    let me = std::process::id();
+    let (own_uts, own_net) = (format!("/proc/{me}/ns/uts"), format!("/proc/{me}/ns/net"));
+    let mut helper = Helper::spawn(&[
+        "unshare",
+        "uts",
+        "setns",
+        &own_uts,
+        "uts",
+        "unshare",
+        "uts",
+        "unshare",
+        "net",
+        "exec-self",
+        "setns",
+        &own_net,
+        "net",
+        "hold",
+    ]);
+    let pid = helper.wait_ready();
+    let of_helper = |e: &Value| {
+        e["pid"].as_u64() == Some(u64::from(pid))
+            && (e["call"] == "unshare" || e["call"] == "setns")
+    };
+    let mut evs = tracer.wait_for_n(5, "five calls", of_helper);
+    evs.sort_by_key(|e| e["ts_ns"].as_u64());
+    let calls: Vec<_> = evs
+        .iter()
+        .map(|e| e["call"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(calls, ["unshare", "setns", "unshare", "unshare", "setns"]);
+    assert_same_ns("first before", &evs[0]["before"], &own_ns());
+    for pair in evs.windows(2) {
+        assert_eq!(
+            pair[1]["before"], pair[0]["after"],
+            "{} then {}",
+            pair[0], pair[1]
+        );
+        assert_eq!(pair[1]["before_id"], pair[0]["after_id"]);
+    }
+    assert_eq!(changed(&evs[1]), ["uts"]);
+    assert_eq!(evs[1]["after"]["uts"], own_ns()["uts"]);
+    assert_eq!(changed(&evs[2]), ["uts"]);
+    // A new namespace, though it may reuse the freed first one's inode: ids are never reused.
+    assert_ne!(evs[2]["after_id"]["uts"], evs[0]["after_id"]["uts"]);
+    assert_eq!(changed(&evs[3]), ["net"]);
+    assert_eq!(changed(&evs[4]), ["net"]);
+    assert_same_ns("last after", &evs[4]["after"], &proc_ns(pid));
+    helper.finish();
+}

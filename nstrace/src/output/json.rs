@@ -214,7 +214,7 @@ struct JsonTransition<'a> {
 
 impl<'a> JsonTransition<'a> {
     fn new(t: &'a Transition, clock: &WallClock) -> Self {
-        let names = |kinds: Vec<NsKind>| kinds.into_iter().map(NsKind::name).collect();
+        let names = |kinds: crate::event::KindSet| kinds.into_iter().map(NsKind::name).collect();
         Self {
             kind: "transition",
             time: rfc3339(clock, t.ts_ns),

@@ -59,7 +59,7 @@ impl FindingView {
             ts_ns: f.ts_ns,
             pid: f.pid,
             tid: f.tid,
-            comm: f.comm.clone(),
+            comm: f.comm.to_string(),
             container: f.container.as_ref().map(|c| c.short()),
             namespaces: f
                 .namespaces

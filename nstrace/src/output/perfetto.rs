@@ -142,7 +142,7 @@ fn flows(tl: &Timeline, track: &BTreeMap<u32, u32>, out: &mut Vec<Value>) {
                         created.ts_ns,
                         m.pid,
                         m.ts_ns,
-                        m.comm.clone(),
+                        m.comm.to_string(),
                     ))
                     .or_default()
                     .push(ns.label());

@@ -233,7 +233,7 @@ fn container_views(tl: &Timeline) -> Vec<ContainerView> {
                 joined,
                 processes: members
                     .iter()
-                    .map(|h| (h.key.pid, h.comm.clone()))
+                    .map(|h| (h.key.pid, h.comm.to_string()))
                     .collect(),
                 first_ns: members.iter().filter_map(|h| h.born_ns).min(),
             }

@@ -5,7 +5,7 @@ use super::Sink;
 use crate::{
     clock::WallClock,
     event::{Call, NsSet, Record, Transition},
-    ns::NsKind,
+    ns::{NsKind, write_flag_names},
 };
 
 pub const HEADER: &str = "TIME             PID      COMM             TRANSITION";
@@ -15,6 +15,10 @@ pub struct TextSink<W: io::Write> {
     clock: WallClock,
     /// The local time zone's offset, looked up once: per line it costs more than the line.
     offset: chrono::FixedOffset,
+    /// `HH:MM:SS` of the last second printed: most lines share their second with the one before.
+    second: Option<(i128, String)>,
+    /// The line being built, reused.
+    line: String,
 }
 
 impl<W: io::Write> TextSink<W> {
@@ -29,14 +33,45 @@ impl<W: io::Write> TextSink<W> {
             out,
             clock,
             offset: offset.unwrap_or(chrono::FixedOffset::east_opt(0).expect("zero offset")),
+            second: None,
+            line: String::with_capacity(256),
         }
     }
 
-    fn time(&self, ts_ns: u64) -> impl std::fmt::Display {
-        self.clock
-            .to_utc(ts_ns)
-            .with_timezone(&self.offset)
-            .format("%H:%M:%S%.6f")
+    /// Starts a line with the time column: `HH:MM:SS.micros` and a space.
+    fn start_line(&mut self, ts_ns: u64) {
+        self.line.clear();
+        let unix_ns = self.clock.to_unix_ns(ts_ns);
+        let (second, nanos) = (
+            unix_ns.div_euclid(1_000_000_000),
+            unix_ns.rem_euclid(1_000_000_000),
+        );
+        if self.second.as_ref().is_none_or(|(s, _)| *s != second) {
+            let text = self
+                .clock
+                .to_utc(ts_ns)
+                .with_timezone(&self.offset)
+                .format("%H:%M:%S")
+                .to_string();
+            self.second = Some((second, text));
+        }
+        if let Some((_, text)) = &self.second {
+            self.line.push_str(text);
+        }
+        let micros = (nanos / 1000) as u32;
+        self.line.push('.');
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(micros);
+        for _ in digits.len()..6 {
+            self.line.push('0');
+        }
+        self.line.push_str(digits);
+        self.line.push_str("  ");
+    }
+
+    fn end_line(&mut self) -> io::Result<()> {
+        self.line.push('\n');
+        self.out.write_all(self.line.as_bytes())
     }
 }
 
@@ -50,13 +85,15 @@ impl<W: io::Write> Sink for TextSink<W> {
         let Record::Transition(t) = record else {
             return Ok(());
         };
-        let time = self.time(t.ts_ns).to_string();
-        writeln!(self.out, "{time:<16} {}", describe(t))
+        self.start_line(t.ts_ns);
+        describe_into(&mut self.line, t);
+        self.end_line()
     }
 
     fn finding(&mut self, finding: &super::FindingView) -> io::Result<()> {
-        let time = self.time(finding.ts_ns).to_string();
-        writeln!(self.out, "{time:<16} {}", finding.line())
+        self.start_line(finding.ts_ns);
+        self.line.push_str(&finding.line());
+        self.end_line()
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -64,62 +101,99 @@ impl<W: io::Write> Sink for TextSink<W> {
     }
 }
 
+/// Pads `line` with spaces from `from` to `width` bytes (a column of at least `width`).
+fn pad(line: &mut String, from: usize, width: usize) {
+    for _ in line.len() - from..width {
+        line.push(' ');
+    }
+}
+
+fn push_num(line: &mut String, n: impl itoa::Integer) {
+    line.push_str(itoa::Buffer::new().format(n));
+}
+
 /// Everything after the time column.
 pub fn describe(t: &Transition) -> String {
     let mut line = String::with_capacity(160);
-    let pid = if t.tid == t.pid {
-        t.pid.to_string()
-    } else {
-        format!("{}/{}", t.pid, t.tid)
-    };
-    let _ = write!(line, "{pid:<8} {:<16} ", t.comm);
-    let flags = t.flag_names().join("|");
+    describe_into(&mut line, t);
+    line
+}
+
+/// [`describe`], appended to `line`.
+pub fn describe_into(line: &mut String, t: &Transition) {
+    let at = line.len();
+    push_num(line, t.pid);
+    if t.tid != t.pid {
+        line.push('/');
+        push_num(line, t.tid);
+    }
+    pad(line, at, 8);
+    line.push(' ');
+    let at = line.len();
+    line.push_str(&t.comm);
+    pad(line, at, 16);
+    line.push(' ');
     match t.call {
         Call::Setns => {
-            let nstype = if t.flags == 0 { "0".into() } else { flags };
-            let _ = write!(line, "setns({}, {nstype})", t.fd.unwrap_or(-1));
+            line.push_str("setns(");
+            push_num(line, t.fd.unwrap_or(-1));
+            line.push_str(", ");
+            if t.flags == 0 {
+                line.push('0');
+            } else {
+                write_flag_names(line, t.flags, false);
+            }
+            line.push(')');
         }
         Call::Fork => line.push_str("fork"),
         Call::Exec => line.push_str("exec"),
         call => {
-            let _ = write!(line, "{}({flags})", call.name());
+            line.push_str(call.name());
+            line.push('(');
+            write_flag_names(line, t.flags, call == Call::Clone);
+            line.push(')');
         }
     }
     match t.errno_name() {
         Some(errno) => {
             let _ = write!(line, " = -1 {errno}  FAILED, nothing changed");
-            return line;
+            return;
         }
         None if t.call != Call::Exec => {
-            let _ = write!(line, " = {}", t.ret);
+            line.push_str(" = ");
+            push_num(line, t.ret);
         }
         None => {}
     }
-    changes(&mut line, &t.before, &t.after, &t.changed());
+    changes(line, &t.before, &t.after);
     if let Some(child) = &t.child {
         let _ = write!(line, "  child {}", child.tid);
         if child.ns_tid != child.tid {
             let _ = write!(line, " (pid {} in its pid ns)", child.ns_tid);
         }
         line.push(':');
-        let moved = t.child_moved();
-        if moved.is_empty() {
+        if !changes(line, &t.after, &child.ns) {
             line.push_str(" same namespaces");
         }
-        changes(&mut line, &t.after, &child.ns, &moved);
     }
-    line
 }
 
-fn changes(line: &mut String, from: &NsSet, to: &NsSet, kinds: &[NsKind]) {
-    for &kind in kinds {
-        let _ = write!(
-            line,
-            "  {kind} {} \u{2192} {}",
-            from.get(kind).inum,
-            to.get(kind).inum
-        );
+/// Appends `  kind from → to` for every kind that differs; false when none does.
+fn changes(line: &mut String, from: &NsSet, to: &NsSet) -> bool {
+    let mut any = false;
+    for kind in NsKind::ALL {
+        let (a, b) = (from.get(kind), to.get(kind));
+        if a != b {
+            any = true;
+            line.push_str("  ");
+            line.push_str(kind.name());
+            line.push(' ');
+            push_num(line, a.inum);
+            line.push_str(" \u{2192} ");
+            push_num(line, b.inum);
+        }
     }
+    any
 }
 
 #[cfg(test)]

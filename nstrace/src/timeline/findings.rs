@@ -3,6 +3,7 @@
 //! Each rule is a row of [`TRANSITION_RULES`] or [`PROCESS_RULES`]: a stable id, a severity,
 //! and a check that looks at one event with the timeline's state around it and returns what it
 //! found. A new rule is a new row.
+use crate::event::Comm;
 use crate::{
     container::Container,
     event::{Call, Transition},
@@ -37,7 +38,7 @@ pub struct Finding {
     pub ts_ns: u64,
     pub pid: u32,
     pub tid: u32,
-    pub comm: String,
+    pub comm: Comm,
     pub container: Option<Container>,
     pub namespaces: Vec<NsIdx>,
     /// Why it matters, in one sentence.

@@ -12,6 +12,7 @@
 //! Memory stays bounded: exited tasks leave the live state, processes that never moved are
 //! forgotten when they exit, and per-namespace logs and the number of histories kept are capped
 //! (what is cut is counted).
+use crate::event::Comm;
 use std::collections::{HashMap, HashSet};
 
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -124,7 +125,7 @@ pub struct Change {
 pub struct Move {
     pub ts_ns: u64,
     pub tid: u32,
-    pub comm: String,
+    pub comm: Comm,
     pub cause: Cause,
     pub changes: Vec<Change>,
     /// Set when the kernel refused the call: nothing changed.
@@ -138,7 +139,7 @@ pub struct Move {
 pub struct ProcessHistory {
     pub key: ProcessKey,
     pub ppid: u32,
-    pub comm: String,
+    pub comm: Comm,
     /// The last program it exec'd.
     pub exe: Option<String>,
     /// When it was born, if during the trace.
@@ -157,7 +158,7 @@ pub struct ProcessHistory {
 pub struct Creation {
     pub process: ProcessKey,
     pub tid: u32,
-    pub comm: String,
+    pub comm: Comm,
     pub call: Call,
     pub flags: u64,
     pub ts_ns: u64,
@@ -169,7 +170,7 @@ pub struct Membership {
     pub ts_ns: u64,
     pub tid: u32,
     pub pid: u32,
-    pub comm: String,
+    pub comm: Comm,
     pub cause: Cause,
     pub entered: bool,
 }
@@ -225,11 +226,14 @@ struct Task {
     start_ns: u64,
     /// The start time came from /proc, in clock ticks: compare it within a tick.
     approx_start: bool,
-    comm: String,
+    comm: Comm,
     set: [Option<NsIdx>; NS_SLOTS],
     in_scope: bool,
     /// Per slot: the task was in the host's namespace of that slot at some point of its life.
     ever_host: [bool; NS_SLOTS],
+    /// The kernel's set last seen for the task, with what it resolved to: while both still
+    /// hold, the next record's `before` needs no lookups.
+    raw: Option<(NsSet, [Option<NsIdx>; NS_SLOTS])>,
 }
 
 /// One process (or thread) found in /proc when tracing began.
@@ -238,7 +242,7 @@ pub struct ProcEntry {
     pub tid: u32,
     pub pid: u32,
     pub ppid: u32,
-    pub comm: String,
+    pub comm: Comm,
     pub start_ns: u64,
     /// Inodes by slot; None where /proc could not show it.
     pub inodes: [Option<u32>; NS_SLOTS],
@@ -411,7 +415,7 @@ impl Timeline {
             ts_ns,
             pid,
             tid,
-            comm: comm.to_owned(),
+            comm: Comm::from(comm),
             container: self.containers.get(&pid).cloned(),
             namespaces: hit.namespaces,
             message: hit.message,
@@ -580,6 +584,7 @@ impl Timeline {
                     set,
                     in_scope,
                     ever_host: self.host_flags(&set),
+                    raw: None,
                 },
             );
             if in_scope && roots.is_some() && e.tid == e.pid {
@@ -662,6 +667,37 @@ impl Timeline {
         idx
     }
 
+    /// The namespaces of a transition's `after`: the slots it shares with `before` are the
+    /// task's own, resolved already.
+    fn resolve_after(&mut self, t: &Transition, ts: u64) -> [Option<NsIdx>; NS_SLOTS] {
+        let base = self.tasks.get(&t.tid).and_then(|task| {
+            task.raw
+                .as_ref()
+                .filter(|(raw, resolved)| *raw == t.before && *resolved == task.set)
+                .map(|(_, resolved)| *resolved)
+        });
+        let Some(mut out) = base else {
+            return self.resolve_set(&t.after, ts);
+        };
+        for kind in NsKind::ALL {
+            let ns = t.after.get(kind);
+            if ns != t.before.get(kind) {
+                out[kind.slot()] =
+                    (ns.inum != 0).then(|| self.resolve(kind.ns_type(), ns.inum, ns.id, ts));
+            }
+        }
+        out
+    }
+
+    /// Whether a move of this process would be kept in its history (not only counted).
+    fn move_room(&self, key: ProcessKey, in_scope: bool) -> bool {
+        in_scope
+            && match self.histories.get(&key) {
+                Some(h) => h.moves.len() < MOVE_LIMIT,
+                None => self.histories.len() < HISTORY_LIMIT,
+            }
+    }
+
     fn resolve_set(&mut self, set: &NsSet, ts: u64) -> [Option<NsIdx>; NS_SLOTS] {
         let mut out = [None; NS_SLOTS];
         for kind in NsKind::ALL {
@@ -731,7 +767,7 @@ impl Timeline {
                 ProcessHistory {
                     key,
                     ppid,
-                    comm: comm.to_owned(),
+                    comm: Comm::from(comm),
                     exe: None,
                     born_ns: None,
                     exited: None,
@@ -756,6 +792,18 @@ impl Timeline {
 
     /// Makes sure the caller of a record is a live task whose set is `set`.
     fn ensure_task(&mut self, tid: u32, pid: u32, start_ns: u64, comm: &str, set: &NsSet, ts: u64) {
+        if let Some(task) = self.tasks.get_mut(&tid)
+            && (start_ns == 0 || task.start_ns == start_ns)
+            && task
+                .raw
+                .as_ref()
+                .is_some_and(|(raw, resolved)| raw == set && *resolved == task.set)
+        {
+            if task.comm != comm {
+                task.comm = Comm::from(comm);
+            }
+            return;
+        }
         let resolved = self.resolve_set(set, ts);
         let known = self.tasks.get(&tid).is_some_and(|t| {
             start_ns == 0
@@ -784,16 +832,18 @@ impl Timeline {
                     pid,
                     start_ns,
                     approx_start: false,
-                    comm: comm.to_owned(),
+                    comm: Comm::from(comm),
                     set: resolved,
                     in_scope,
                     ever_host: self.host_flags(&resolved),
+                    raw: Some((*set, resolved)),
                 },
             );
             return;
         }
         let task = self.tasks.get_mut(&tid).expect("checked above");
-        task.comm = comm.to_owned();
+        task.comm = Comm::from(comm);
+        task.raw = Some((*set, resolved));
         if task.set != resolved {
             // A record was lost: trust what the kernel says now.
             self.counts.resyncs += 1;
@@ -857,19 +907,21 @@ impl Timeline {
             return in_scope;
         }
 
-        let after = self.resolve_set(&t.after, ts);
-        let changed = t.changed();
-        if !changed.is_empty() {
-            let mut changes = Vec::with_capacity(changed.len());
-            for kind in &changed {
+        let after = self.resolve_after(t, ts);
+        let changed = NsKind::ALL
+            .into_iter()
+            .filter(|k| t.before.get(*k) != t.after.get(*k));
+        if t.before != t.after {
+            // A process in a setns loop soon fills its history: its moves are only counted.
+            let mut changes = Vec::new();
+            let keep = self.move_room(key, in_scope);
+            for kind in changed {
                 let slot = kind.slot();
                 let from = self.tasks.get(&t.tid).and_then(|task| task.set[slot]);
                 let to = after[slot];
-                changes.push(Change {
-                    kind: *kind,
-                    from,
-                    to,
-                });
+                if keep {
+                    changes.push(Change { kind, from, to });
+                }
                 if t.call == Call::Unshare
                     && t.flags & kind.clone_flag() != 0
                     && let Some(to) = to
@@ -897,6 +949,7 @@ impl Timeline {
             let host = self.host_flags(&after);
             if let Some(task) = self.tasks.get_mut(&t.tid) {
                 task.set = after;
+                task.raw = Some((t.after, after));
                 for (ever, now) in task.ever_host.iter_mut().zip(host) {
                     *ever |= now;
                 }
@@ -1040,6 +1093,7 @@ impl Timeline {
                 set,
                 in_scope,
                 ever_host: self.host_flags(&set),
+                raw: None,
             },
         );
         let child_key = ProcessKey {
@@ -1128,6 +1182,7 @@ impl Timeline {
                 set,
                 in_scope,
                 ever_host: self.host_flags(&set),
+                raw: None,
             },
         );
         if f.tid == f.pid && matches!(self.scope, Scope::Descendants(_)) {

@@ -277,8 +277,11 @@ fn records_from_two_cpus_are_applied_in_kernel_time_order() {
     let cpu1 = vec![rec(setns)];
     let cpu0 = vec![fork(10, 100, 300)];
     let mut reorder = Reorder::new(5);
-    for r in cpu1.into_iter().chain(cpu0) {
-        reorder.push(r);
+    for r in cpu1 {
+        reorder.push(1, r);
+    }
+    for r in cpu0 {
+        reorder.push(0, r);
     }
     let mut tl = machine(Scope::Descendants([100].into()));
     reorder.drain(|r| {
