@@ -468,20 +468,74 @@ pub fn replay(
         path: path.display().to_string(),
         source,
     })?;
-    let mut reader = BufReader::with_capacity(1 << 20, file);
+    // Parsing JSON is half the work: one thread parses while this one applies, batch by batch.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Parsed>>(8);
+    let parser = std::thread::spawn(move || parse_lines(file, &tx));
     let mut header = None;
     let mut bad = Vec::new();
+    let no_header = || ReplayError::NoHeader(path.display().to_string());
+    for batch in rx {
+        for parsed in batch {
+            let (number, result) = match parsed {
+                Parsed::Line(number, result) => (number, result),
+                Parsed::Failed(line, source) => return Err(ReplayError::Read { line, source }),
+            };
+            match result {
+                Ok(Entry::Header(h)) if header.is_none() => {
+                    header = Some(h.clone());
+                    each(Entry::Header(h)).map_err(|source| ReplayError::Read {
+                        line: number,
+                        source,
+                    })?;
+                }
+                Ok(Entry::Header(_)) => bad.push(BadLine {
+                    line: number,
+                    error: "a second header".into(),
+                }),
+                Ok(_) | Err(_) if header.is_none() => return Err(no_header()),
+                Ok(entry) => each(entry).map_err(|source| ReplayError::Read {
+                    line: number,
+                    source,
+                })?,
+                Err(error) => bad.push(BadLine {
+                    line: number,
+                    error,
+                }),
+            }
+        }
+    }
+    // The parser ends with the file (or at an error already returned above).
+    let _ = parser.join();
+    let header = header.ok_or_else(no_header)?;
+    Ok((header, bad))
+}
+
+/// One line of a record file as the parser thread hands it over.
+enum Parsed {
+    /// Its number and what it held.
+    Line(usize, Result<Entry, String>),
+    /// Reading failed at this line.
+    Failed(usize, io::Error),
+}
+
+/// Reads and parses every line, in batches; stops early when the receiver is gone.
+fn parse_lines(file: File, tx: &std::sync::mpsc::SyncSender<Vec<Parsed>>) {
+    const BATCH: usize = 1024;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut buf = String::new();
     let mut number = 0;
+    let mut batch = Vec::with_capacity(BATCH);
     loop {
         buf.clear();
         number += 1;
-        let n = reader
-            .read_line(&mut buf)
-            .map_err(|source| ReplayError::Read {
-                line: number,
-                source,
-            })?;
+        let n = match reader.read_line(&mut buf) {
+            Ok(n) => n,
+            Err(e) => {
+                batch.push(Parsed::Failed(number, e));
+                let _ = tx.send(batch);
+                return;
+            }
+        };
         if n == 0 {
             break;
         }
@@ -489,43 +543,23 @@ pub fn replay(
         if line.is_empty() {
             continue;
         }
-        match parse_line(line) {
-            Ok(Entry::Header(h)) if header.is_none() => {
-                header = Some(h.clone());
-                each(Entry::Header(h)).map_err(|source| ReplayError::Read {
-                    line: number,
-                    source,
-                })?;
+        let result = parse_line(line).map_err(|error| {
+            if buf.ends_with('\n') {
+                error
+            } else {
+                format!("truncated ({error})")
             }
-            Ok(Entry::Header(_)) => bad.push(BadLine {
-                line: number,
-                error: "a second header".into(),
-            }),
-            Ok(_) if header.is_none() => {
-                return Err(ReplayError::NoHeader(path.display().to_string()));
-            }
-            Ok(entry) => each(entry).map_err(|source| ReplayError::Read {
-                line: number,
-                source,
-            })?,
-            Err(_) if header.is_none() => {
-                return Err(ReplayError::NoHeader(path.display().to_string()));
-            }
-            Err(error) => {
-                let error = if n > 0 && !buf.ends_with('\n') {
-                    format!("truncated ({error})")
-                } else {
-                    error
-                };
-                bad.push(BadLine {
-                    line: number,
-                    error,
-                });
-            }
+        });
+        batch.push(Parsed::Line(number, result));
+        if batch.len() == BATCH
+            && tx
+                .send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
+                .is_err()
+        {
+            return;
         }
     }
-    let header = header.ok_or_else(|| ReplayError::NoHeader(path.display().to_string()))?;
-    Ok((header, bad))
+    let _ = tx.send(batch);
 }
 
 /// The header of a record file (its first line).

@@ -376,3 +376,54 @@ fn attached(nstrace: &mut std::process::Child) -> BufReader<std::process::ChildS
     }
     err_lines
 }
+
+/// Peak resident memory of `nstrace report FILE` (wait4's rusage), in KiB.
+#[expect(
+    clippy::zombie_processes,
+    reason = "reaped by wait4, which also gives its rusage"
+)]
+fn report_peak_kib(file: &std::path::Path) -> i64 {
+    let child = Command::new(binary("nstrace"))
+        .args(["report", "--no-summary", "--findings"])
+        .arg(file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run nstrace report");
+    let mut status = 0;
+    // SAFETY: all-zero is a valid rusage; wait4 on our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(rc, child.id() as i32);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "status {status}"
+    );
+    usage.ru_maxrss
+}
+
+/// A soak sized for CI: a storm of short-lived processes, each making a namespace, replayed at
+/// two lengths. Exited processes and emptied namespaces are folded, so four times the storm
+/// takes no more memory.
+#[test]
+fn a_long_storm_replays_in_flat_memory() {
+    let dir = std::env::temp_dir().join(format!("nstrace-soak-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let synth = |n: u32| {
+        let file = dir.join(format!("storm-{n}.jsonl"));
+        let status = Command::new(binary("nsstorm"))
+            .args(["synth", file.to_str().expect("path"), &n.to_string()])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run nsstorm");
+        assert!(status.success());
+        file
+    };
+    let (short, long) = (synth(30_000), synth(120_000));
+    let (small, big) = (report_peak_kib(&short), report_peak_kib(&long));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        big < small + 4096,
+        "30k records: {small} KiB at peak; 120k records: {big} KiB"
+    );
+}

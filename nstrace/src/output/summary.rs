@@ -7,7 +7,9 @@ use crate::{
     clock::WallClock,
     ns::flag_names,
     output::FindingView,
-    timeline::{Change, Namespace, NsIdx, ProcessHistory, Timeline},
+    timeline::{
+        Change, Group, KEEP_HISTORIES, KEEP_NAMESPACES, Namespace, NsIdx, ProcessHistory, Timeline,
+    },
 };
 
 /// Formats kernel times for people.
@@ -242,6 +244,37 @@ fn container_views(tl: &Timeline) -> Vec<ContainerView> {
 }
 
 /// The human summary.
+/// The kinds of processes and namespaces counted rather than listed (see `timeline::fold`).
+fn folded(out: &mut String, tl: &Timeline, times: &Times) {
+    let folded = tl.folded();
+    if folded.is_empty() {
+        return;
+    }
+    let span = |g: &Group| format!("{} to {}", times.at(g.first_ns), times.at(g.last_ns));
+    let _ = writeln!(
+        out,
+        "\nFOLDED (past the first {KEEP_HISTORIES} processes and {KEEP_NAMESPACES} namespaces, \
+         the ones that ended are counted by kind)"
+    );
+    for ((comm, what), g) in &folded.processes {
+        let _ = writeln!(
+            out,
+            "  {:>8} processes {comm}: {what}  ({})",
+            g.count,
+            span(g)
+        );
+    }
+    for ((ty, made), g) in &folded.namespaces {
+        let _ = writeln!(
+            out,
+            "  {:>8} {} namespaces {made}, emptied  ({})",
+            g.count,
+            ty.name(),
+            span(g)
+        );
+    }
+}
+
 pub fn text(tl: &Timeline, times: &Times) -> String {
     let mut out = String::new();
     let rows: Vec<_> = shown(tl).collect();
@@ -333,6 +366,7 @@ pub fn text(tl: &Timeline, times: &Times) -> String {
             let _ = writeln!(out, "  ... {} more moves", h.moves_dropped);
         }
     }
+    folded(&mut out, tl, times);
     containers(&mut out, tl, times);
     let findings = tl.findings();
     let _ = writeln!(out, "\nFINDINGS ({})", findings.len());
@@ -453,11 +487,28 @@ pub fn json(tl: &Timeline, times: &Times) -> Value {
             })
         })
         .collect();
+    let folded = tl.folded();
+    let group = |g: &Group| json!({"count": g.count, "first": times.rfc3339(g.first_ns), "last": times.rfc3339(g.last_ns)});
+    let folded = json!({
+        "processes": folded.processes.iter().map(|((comm, what), g)| {
+            let mut v = group(g);
+            v["comm"] = comm.as_str().into();
+            v["did"] = what.as_str().into();
+            v
+        }).collect::<Vec<_>>(),
+        "namespaces": folded.namespaces.iter().map(|((ty, made), g)| {
+            let mut v = group(g);
+            v["type"] = ty.name().into();
+            v["made"] = made.as_str().into();
+            v
+        }).collect::<Vec<_>>(),
+    });
     let c = &tl.counts;
     json!({
         "type": "summary",
         "namespaces": namespaces,
         "processes": processes,
+        "folded": folded,
         "containers": containers,
         "findings": findings,
         "counts": {

@@ -24,7 +24,9 @@ use crate::{
 };
 
 pub mod findings;
+mod fold;
 use findings::{Finding, Hit, PROCESS_RULES, Severity, TRANSITION_RULES};
+pub use fold::{Folded, Group, KEEP_HISTORIES, KEEP_NAMESPACES};
 use nstrace_common::{NS_SLOTS, flags::NS_MASK};
 
 /// An index into [`Timeline::namespaces`].
@@ -203,6 +205,8 @@ pub struct Namespace {
     pub replaced: bool,
     /// The container whose process first lived in it (never for the host's).
     pub owner: Option<Container>,
+    /// A folded row's placeholder (see `fold`): no namespace.
+    pub folded: bool,
 }
 
 impl Namespace {
@@ -293,6 +297,15 @@ pub struct Timeline {
     pub counts: Counts,
     pub first_ns: Option<u64>,
     pub last_ns: u64,
+    /// Processes a finding names: never folded.
+    flagged: FxHashSet<ProcessKey>,
+    /// What was folded, and the rows free for reuse (see `fold`).
+    folded: Folded,
+    free: Vec<NsIdx>,
+    /// Rows made since the last sweep.
+    rows_made: usize,
+    /// Folded keys still in `order`.
+    order_dead: usize,
 }
 
 impl Timeline {
@@ -313,6 +326,11 @@ impl Timeline {
             counts: Counts::default(),
             first_ns: None,
             last_ns: 0,
+            flagged: FxHashSet::default(),
+            folded: Folded::default(),
+            free: Vec::new(),
+            rows_made: 0,
+            order_dead: 0,
         }
     }
 
@@ -405,6 +423,8 @@ impl Timeline {
         tid: u32,
         comm: &str,
     ) {
+        let key = self.process_key(pid, 0);
+        self.flagged.insert(key);
         if self.findings.len() >= FINDING_LIMIT {
             self.counts.findings_dropped += 1;
             return;
@@ -606,12 +626,14 @@ impl Timeline {
         let ts = record.ts_ns();
         self.first_ns.get_or_insert(ts);
         self.last_ns = self.last_ns.max(ts);
-        match record {
+        let followed = match record {
             Record::Transition(t) => self.transition(t),
             Record::Fork(f) => self.fork(f),
             Record::Exec(e) => self.exec(e),
             Record::Exit(x) => self.exit(x),
-        }
+        };
+        self.maybe_sweep();
+        followed
     }
 
     /// The namespace of `ty` with this inode and id, seen at `ts`: found or made.
@@ -641,8 +663,7 @@ impl Timeline {
             NsType::Net => self.host_mnt_net[1] == Some(inum),
             _ => ty.initial_inode() == Some(inum),
         };
-        let idx = self.namespaces.len();
-        self.namespaces.push(Namespace {
+        let idx = self.new_row(Namespace {
             ty,
             inum,
             id,
@@ -659,6 +680,7 @@ impl Timeline {
             touched: false,
             replaced: false,
             owner: None,
+            folded: false,
         });
         self.by_inode.insert((ty, inum), idx);
         if id != 0 {
@@ -1283,6 +1305,7 @@ impl Timeline {
                 && let Some(h) = self.histories.get_mut(&key)
             {
                 h.exited = Some((ts, x.code));
+                self.fold_process(key, ts);
             }
         }
         in_scope

@@ -567,3 +567,69 @@ fn unprivileged_user_namespaces_root_mappings_and_refusals_are_flagged() {
     tl.observe(100, 11, "0::/\n", "0 0 1\n");
     assert!(ids(&tl).is_empty(), "{:?}", tl.findings());
 }
+
+#[test]
+fn a_long_storm_of_short_processes_is_folded_and_memory_stays_flat() {
+    use super::{KEEP_HISTORIES, KEEP_NAMESPACES};
+    let mut tl = machine(Scope::All);
+    let n = 3 * (KEEP_HISTORIES + KEEP_NAMESPACES) as u32;
+    let mut ts = 1000;
+    for i in 0..n {
+        let child = 1000 + i;
+        ts += 100;
+        tl.apply(&fork(ts, 100, child));
+        let after = with(
+            host_set(),
+            NsKind::Uts,
+            4026540000 + i,
+            10_000 + u64::from(i),
+        );
+        let mut t = transition(
+            ts + 10,
+            child,
+            Call::Unshare,
+            CLONE_NEWUTS,
+            host_set(),
+            after,
+        );
+        t.start_boottime_ns = u64::from(child) * 1000 + ts;
+        tl.apply(&rec(t));
+        tl.apply(&exit(ts + 20, child, child));
+    }
+    // Rows and histories stay near what is kept in full, whatever the storm's length.
+    assert!(
+        tl.namespaces().len() <= KEEP_NAMESPACES * 2,
+        "{} rows",
+        tl.namespaces().len()
+    );
+    let histories = tl.histories().count();
+    assert!(histories <= KEEP_HISTORIES + 1, "{histories} histories");
+    assert!(
+        tl.order.len() <= 2 * (KEEP_HISTORIES + 1),
+        "{} keys",
+        tl.order.len()
+    );
+    assert_eq!(tl.counts.unknown_tasks, 0);
+
+    // Nothing is lost: every process and namespace is either kept or counted.
+    let folded = tl.folded();
+    let storm = ("sh".into(), "unshare(CLONE_NEWUTS)".to_string());
+    assert_eq!(
+        folded.processes[&storm].count + histories as u64,
+        u64::from(n)
+    );
+    let kept_uts = tl
+        .namespaces()
+        .iter()
+        .filter(|ns| !ns.folded && !ns.host && ns.ty == NsType::Uts)
+        .count() as u64;
+    let made = (NsType::Uts, "made by sh unshare".to_string());
+    assert_eq!(folded.namespaces[&made].count + kept_uts, u64::from(n));
+    assert_eq!(folded.namespaces.len(), 1, "{:?}", folded.namespaces);
+
+    // A namespace made after folding began resolves to its own row, with its creator.
+    let last = ns_named(&tl, NsType::Uts, 4026540000 + n - 1);
+    assert_eq!(last.len(), 1);
+    assert_eq!(last[0].id, 10_000 + u64::from(n - 1));
+    assert!(last[0].created.is_some());
+}
