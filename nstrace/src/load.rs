@@ -139,14 +139,6 @@ pub fn load() -> Result<Loaded, LoadError> {
         return Err(LoadError::NotPrivileged);
     }
     let began = std::time::Instant::now();
-    // Parsed, used and dropped before anything else is allocated.
-    let offsets = KernelBtf::load(Path::new(VMLINUX_BTF))?.kernel_offsets()?;
-    debug!(
-        "kernel offsets ({:?}, peak RSS {} KiB): {offsets:?}",
-        began.elapsed(),
-        peak_rss_kib()
-    );
-
     let tracefs = tracefs()?;
     for (_, hook) in &PROBES {
         if let Hook::Syscalls(names) = hook {
@@ -161,12 +153,31 @@ pub fn load() -> Result<Loaded, LoadError> {
             }
         }
     }
-
     raise_memlock();
+
+    // aya 0.14's EbpfLoader::new() parses all of vmlinux's BTF, whatever the loader is told
+    // afterwards; the offsets are computed from the same file on another thread meanwhile.
+    let (offsets, mut loader) = std::thread::scope(|scope| {
+        let offsets = scope.spawn(|| KernelBtf::load(Path::new(VMLINUX_BTF))?.kernel_offsets());
+        let loader = EbpfLoader::new();
+        let offsets = offsets.join().unwrap_or_else(|_| {
+            Err(BtfError::Layout {
+                what: "BTF (its reader failed)".into(),
+            })
+        });
+        (offsets, loader)
+    });
+    let offsets = offsets?;
+    debug!(
+        "kernel offsets ({:?}, peak RSS {} KiB): {offsets:?}",
+        began.elapsed(),
+        peak_rss_kib()
+    );
+
     let own_tgid = std::process::id();
     // No BTF for the loader: the programs carry no CO-RE relocations and attach to raw
-    // tracepoints, and aya would otherwise parse all of vmlinux's BTF (tens of MiB).
-    let mut ebpf = EbpfLoader::new()
+    // tracepoints.
+    let mut ebpf = loader
         .btf(None)
         .override_global(OFFSETS_GLOBAL, &offsets, true)
         .override_global(OWN_TGID_GLOBAL, &own_tgid, true)
