@@ -427,3 +427,20 @@ fn a_long_storm_replays_in_flat_memory() {
         "30k records: {small} KiB at peak; 120k records: {big} KiB"
     );
 }
+
+/// The collector micro-benchmark checks itself: every short setns record it feeds decodes and
+/// is shown once.
+#[test]
+fn the_collector_benchmark_shows_every_record_it_feeds() {
+    let out = Command::new(binary("nsstorm"))
+        .args(["pipe", "20000"])
+        .output()
+        .expect("run nsstorm pipe");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("\"records\":20000"), "{text}");
+}

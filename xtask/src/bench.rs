@@ -232,6 +232,31 @@ pub fn bench(rounds: usize, seconds: f64) -> Result<()> {
         peer_rows.push(peer);
     }
 
+    step("collector: 1M setns records through decode, reorder, timeline and text (nsstorm pipe)");
+    let mut per_record = Vec::new();
+    for _ in 0..rounds {
+        let out = Command::new(bin.join("nsstorm"))
+            .args(["pipe", "1000000"])
+            .output()
+            .context("running nsstorm pipe")?;
+        if !out.status.success() {
+            bail!(
+                "nsstorm pipe failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        if let Some(ns) = text
+            .split("\"ns_per_record\":")
+            .nth(1)
+            .and_then(|s| s.trim_end().trim_end_matches('}').parse::<f64>().ok())
+        {
+            per_record.push(ns);
+        }
+    }
+    let pipe_min = per_record.iter().copied().fold(f64::MAX, f64::min);
+    let pipe = median(&mut per_record);
+
     step("replay: a 1M-record file through `nstrace report`");
     let file = root.join("target/bench-replay.jsonl");
     run_cmd(Command::new(bin.join("nsstorm")).args([
@@ -294,10 +319,13 @@ pub fn bench(rounds: usize, seconds: f64) -> Result<()> {
     table.push_str(&format!(
         "| `report` replay | {replay:.0} records/s | | | | | ≥ 1M/s |\n"
     ));
+    table.push_str(&format!(
+        "| collector per setns record, no kernel (median, min) | {pipe:.0} ns ({pipe_min:.0} ns) | | | | | |\n"
+    ));
     println!("{table}");
 
     let json = format!(
-        "{{\"rounds\":{rounds},\"seconds\":{seconds},\"storms\":[{}],\"startup_s\":{startup:.4},\"storm_rss_kib\":{storm_rss},\"peak_rss_kib\":{peak_rss},\"replay_records_per_s\":{replay:.0}}}\n",
+        "{{\"rounds\":{rounds},\"seconds\":{seconds},\"storms\":[{}],\"startup_s\":{startup:.4},\"storm_rss_kib\":{storm_rss},\"peak_rss_kib\":{peak_rss},\"replay_records_per_s\":{replay:.0},\"collector_ns_per_record\":{pipe:.1}}}\n",
         rows.iter()
             .map(|r| format!(
                 "{{\"storm\":\"{}\",\"ratio_median\":{:.4},\"ratios\":{:?},\"events\":{},\"ops\":{},\"lost\":{}}}",

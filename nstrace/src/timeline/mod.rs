@@ -406,7 +406,11 @@ impl Timeline {
 
     /// Per slot: whether the namespace is the host's.
     fn host_flags(&self, set: &[Option<NsIdx>; NS_SLOTS]) -> [bool; NS_SLOTS] {
-        set.map(|idx| idx.is_some_and(|i| self.namespaces[i].host))
+        let mut out = [false; NS_SLOTS];
+        for (flag, idx) in out.iter_mut().zip(set) {
+            *flag = idx.is_some_and(|i| self.namespaces[i].host);
+        }
+        out
     }
 
     #[expect(
@@ -743,17 +747,30 @@ impl Timeline {
     /// Records an entry or exit in the namespace's log. Inherited entries and exits of the host
     /// namespaces are only counted: every process on the machine is in them.
     fn log(&mut self, idx: NsIdx, entry: Membership, explicit: bool, in_scope: bool) {
+        self.log_with(idx, entry.tid, entry.pid, explicit, in_scope, || entry);
+    }
+
+    /// [`Self::log`], building the entry only when it is kept (a full log only counts).
+    fn log_with(
+        &mut self,
+        idx: NsIdx,
+        tid: u32,
+        pid: u32,
+        explicit: bool,
+        in_scope: bool,
+        entry: impl FnOnce() -> Membership,
+    ) {
         let ns = &mut self.namespaces[idx];
         if ns.host && !explicit {
             return;
         }
         ns.touched |= in_scope;
-        if !explicit && entry.tid != entry.pid {
+        if !explicit && tid != pid {
             // Threads coming and going with their process: counted, not listed.
             return;
         }
         if ns.log.len() < LOG_LIMIT {
-            ns.log.push(entry);
+            ns.log.push(entry());
         } else {
             ns.log_dropped += 1;
         }
@@ -953,16 +970,15 @@ impl Timeline {
                 if kind.is_own() {
                     if let Some(from) = from {
                         self.leave(from, t.tid, ts);
-                        self.log(
-                            from,
-                            self.membership(t, cause.clone(), false),
-                            true,
-                            in_scope,
-                        );
+                        self.log_with(from, t.tid, t.pid, true, in_scope, || {
+                            membership(t, cause.clone(), false)
+                        });
                     }
                     if let Some(to) = to {
                         self.join(to, t.tid);
-                        self.log(to, self.membership(t, cause.clone(), true), true, in_scope);
+                        self.log_with(to, t.tid, t.pid, true, in_scope, || {
+                            membership(t, cause.clone(), true)
+                        });
                     }
                 } else if let Some(to) = to {
                     self.namespaces[to].touched |= in_scope;
@@ -1017,17 +1033,6 @@ impl Timeline {
                     thread_apart,
                 },
             );
-        }
-    }
-
-    fn membership(&self, t: &Transition, cause: Cause, entered: bool) -> Membership {
-        Membership {
-            ts_ns: t.ts_ns,
-            tid: t.tid,
-            pid: t.pid,
-            comm: t.comm.clone(),
-            cause,
-            entered,
         }
     }
 
@@ -1309,6 +1314,17 @@ impl Timeline {
             }
         }
         in_scope
+    }
+}
+
+fn membership(t: &Transition, cause: Cause, entered: bool) -> Membership {
+    Membership {
+        ts_ns: t.ts_ns,
+        tid: t.tid,
+        pid: t.pid,
+        comm: t.comm.clone(),
+        cause,
+        entered,
     }
 }
 

@@ -5,6 +5,8 @@
 //!   nsstorm setns SECONDS     setns into a held UTS namespace and back (one op: both)
 //!   nsstorm clone SECONDS     clone with CLONE_NEWUTS|CLONE_NEWIPC|CLONE_NEWNET; the child exits
 //!   nsstorm synth FILE N      write a record file of N synthetic records (replay benchmark)
+//!   nsstorm pipe N            N kernel setns records through the collector's path (decode,
+//!                             reorder, timeline, text output to nowhere): its cost per record
 //!
 //! Prints one JSON line: {"storm", "ops", "seconds", "rate"}.
 use std::{
@@ -197,11 +199,80 @@ fn synth(path: &str, n: u64) {
     println!("{{\"records\":{written}}}");
 }
 
+/// The collector's work per record, without the kernel: setns records of one task flipping
+/// between two UTS namespaces (the setns storm's stream), decoded from their wire bytes,
+/// merged, applied to the timeline and printed as text to a sink that discards them.
+fn pipe(n: u64) {
+    use nstrace::{
+        clock::WallClock,
+        event::{decode, encode},
+        output::text::TextSink,
+        pipeline::{Filter, Pipeline},
+        timeline::{Scope, Timeline},
+        transport::Reorder,
+    };
+    use nstrace_common::{TRANSITION_SHORT, Transition, call, flags::CLONE_NEWUTS, slot};
+
+    let mut raw = Transition::EMPTY;
+    raw.call = call::SETNS;
+    raw.flags = CLONE_NEWUTS;
+    raw.fd = 3;
+    (raw.tid, raw.tgid, raw.ppid, raw.ns_tid) = (4242, 4242, 1, 4242);
+    raw.start_boottime_ns = 1;
+    raw.comm[..7].copy_from_slice(b"nsstorm");
+    let inums = [
+        4026531841, 4026531838, 4026531839, 4026531836, 4026531836, 4026531840, 4026531837,
+        4026531835, 4026531834, 4026531834,
+    ];
+    raw.before.inum = inums;
+    raw.before.id = [1, 2, 3, 4, 4, 5, 6, 7, 8, 8];
+    raw.after = raw.before;
+    raw.after.inum[slot::UTS] = 4026532400;
+    raw.after.id[slot::UTS] = 900;
+    let there = encode(&raw)[..TRANSITION_SHORT].to_vec();
+    (raw.before, raw.after) = (raw.after, raw.before);
+    let back = encode(&raw)[..TRANSITION_SHORT].to_vec();
+
+    let mut sink = TextSink::new(std::io::sink(), WallClock::with_offset(0), true);
+    let mut pipeline = Pipeline::new(Timeline::new(Scope::All), Filter::default());
+    pipeline.sinks.push(&mut sink);
+    let mut reorder = Reorder::new(0);
+    let start = Instant::now();
+    let mut bytes = Vec::new();
+    for i in 1..=n {
+        bytes.clear();
+        bytes.extend_from_slice(if i % 2 == 1 { &there } else { &back });
+        bytes[..8].copy_from_slice(&(i * 1000).to_ne_bytes());
+        match decode(&bytes) {
+            Ok(record) => reorder.push(0, record),
+            Err(e) => fail(&format!("decode: {e}")),
+        }
+        if i % 1024 == 0 || i == n {
+            reorder.release(i * 1000, |r| {
+                if pipeline.feed(&r, false).is_err() {
+                    fail("feed")
+                }
+            });
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    if pipeline.shown != n {
+        fail(&format!("{} of {n} records shown", pipeline.shown));
+    }
+    println!(
+        "{{\"storm\":\"pipe\",\"records\":{n},\"seconds\":{elapsed:.3},\"ns_per_record\":{:.1}}}",
+        elapsed * 1e9 / n as f64
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.as_slice() {
         [synth_cmd, path, n] if synth_cmd == "synth" => {
             synth(path, n.parse().unwrap_or_else(|_| fail("bad count")))
+        }
+        [pipe_cmd, n] if pipe_cmd == "pipe" => {
+            pipe(n.parse().unwrap_or_else(|_| fail("bad count")))
         }
         [kind, seconds] => {
             let seconds: f64 = seconds.parse().unwrap_or_else(|_| fail("bad seconds"));
@@ -214,7 +285,10 @@ fn main() {
             );
         }
         _ => {
-            eprintln!("usage: nsstorm unshare|fork|setns|clone SECONDS | nsstorm synth FILE N");
+            eprintln!(
+                "usage: nsstorm unshare|fork|setns|clone SECONDS | nsstorm synth FILE N | \
+                 nsstorm pipe N"
+            );
             std::process::exit(2);
         }
     }
