@@ -49,9 +49,9 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), ()> {
     }
     // SAFETY: probe reads of both tasks.
     unsafe {
+        let child_time = task::nsproxy_ns::<{ slot::TIME }>(child)?;
         let born_elsewhere = task::pid_ns(parent)?.0 != task::pid_ns(child)?.0
-            || task::nsproxy_ns::<{ slot::TIME }>(parent)?
-                != task::nsproxy_ns::<{ slot::TIME }>(child)?;
+            || task::nsproxy_ns::<{ slot::TIME }>(parent)? != child_time;
         if born_elsewhere {
             emit_fork_transition(ctx, parent, child, pid_tgid)?;
         } else {
@@ -59,9 +59,7 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), ()> {
         }
         // A CLONE_VM child (vfork, posix_spawn) keeps the parent's time namespace and enters
         // time_for_children at its exec.
-        if task::nsproxy_ns::<{ slot::TIME }>(child)?
-            != task::nsproxy_ns::<{ slot::TIME_FOR_CHILDREN }>(child)?
-        {
+        if child_time != task::nsproxy_ns::<{ slot::TIME_FOR_CHILDREN }>(child)? {
             let p = SCRATCH.get_ptr_mut(0).ok_or(())?;
             let ev = &mut (*p).ev;
             if task::read_ns_set(child, &mut ev.after).is_ok() {

@@ -251,13 +251,21 @@ pub unsafe fn tid(task: Task) -> Result<u32, ()> {
     unsafe { read::<i32>(task, off(&raw const OFFSETS.task_pid)) }.map(|t| t as u32)
 }
 
+/// Global tgid of the task's parent (`real_parent`).
+#[inline(always)]
+unsafe fn ppid(task: Task) -> Result<u32, ()> {
+    unsafe {
+        let parent = read::<*const u8>(task, off(&raw const OFFSETS.task_real_parent))?;
+        read::<i32>(parent, off(&raw const OFFSETS.task_tgid)).map(|t| t as u32)
+    }
+}
+
 /// Fills the caller's identity fields of a record: ppid, ns_tid, pid level, start time.
 /// Returns the task's active pid namespace.
 #[inline(always)]
 pub unsafe fn fill_identity(task: Task, ev: &mut Transition) -> Result<u64, ()> {
     unsafe {
-        let parent = read::<*const u8>(task, off(&raw const OFFSETS.task_real_parent))?;
-        ev.ppid = read::<i32>(parent, off(&raw const OFFSETS.task_tgid))? as u32;
+        ev.ppid = ppid(task)?;
         ev.start_boottime_ns = read::<u64>(task, off(&raw const OFFSETS.task_start_boottime))?;
         let (ns, nr, level) = pid_ns(task)?;
         ev.ns_tid = nr;
@@ -272,10 +280,7 @@ pub unsafe fn fill_identity(task: Task, ev: &mut Transition) -> Result<u64, ()> 
 pub unsafe fn fill_exit_identity(task: Task, ev: &mut Transition) -> Result<(), ()> {
     ev.uid = bpf_get_current_uid_gid() as u32;
     comm(&mut ev.comm);
-    unsafe {
-        let parent = read::<*const u8>(task, off(&raw const OFFSETS.task_real_parent))?;
-        ev.ppid = read::<i32>(parent, off(&raw const OFFSETS.task_tgid))? as u32;
-    }
+    ev.ppid = unsafe { ppid(task) }?;
     Ok(())
 }
 

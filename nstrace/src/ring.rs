@@ -81,17 +81,29 @@ impl PerfRing {
         }
         // SAFETY: a fresh fd that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+        let ring = Self::map(fd, pages, libc::MAP_SHARED, true)?;
+        // SAFETY: a perf fd; ENABLE takes no argument.
+        if unsafe { libc::ioctl(ring.fd.as_raw_fd(), PERF_EVENT_IOC_ENABLE as _, 0) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(ring)
+    }
+
+    /// Maps a control page and `pages` data pages: of the perf fd (`of_fd`), or anonymous
+    /// memory shaped the same way (the tests' stand-in for the kernel).
+    fn map(fd: OwnedFd, pages: usize, flags: libc::c_int, of_fd: bool) -> io::Result<Self> {
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
         let mmap_len = page * (pages + 1);
-        // SAFETY: mapping a perf fd as the ABI describes; checked below.
+        let map_fd = if of_fd { fd.as_raw_fd() } else { -1 };
+        // SAFETY: a fresh mapping as the perf ABI describes; checked below.
         let base = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 mmap_len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
+                flags,
+                map_fd,
                 0,
             )
         };
@@ -99,19 +111,14 @@ impl PerfRing {
             return Err(io::Error::last_os_error());
         }
         let base = NonNull::new(base.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
-        let ring = Self {
+        Ok(Self {
             fd,
             base,
             mmap_len,
             page,
             data_len: page * pages,
             wrapped: Vec::new(),
-        };
-        // SAFETY: a perf fd; ENABLE takes no argument.
-        if unsafe { libc::ioctl(ring.fd.as_raw_fd(), PERF_EVENT_IOC_ENABLE as _, 0) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(ring)
+        })
     }
 
     fn control(&self) -> *mut perf_event_mmap_page {
@@ -263,29 +270,8 @@ mod tests {
     /// A ring as the kernel would leave it, without a kernel: the data pages are written by
     /// hand through the mapping of an anonymous region shaped like a perf buffer.
     fn fake(pages: usize) -> PerfRing {
-        let page = 4096;
-        let mmap_len = page * (pages + 1);
-        // SAFETY: an anonymous private mapping.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                mmap_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(base, libc::MAP_FAILED);
         let fd = std::fs::File::open("/dev/null").unwrap().into();
-        PerfRing {
-            fd,
-            base: NonNull::new(base.cast()).unwrap(),
-            mmap_len,
-            page,
-            data_len: page * pages,
-            wrapped: Vec::new(),
-        }
+        PerfRing::map(fd, pages, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, false).unwrap()
     }
 
     /// Writes one framed record at the head, wrapping as the kernel does.

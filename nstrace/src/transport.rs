@@ -43,7 +43,6 @@ pub enum TransportError {
 /// What one drain of every buffer found besides records.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Drained {
-    pub records: u64,
     /// Samples the kernel dropped because a buffer was full, with the CPU of the last one.
     pub lost: u64,
     pub lost_cpu: u32,
@@ -137,10 +136,7 @@ impl Rings {
         for (cpu, ring) in &mut self.rings {
             ring.drain(|item| match item {
                 Item::Sample(bytes) => match decode(bytes) {
-                    Ok(record) => {
-                        d.records += 1;
-                        reorder.push(*cpu, record);
-                    }
+                    Ok(record) => reorder.push(*cpu, record),
                     Err(_) => d.malformed += 1,
                 },
                 Item::Lost(count) => {

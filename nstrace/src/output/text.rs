@@ -112,14 +112,7 @@ fn push_num(line: &mut String, n: impl itoa::Integer) {
     line.push_str(itoa::Buffer::new().format(n));
 }
 
-/// Everything after the time column.
-pub fn describe(t: &Transition) -> String {
-    let mut line = String::with_capacity(160);
-    describe_into(&mut line, t);
-    line
-}
-
-/// [`describe`], appended to `line`.
+/// Everything after the time column, appended to `line`.
 pub fn describe_into(line: &mut String, t: &Transition) {
     let at = line.len();
     push_num(line, t.pid);
@@ -200,6 +193,12 @@ fn changes(line: &mut String, from: &NsSet, to: &NsSet) -> bool {
 mod tests {
     use super::*;
     use crate::event::{Record, decode, encode, tests::setns_record};
+
+    fn describe(t: &Transition) -> String {
+        let mut line = String::new();
+        describe_into(&mut line, t);
+        line
+    }
 
     fn transition(raw: &nstrace_common::Transition) -> Transition {
         let Ok(Record::Transition(t)) = decode(&encode(raw)) else {

@@ -204,23 +204,8 @@ impl Namespace {
     /// The placeholder of a folded row: shown nowhere, reused by the next new namespace.
     fn folded() -> Self {
         Self {
-            ty: NsType::Uts,
-            inum: 0,
-            id: 0,
-            first_seen_ns: 0,
-            created: None,
-            host: false,
-            parent: None,
-            members: FxHashSet::default(),
-            peak_members: 0,
-            total_members: 0,
-            log: Vec::new(),
-            log_dropped: 0,
-            emptied_ns: None,
-            touched: false,
-            replaced: false,
-            owner: None,
             folded: true,
+            ..Self::new(NsType::Uts, 0, 0, 0, false)
         }
     }
 }

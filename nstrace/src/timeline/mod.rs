@@ -210,6 +210,29 @@ pub struct Namespace {
 }
 
 impl Namespace {
+    /// A namespace first seen at `first_seen_ns`, with nothing known of it yet.
+    fn new(ty: NsType, inum: u32, id: u64, first_seen_ns: u64, host: bool) -> Self {
+        Self {
+            ty,
+            inum,
+            id,
+            first_seen_ns,
+            created: None,
+            host,
+            parent: None,
+            members: FxHashSet::default(),
+            peak_members: 0,
+            total_members: 0,
+            log: Vec::new(),
+            log_dropped: 0,
+            emptied_ns: None,
+            touched: false,
+            replaced: false,
+            owner: None,
+            folded: false,
+        }
+    }
+
     pub fn members(&self) -> usize {
         self.members.len()
     }
@@ -238,6 +261,17 @@ struct Task {
     /// The kernel's set last seen for the task, with what it resolved to: while both still
     /// hold, the next record's `before` needs no lookups.
     raw: Option<(NsSet, [Option<NsIdx>; NS_SLOTS])>,
+}
+
+impl Task {
+    /// What `set` resolves to, when it is the kernel's set last seen for this task and the
+    /// task is still in it: no lookups needed.
+    fn resolved_for(&self, set: &NsSet) -> Option<[Option<NsIdx>; NS_SLOTS]> {
+        self.raw
+            .as_ref()
+            .filter(|(raw, resolved)| raw == set && *resolved == self.set)
+            .map(|(_, resolved)| *resolved)
+    }
 }
 
 /// One process (or thread) found in /proc when tracing began.
@@ -667,25 +701,7 @@ impl Timeline {
             NsType::Net => self.host_mnt_net[1] == Some(inum),
             _ => ty.initial_inode() == Some(inum),
         };
-        let idx = self.new_row(Namespace {
-            ty,
-            inum,
-            id,
-            first_seen_ns: ts,
-            created: None,
-            host,
-            parent: None,
-            members: FxHashSet::default(),
-            peak_members: 0,
-            total_members: 0,
-            log: Vec::new(),
-            log_dropped: 0,
-            emptied_ns: None,
-            touched: false,
-            replaced: false,
-            owner: None,
-            folded: false,
-        });
+        let idx = self.new_row(Namespace::new(ty, inum, id, ts, host));
         self.by_inode.insert((ty, inum), idx);
         if id != 0 {
             self.by_id.insert((ty, id), idx);
@@ -696,12 +712,10 @@ impl Timeline {
     /// The namespaces of a transition's `after`: the slots it shares with `before` are the
     /// task's own, resolved already.
     fn resolve_after(&mut self, t: &Transition, ts: u64) -> [Option<NsIdx>; NS_SLOTS] {
-        let base = self.tasks.get(&t.tid).and_then(|task| {
-            task.raw
-                .as_ref()
-                .filter(|(raw, resolved)| *raw == t.before && *resolved == task.set)
-                .map(|(_, resolved)| *resolved)
-        });
+        let base = self
+            .tasks
+            .get(&t.tid)
+            .and_then(|task| task.resolved_for(&t.before));
         let Some(mut out) = base else {
             return self.resolve_set(&t.after, ts);
         };
@@ -833,10 +847,7 @@ impl Timeline {
     fn ensure_task(&mut self, tid: u32, pid: u32, start_ns: u64, comm: &str, set: &NsSet, ts: u64) {
         if let Some(task) = self.tasks.get_mut(&tid)
             && (start_ns == 0 || task.start_ns == start_ns)
-            && task
-                .raw
-                .as_ref()
-                .is_some_and(|(raw, resolved)| raw == set && *resolved == task.set)
+            && task.resolved_for(set).is_some()
         {
             if task.comm != comm {
                 task.comm = Comm::from(comm);
