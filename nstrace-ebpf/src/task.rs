@@ -32,6 +32,26 @@ pub fn current() -> Task {
     unsafe { bpf_get_current_task() as Task }
 }
 
+/// The current task as a BTF pointer: the verifier knows its type, so fields reached from it
+/// through [`load`] at load-time-constant offsets are plain loads (which the kernel guards
+/// against faults) instead of helper calls. The syscall programs' hot path reads this way.
+#[inline(always)]
+pub fn current_btf() -> Task {
+    // SAFETY: the helper has no preconditions.
+    unsafe { generated::bpf_get_current_task_btf() as Task }
+}
+
+/// A field of a BTF-typed kernel object: `base` must come from [`current_btf`] or an earlier
+/// `load` of a pointer field, and `offset` must be a load-time constant (an `OFFSETS` field, or
+/// a sum of them) naming a real field of the type, or the verifier rejects the program. A
+/// faulting load yields zero.
+#[inline(always)]
+unsafe fn load<T: Copy>(base: *const u8, offset: usize) -> T {
+    // SAFETY: the verifier checks the access against the kernel's BTF and turns it into a
+    // fault-guarded load.
+    unsafe { core::ptr::read_volatile(base.wrapping_add(offset).cast::<T>()) }
+}
+
 /// Word `i` (masked to the window) of a 16-byte window read in one probe read.
 #[inline(always)]
 fn word(w: &[u32; 4], i: usize) -> u32 {
@@ -182,6 +202,99 @@ pub unsafe fn pid_ns(task: Task) -> Result<(*const u8, u32, u32), ()> {
     let level = unsafe { read::<u32>(pid, off(&raw const OFFSETS.pid_level)) }?;
     let (ns, nr) = unsafe { upid(pid, level) }?;
     Ok((ns, nr, level))
+}
+
+/// Slot `S` of a set from BTF-typed namespace pointers (the exit's fast path): a namespace whose
+/// pointer is the one in `prev` is the one `prev` already resolved; any other is read with two
+/// plain loads.
+#[inline(always)]
+unsafe fn resolve_direct<const S: usize>(
+    ptrs: &[u64; NS_SLOTS],
+    out: &mut NsSet,
+    prev_ptrs: &[u64; NS_SLOTS],
+    prev: &NsSet,
+) -> Result<(), ()> {
+    if prev_ptrs[S] == ptrs[S] {
+        out.inum[S] = prev.inum[S];
+        out.id[S] = prev.id[S];
+        return Ok(());
+    }
+    let ns = ptrs[S] as *const u8;
+    if ns.is_null() {
+        return Err(());
+    }
+    let window = off(&raw const OFFSETS.ns_common[S]) + off(&raw const OFFSETS.ns_common_window);
+    out.inum[S] = unsafe { load::<u32>(ns, window + 4 * off(&raw const OFFSETS.inum_word)) };
+    if off(&raw const OFFSETS.has_ns_id) != 0 {
+        out.id[S] = unsafe { load::<u64>(ns, window + 4 * off(&raw const OFFSETS.ns_id_word)) };
+    }
+    Ok(())
+}
+
+/// What the current task's set is after a call, from the set before it: every slot but the pid
+/// namespace (fixed for a task's life) through [`resolve_direct`]. `task` is [`current_btf`].
+#[inline(always)]
+pub unsafe fn reread_set(
+    task: Task,
+    prev_ptrs: &[u64; NS_SLOTS],
+    before: &NsSet,
+    now: &mut [u64; NS_SLOTS],
+    after: &mut NsSet,
+) -> Result<(), ()> {
+    let nsproxy = unsafe { load::<*const u8>(task, off(&raw const OFFSETS.task_nsproxy)) };
+    if nsproxy.is_null() {
+        // The task is exiting: exit_task_namespaces() has already run.
+        return Err(());
+    }
+    macro_rules! slots {
+        ($($s:ident),*) => {$(
+            now[slot::$s] = unsafe {
+                load::<u64>(nsproxy, off(&raw const OFFSETS.nsproxy[slot::$s]))
+            };
+            unsafe { resolve_direct::<{ slot::$s }>(now, after, prev_ptrs, before) }?;
+        )*};
+    }
+    slots!(
+        MNT,
+        UTS,
+        IPC,
+        PID_FOR_CHILDREN,
+        NET,
+        CGROUP,
+        TIME,
+        TIME_FOR_CHILDREN
+    );
+    let cred = unsafe { load::<*const u8>(task, off(&raw const OFFSETS.task_real_cred)) };
+    if cred.is_null() {
+        return Err(());
+    }
+    now[slot::USER] = unsafe { load::<u64>(cred, off(&raw const OFFSETS.cred_user_ns)) };
+    unsafe { resolve_direct::<{ slot::USER }>(now, after, prev_ptrs, before) }?;
+    now[slot::PID] = prev_ptrs[slot::PID];
+    after.inum[slot::PID] = before.inum[slot::PID];
+    after.id[slot::PID] = before.id[slot::PID];
+    Ok(())
+}
+
+/// `start_boottime` of [`current_btf`].
+#[inline(always)]
+pub fn start_boottime_direct(task: Task) -> u64 {
+    // SAFETY: a BTF-checked load of the current task.
+    unsafe { load::<u64>(task, off(&raw const OFFSETS.task_start_boottime)) }
+}
+
+/// [`fill_exit_identity`] of [`current_btf`], with plain loads.
+#[inline(always)]
+pub fn fill_exit_identity_direct(task: Task, ev: &mut Transition) -> Result<(), ()> {
+    ev.uid = bpf_get_current_uid_gid() as u32;
+    comm(&mut ev.comm);
+    // SAFETY: BTF-checked loads: real_parent is never null for a live task.
+    let parent = unsafe { load::<*const u8>(task, off(&raw const OFFSETS.task_real_parent)) };
+    if parent.is_null() {
+        return Err(());
+    }
+    ev.ppid = unsafe { load::<i32>(parent, off(&raw const OFFSETS.task_tgid)) } as u32;
+    Ok(())
 }
 
 /// The namespace struct behind one nsproxy slot, for quick pointer comparisons.

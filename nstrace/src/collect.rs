@@ -23,10 +23,14 @@ pub struct Options {
     pub reorder_window: Duration,
 }
 
+/// Each CPU's perf buffer: 4 MiB of kernel memory (not in nstrace's RSS), about 12,000 setns
+/// records, 14 ms of the setns storm: room for the collector to be descheduled a while.
+pub const DEFAULT_BUFFER_PAGES: usize = 1024;
+
 impl Default for Options {
     fn default() -> Self {
         Self {
-            buffer_pages: 256,
+            buffer_pages: DEFAULT_BUFFER_PAGES,
             reorder_window: Duration::from_millis(5),
         }
     }
@@ -157,7 +161,7 @@ pub async fn collect(
     let mut result = Ok(());
     reorder.drain(|record| {
         if result.is_ok() {
-            result = pipeline.feed(&record, true);
+            result = pipeline.feed(record, true);
         }
     });
     result?;
@@ -226,7 +230,7 @@ fn release(reorder: &mut Reorder, now: u64, pipeline: &mut Pipeline<'_>) -> io::
     let mut result = Ok(());
     reorder.release(now, |record| {
         if result.is_ok() {
-            result = pipeline.feed(&record, true);
+            result = pipeline.feed(record, true);
         }
     });
     result

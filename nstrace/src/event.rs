@@ -2,9 +2,11 @@
 //!
 //! The bytes come from the kernel through a perf buffer and may carry trailing alignment padding.
 //! A short record or an unknown kind or call is an error for the caller to count, never a panic.
-use std::mem::size_of;
+use std::mem::{offset_of, size_of};
 
 use nstrace_common::{self as wire, NS_SLOTS, call, record};
+
+use serde::{Deserialize, Serialize};
 
 use crate::ns::{NsKind, errno_name, flag_names};
 
@@ -21,7 +23,7 @@ pub struct NsRef {
 }
 
 /// A task's whole namespace set.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct NsSet {
     pub inum: [u32; NS_SLOTS],
     pub id: [u64; NS_SLOTS],
@@ -108,7 +110,7 @@ impl From<&wire::NsSet> for NsSet {
 }
 
 /// What kind of call a transition reports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Call {
     Clone,
     Clone3,
@@ -156,7 +158,7 @@ impl TryFrom<u32> for Call {
 }
 
 /// The child of a clone, clone3 or fork.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Child {
     /// Global tid.
     pub tid: u32,
@@ -168,7 +170,7 @@ pub struct Child {
 }
 
 /// One namespace transition, decoded.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transition {
     /// Kernel CLOCK_MONOTONIC time of completion, in ns.
     pub ts_ns: u64,
@@ -224,7 +226,7 @@ impl Transition {
 }
 
 /// A task born without changing namespaces: it starts in its parent's set.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fork {
     pub ts_ns: u64,
     pub tid: u32,
@@ -237,7 +239,7 @@ pub struct Fork {
 }
 
 /// A task ran a new program.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Exec {
     pub ts_ns: u64,
     pub tid: u32,
@@ -250,7 +252,7 @@ pub struct Exec {
 }
 
 /// A task ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Exit {
     pub ts_ns: u64,
     pub tid: u32,
@@ -318,38 +320,45 @@ fn read<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
 
 /// Decodes one record from a perf sample.
 pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
+    decode_reusing(bytes, &mut Vec::new())
+}
+
+/// A field of a wire transition at `offset` (from `offset_of!`), from a sample already checked
+/// to hold it.
+fn field<T: Copy>(bytes: &[u8], offset: usize) -> T {
+    debug_assert!(offset + size_of::<T>() <= bytes.len());
+    // SAFETY: the caller checked the length; the wire fields are plain integers and arrays,
+    // valid for every bit pattern, read unaligned.
+    unsafe { std::ptr::read_unaligned(bytes.as_ptr().add(offset).cast::<T>()) }
+}
+
+/// [`decode`], building a transition in one of the `spare` allocations when there is one (the
+/// collector hands every released transition back: no allocation per record in a storm).
+pub fn decode_reusing(
+    bytes: &[u8],
+    spare: &mut Vec<Box<Transition>>,
+) -> Result<Record, DecodeError> {
     let header: wire::Header = read(bytes)?;
     match header.kind {
         record::TRANSITION => {
             // Calls without a child come without the child part (see wire::TRANSITION_SHORT).
-            let raw: wire::Transition = if bytes.len() < size_of::<wire::Transition>() {
-                if bytes.len() < wire::TRANSITION_SHORT {
-                    return Err(DecodeError::Short {
-                        len: bytes.len(),
-                        need: wire::TRANSITION_SHORT,
-                    });
-                }
-                let mut raw = wire::Transition::EMPTY;
-                // SAFETY: fewer bytes than the struct holds, copied over its start; the wire
-                // types are plain integers and arrays, valid for every bit pattern.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        bytes.as_ptr(),
-                        (&raw mut raw).cast::<u8>(),
-                        bytes.len(),
-                    )
-                };
-                if Call::try_from(raw.call)?.has_child() {
-                    return Err(DecodeError::Short {
-                        len: bytes.len(),
-                        need: size_of::<wire::Transition>(),
-                    });
-                }
-                raw
-            } else {
-                read(bytes)?
-            };
-            Ok(Record::Transition(Box::new(transition(&raw)?)))
+            if bytes.len() < wire::TRANSITION_SHORT {
+                return Err(DecodeError::Short {
+                    len: bytes.len(),
+                    need: wire::TRANSITION_SHORT,
+                });
+            }
+            let call = Call::try_from(field::<u32>(bytes, offset_of!(wire::Transition, call)))?;
+            let full = size_of::<wire::Transition>();
+            if call.has_child() && bytes.len() < full {
+                return Err(DecodeError::Short {
+                    len: bytes.len(),
+                    need: full,
+                });
+            }
+            let mut t = spare.pop().unwrap_or_else(|| Box::new(Transition::blank()));
+            fill_transition(bytes, call, &mut t);
+            Ok(Record::Transition(t))
         }
         record::FORK => {
             let raw: wire::Lifecycle = read(bytes)?;
@@ -407,32 +416,72 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[..len]).into_owned()
 }
 
-fn transition(raw: &wire::Transition) -> Result<Transition, DecodeError> {
-    let call = Call::try_from(raw.call)?;
-    let child = (call.has_child() && raw.child_tid != 0).then(|| Child {
-        tid: raw.child_tid,
-        start_ns: raw.child_start_boottime_ns,
-        ns_tid: raw.child_ns_tid,
-        ns: NsSet::from(&raw.child),
+/// Fills `t` from a sample holding at least its short part, and its child part when `call` has
+/// a child: field by field, in place (a transition is about 500 bytes).
+fn fill_transition(bytes: &[u8], call: Call, t: &mut Transition) {
+    type W = wire::Transition;
+    let set = |offset: usize| -> NsSet {
+        NsSet {
+            inum: field(bytes, offset + offset_of!(wire::NsSet, inum)),
+            id: field(bytes, offset + offset_of!(wire::NsSet, id)),
+        }
+    };
+    let child_tid: u32 = if call.has_child() {
+        field(bytes, offset_of!(W, child_tid))
+    } else {
+        0
+    };
+    t.child = (child_tid != 0).then(|| Child {
+        tid: child_tid,
+        start_ns: field(bytes, offset_of!(W, child_start_boottime_ns)),
+        ns_tid: field(bytes, offset_of!(W, child_ns_tid)),
+        ns: set(offset_of!(W, child)),
     });
-    Ok(Transition {
-        ts_ns: raw.header.ts_ns,
-        call,
-        flags: raw.flags,
-        ret: raw.ret,
-        fd: (call == Call::Setns).then_some(raw.fd),
-        tid: raw.tid,
-        pid: raw.tgid,
-        ppid: raw.ppid,
-        uid: raw.uid,
-        ns_tid: raw.ns_tid,
-        pid_level: raw.pid_level,
-        start_boottime_ns: raw.start_boottime_ns,
-        comm: comm(&raw.comm),
-        before: NsSet::from(&raw.before),
-        after: NsSet::from(&raw.after),
-        child,
-    })
+    t.ts_ns = field(
+        bytes,
+        offset_of!(W, header) + offset_of!(wire::Header, ts_ns),
+    );
+    t.call = call;
+    t.flags = field(bytes, offset_of!(W, flags));
+    t.ret = field(bytes, offset_of!(W, ret));
+    t.fd = (call == Call::Setns).then(|| field(bytes, offset_of!(W, fd)));
+    t.tid = field(bytes, offset_of!(W, tid));
+    t.pid = field(bytes, offset_of!(W, tgid));
+    t.ppid = field(bytes, offset_of!(W, ppid));
+    t.uid = field(bytes, offset_of!(W, uid));
+    t.ns_tid = field(bytes, offset_of!(W, ns_tid));
+    t.pid_level = field(bytes, offset_of!(W, pid_level));
+    t.start_boottime_ns = field(bytes, offset_of!(W, start_boottime_ns));
+    let name = field::<[u8; 16]>(bytes, offset_of!(W, comm));
+    if t.comm.as_bytes() != &name[..name.iter().position(|&b| b == 0).unwrap_or(16)] {
+        t.comm = comm(&name);
+    }
+    t.before = set(offset_of!(W, before));
+    t.after = set(offset_of!(W, after));
+}
+
+impl Transition {
+    /// A transition with nothing in it, to be filled.
+    fn blank() -> Self {
+        Self {
+            ts_ns: 0,
+            call: Call::Setns,
+            flags: 0,
+            ret: 0,
+            fd: None,
+            tid: 0,
+            pid: 0,
+            ppid: 0,
+            uid: 0,
+            ns_tid: 0,
+            pid_level: 0,
+            start_boottime_ns: 0,
+            comm: Comm::const_new(""),
+            before: NsSet::default(),
+            after: NsSet::default(),
+            child: None,
+        }
+    }
 }
 
 /// The bytes of a wire record, for tests and benchmarks.

@@ -22,7 +22,7 @@ use nstrace::{
     },
     pipeline::{Filter, Pipeline},
     proc,
-    record::{self, Header, ProcessLine, RecordFile},
+    record::{self, BinSink, Header, ProcessLine, RecordFile},
     timeline::{Scope, Timeline},
 };
 
@@ -88,6 +88,10 @@ struct Common {
     /// Also write every record to FILE (created 0600), for `nstrace report` (live and run).
     #[arg(short, long, global = true, value_name = "FILE")]
     output: Option<PathBuf>,
+    /// Write the record file (-o) in nstrace's binary encoding instead of JSON Lines: about a
+    /// third of the size, and `report` replays it several times faster.
+    #[arg(long, global = true, requires = "output")]
+    binary: bool,
     /// At the end, write a Chrome/Perfetto trace (JSON) of the timeline to FILE.
     #[arg(long, global = true, value_name = "FILE")]
     perfetto: Option<PathBuf>,
@@ -104,7 +108,7 @@ struct Common {
     #[arg(long, global = true)]
     utc: bool,
     /// Size of each CPU's perf buffer, in pages (a power of two).
-    #[arg(long, global = true, default_value_t = 256, value_parser = power_of_two)]
+    #[arg(long, global = true, default_value_t = nstrace::collect::DEFAULT_BUFFER_PAGES, value_parser = power_of_two)]
     buffer_pages: usize,
     /// Explain what the loader does (-v), and more (-vv).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -218,11 +222,15 @@ fn print_summary(common: &Common, timeline: &Timeline, times: &Times) -> io::Res
     }
 }
 
-/// A new record file (0600, whole lines only).
-fn create_record(path: &Path) -> anyhow::Result<JsonSink<RecordFile>> {
-    let file = RecordFile::create(path)
-        .with_context(|| format!("creating the record file {}", path.display()))?;
-    Ok(JsonSink::new(file, WallClock::now(), true))
+/// A new record file (0600, whole entries only), JSON Lines or binary.
+fn create_record(path: &Path, binary: bool) -> anyhow::Result<Box<dyn Sink>> {
+    let context = || format!("creating the record file {}", path.display());
+    let file = RecordFile::create(path).with_context(context)?;
+    Ok(if binary {
+        Box::new(BinSink::new(file).with_context(context)?)
+    } else {
+        Box::new(JsonSink::new(file, WallClock::now(), true))
+    })
 }
 
 fn kernel_release() -> String {
@@ -237,7 +245,10 @@ async fn live(common: &Common, command: Option<&Command>) -> anyhow::Result<u8> 
     if matches!(command, Some(Command::Record)) && record_path.is_none() {
         bail!("`nstrace record` needs -o FILE, the file to write");
     }
-    let mut archive = record_path.as_deref().map(create_record).transpose()?;
+    let mut archive = record_path
+        .as_deref()
+        .map(|path| create_record(path, common.binary))
+        .transpose()?;
     let mut loaded = load::load()?;
     let options = Options {
         buffer_pages: common.buffer_pages,
@@ -259,7 +270,7 @@ async fn live(common: &Common, command: Option<&Command>) -> anyhow::Result<u8> 
     let mut pipeline = Pipeline::new(Timeline::new(scope), filter(common));
     pipeline.sinks.push(stdout.as_mut());
     if let Some(archive) = archive.as_mut() {
-        pipeline.archive = Some(archive);
+        pipeline.archive = Some(archive.as_mut());
     }
 
     let (child_tx, child_rx) = tokio::sync::oneshot::channel::<tokio::process::Child>();
@@ -416,8 +427,9 @@ fn report(common: &Common, file: &Path) -> anyhow::Result<()> {
         for b in &bad {
             eprintln!("nstrace: {}: {b}", file.display());
         }
+        let unit = bad[0].unit;
         bail!(
-            "{} has {} bad lines (listed above); every good line was read",
+            "{} has {} bad {unit}s (listed above); every good {unit} was read",
             file.display(),
             bad.len()
         );

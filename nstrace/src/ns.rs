@@ -248,6 +248,14 @@ impl std::fmt::Display for FlagName {
 /// Appends the flags' names joined by `|`, as [`flag_names`] lists them, without allocating.
 pub fn write_flag_names(out: &mut String, flags: u64, exit_signal_byte: bool) {
     use std::fmt::Write as _;
+    // One flag, the usual case (setns's nstype, a one-type unshare): no walk of the table.
+    if flags.is_power_of_two()
+        && (flags > 0xff || !exit_signal_byte)
+        && let Ok(at) = CLONE_FLAGS.binary_search_by_key(&flags, |&(bit, _)| bit)
+    {
+        out.push_str(CLONE_FLAGS[at].1);
+        return;
+    }
     let mut first = true;
     for_each_flag_name(flags, exit_signal_byte, |name| {
         if !first {
@@ -324,6 +332,21 @@ pub fn errno_name(errno: i32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_flag_is_named_as_the_whole_table_names_it() {
+        assert!(
+            CLONE_FLAGS.windows(2).all(|w| w[0].0 < w[1].0),
+            "sorted by bit"
+        );
+        for bit in (0..40).map(|b| 1u64 << b) {
+            for clone in [false, true] {
+                let mut fast = String::new();
+                write_flag_names(&mut fast, bit, clone);
+                assert_eq!(fast, flag_names(bit, clone).join("|"), "{bit:#x} {clone}");
+            }
+        }
+    }
 
     #[test]
     fn names_round_trip() {

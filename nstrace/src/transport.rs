@@ -21,7 +21,7 @@ use tokio::{
 };
 
 use crate::{
-    event::{Record, decode},
+    event::{DecodeError, Record, Transition, decode_reusing},
     ring::{Item, PerfRing},
 };
 
@@ -135,7 +135,7 @@ impl Rings {
         let mut d = Drained::default();
         for (cpu, ring) in &mut self.rings {
             ring.drain(|item| match item {
-                Item::Sample(bytes) => match decode(bytes) {
+                Item::Sample(bytes) => match reorder.decode(bytes) {
                     Ok(record) => reorder.push(*cpu, record),
                     Err(_) => d.malformed += 1,
                 },
@@ -174,7 +174,14 @@ pub struct Reorder {
     len: usize,
     released_ts: u64,
     pub late: u64,
+    /// Released transitions' allocations, for the next ones decoded: the boxes themselves are
+    /// what is kept.
+    #[expect(clippy::vec_box, reason = "the allocations are what is recycled")]
+    spare: Vec<Box<Transition>>,
 }
+
+/// How many released transitions' allocations are kept for reuse (a drain's worth).
+const SPARE: usize = 4096;
 
 impl Reorder {
     pub fn new(window_ns: u64) -> Self {
@@ -184,7 +191,13 @@ impl Reorder {
             len: 0,
             released_ts: 0,
             late: 0,
+            spare: Vec::new(),
         }
+    }
+
+    /// Decodes a sample, reusing a released transition's allocation.
+    pub fn decode(&mut self, bytes: &[u8]) -> Result<Record, DecodeError> {
+        decode_reusing(bytes, &mut self.spare)
     }
 
     pub fn push(&mut self, cpu: u32, record: Record) {
@@ -222,7 +235,7 @@ impl Reorder {
     }
 
     /// Releases, in order, every record older than `now_ns - window`.
-    pub fn release(&mut self, now_ns: u64, mut out: impl FnMut(Record)) {
+    pub fn release(&mut self, now_ns: u64, mut out: impl FnMut(&Record)) {
         let horizon = now_ns.saturating_sub(self.window_ns);
         while let Some((cpu, ts)) = self.oldest() {
             if ts > horizon {
@@ -231,13 +244,18 @@ impl Reorder {
             if let Some(record) = self.queues[cpu].pop_front() {
                 self.len -= 1;
                 self.released_ts = self.released_ts.max(ts);
-                out(record);
+                out(&record);
+                if let Record::Transition(t) = record
+                    && self.spare.len() < SPARE
+                {
+                    self.spare.push(t);
+                }
             }
         }
     }
 
     /// Releases everything, in order.
-    pub fn drain(&mut self, out: impl FnMut(Record)) {
+    pub fn drain(&mut self, out: impl FnMut(&Record)) {
         self.release(u64::MAX, out);
     }
 

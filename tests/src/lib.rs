@@ -366,7 +366,17 @@ pub struct Run {
 }
 
 impl Run {
+    /// `nstrace run --json -o FILE -- CMD`, the record file in JSON Lines.
     pub fn start(cmd: &[&str]) -> Run {
+        Run::start_with(cmd, false)
+    }
+
+    /// [`Run::start`] with the record file in the binary encoding (`--binary`).
+    pub fn start_binary(cmd: &[&str]) -> Run {
+        Run::start_with(cmd, true)
+    }
+
+    fn start_with(cmd: &[&str], binary_record: bool) -> Run {
         static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let file =
@@ -375,6 +385,7 @@ impl Run {
         let mut child = Command::new(binary("nstrace"))
             .args(["run", "--json", "-o"])
             .arg(&file)
+            .args(binary_record.then_some("--binary"))
             .arg("--")
             .args(cmd)
             .stdin(Stdio::piped())

@@ -115,7 +115,8 @@ fn bwrap_unshare_all_creates_every_namespace_with_one_clone() {
         return;
     }
     let helper = nshelper();
-    let mut run = Run::start(&[
+    // Recorded in the binary encoding: its checkpoint and replay read that file.
+    let mut run = Run::start_binary(&[
         "bwrap",
         "--unshare-all",
         "--ro-bind",

@@ -257,25 +257,38 @@ pub fn bench(rounds: usize, seconds: f64) -> Result<()> {
     let pipe_min = per_record.iter().copied().fold(f64::MAX, f64::min);
     let pipe = median(&mut per_record);
 
-    step("replay: a 1M-record file through `nstrace report`");
-    let file = root.join("target/bench-replay.jsonl");
-    run_cmd(Command::new(bin.join("nsstorm")).args([
-        "synth",
-        file.to_str().context("path")?,
-        "1000000",
-    ]))?;
-    let began = Instant::now();
-    let status = Command::new(&nstrace)
-        .args(["report", "--no-summary", "--findings"])
-        .arg(&file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()?;
-    let replay = 1_000_000.0 / began.elapsed().as_secs_f64();
-    let _ = std::fs::remove_file(&file);
-    if !status.success() {
-        bail!("nstrace report failed on the synthetic recording");
+    step("replay: a 1M-record file through `nstrace report`, binary and JSON Lines");
+    // (records/s binary, records/s JSON Lines): medians of `rounds` runs each.
+    let mut replay = [Vec::new(), Vec::new()];
+    for (binary, rates) in [true, false].into_iter().zip(&mut replay) {
+        let file = root.join(if binary {
+            "target/bench-replay.bin"
+        } else {
+            "target/bench-replay.jsonl"
+        });
+        let path = file.to_str().context("path")?;
+        let mut args = vec!["synth", path, "1000000"];
+        if binary {
+            args.push("--binary");
+        }
+        run_cmd(Command::new(bin.join("nsstorm")).args(&args))?;
+        for _ in 0..rounds {
+            let began = Instant::now();
+            let status = Command::new(&nstrace)
+                .args(["report", "--no-summary", "--findings"])
+                .arg(&file)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()?;
+            rates.push(1_000_000.0 / began.elapsed().as_secs_f64());
+            if !status.success() {
+                bail!("nstrace report failed on the synthetic recording {path}");
+            }
+        }
+        let _ = std::fs::remove_file(&file);
     }
+    let [mut replay_bin, mut replay_json] = replay;
+    let (replay_bin, replay_json) = (median(&mut replay_bin), median(&mut replay_json));
 
     let mut table = String::new();
     table.push_str("| storm | untraced ops/s | traced/untraced (median, min-max) | bpftrace | transitions seen / made | lost | target |\n");
@@ -317,7 +330,10 @@ pub fn bench(rounds: usize, seconds: f64) -> Result<()> {
         peak_rss as f64 / 1024.0
     ));
     table.push_str(&format!(
-        "| `report` replay | {replay:.0} records/s | | | | | ≥ 1M/s |\n"
+        "| `report` replay, binary record (`--binary`) | {replay_bin:.0} records/s | | | | | ≥ 1M/s |\n"
+    ));
+    table.push_str(&format!(
+        "| `report` replay, JSON Lines record | {replay_json:.0} records/s | | | | | |\n"
     ));
     table.push_str(&format!(
         "| collector per setns record, no kernel (median, min) | {pipe:.0} ns ({pipe_min:.0} ns) | | | | | |\n"
@@ -325,7 +341,7 @@ pub fn bench(rounds: usize, seconds: f64) -> Result<()> {
     println!("{table}");
 
     let json = format!(
-        "{{\"rounds\":{rounds},\"seconds\":{seconds},\"storms\":[{}],\"startup_s\":{startup:.4},\"storm_rss_kib\":{storm_rss},\"peak_rss_kib\":{peak_rss},\"replay_records_per_s\":{replay:.0},\"collector_ns_per_record\":{pipe:.1}}}\n",
+        "{{\"rounds\":{rounds},\"seconds\":{seconds},\"storms\":[{}],\"startup_s\":{startup:.4},\"storm_rss_kib\":{storm_rss},\"peak_rss_kib\":{peak_rss},\"replay_records_per_s\":{replay_bin:.0},\"replay_json_records_per_s\":{replay_json:.0},\"collector_ns_per_record\":{pipe:.1}}}\n",
         rows.iter()
             .map(|r| format!(
                 "{{\"storm\":\"{}\",\"ratio_median\":{:.4},\"ratios\":{:?},\"events\":{},\"ops\":{},\"lost\":{}}}",

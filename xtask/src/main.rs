@@ -148,7 +148,7 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 /// Fuzz targets, each a function of nstrace that takes untrusted bytes.
-const FUZZ_TARGETS: [&str; 2] = ["decode", "record_line"];
+const FUZZ_TARGETS: [&str; 2] = ["decode", "record_file"];
 
 /// Runs each fuzz target for `seconds`; a crash fails with its reproducer named by cargo fuzz.
 /// `keep`: new inputs go into the kept corpus; otherwise into a scratch directory, so that a

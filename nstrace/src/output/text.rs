@@ -103,8 +103,12 @@ impl<W: io::Write> Sink for TextSink<W> {
 
 /// Pads `line` with spaces from `from` to `width` bytes (a column of at least `width`).
 fn pad(line: &mut String, from: usize, width: usize) {
-    for _ in line.len() - from..width {
-        line.push(' ');
+    const SPACES: &str = "                ";
+    let mut missing = width.saturating_sub(line.len() - from);
+    while missing > 0 {
+        let n = missing.min(SPACES.len());
+        line.push_str(&SPACES[..n]);
+        missing -= n;
     }
 }
 

@@ -710,15 +710,14 @@ impl Timeline {
     }
 
     /// The namespaces of a transition's `after`: the slots it shares with `before` are the
-    /// task's own, resolved already.
-    fn resolve_after(&mut self, t: &Transition, ts: u64) -> [Option<NsIdx>; NS_SLOTS] {
-        let base = self
-            .tasks
-            .get(&t.tid)
-            .and_then(|task| task.resolved_for(&t.before));
-        let Some(mut out) = base else {
-            return self.resolve_set(&t.after, ts);
-        };
+    /// ones `before` resolved to.
+    fn resolve_after(
+        &mut self,
+        t: &Transition,
+        before: [Option<NsIdx>; NS_SLOTS],
+        ts: u64,
+    ) -> [Option<NsIdx>; NS_SLOTS] {
+        let mut out = before;
         for kind in NsKind::ALL {
             let ns = t.after.get(kind);
             if ns != t.before.get(kind) {
@@ -808,16 +807,17 @@ impl Timeline {
         if !in_scope {
             return None;
         }
-        if !self.histories.contains_key(&key) {
-            if self.histories.len() >= HISTORY_LIMIT {
+        let full = self.histories.len() >= HISTORY_LIMIT;
+        match self.histories.entry(key) {
+            std::collections::hash_map::Entry::Occupied(h) => Some(h.into_mut()),
+            std::collections::hash_map::Entry::Vacant(_) if full => {
                 self.counts.histories_dropped += 1;
-                return None;
+                None
             }
-            self.order.push(key);
-            self.latest.insert(key.pid, key);
-            self.histories.insert(
-                key,
-                ProcessHistory {
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                self.order.push(key);
+                self.latest.insert(key.pid, key);
+                Some(slot.insert(ProcessHistory {
                     key,
                     ppid,
                     comm: Comm::from(comm),
@@ -827,10 +827,9 @@ impl Timeline {
                     moves: Vec::new(),
                     moves_dropped: 0,
                     container: None,
-                },
-            );
+                }))
+            }
         }
-        self.histories.get_mut(&key)
     }
 
     /// The process key of a live task: its process's main thread's start when known.
@@ -843,16 +842,25 @@ impl Timeline {
         ProcessKey { pid, start_ns }
     }
 
-    /// Makes sure the caller of a record is a live task whose set is `set`.
-    fn ensure_task(&mut self, tid: u32, pid: u32, start_ns: u64, comm: &str, set: &NsSet, ts: u64) {
+    /// Makes sure the caller of a record is a live task whose set is `set`; returns what `set`
+    /// resolves to.
+    fn ensure_task(
+        &mut self,
+        tid: u32,
+        pid: u32,
+        start_ns: u64,
+        comm: &str,
+        set: &NsSet,
+        ts: u64,
+    ) -> [Option<NsIdx>; NS_SLOTS] {
         if let Some(task) = self.tasks.get_mut(&tid)
             && (start_ns == 0 || task.start_ns == start_ns)
-            && task.resolved_for(set).is_some()
+            && let Some(resolved) = task.resolved_for(set)
         {
             if task.comm != comm {
                 task.comm = Comm::from(comm);
             }
-            return;
+            return resolved;
         }
         let resolved = self.resolve_set(set, ts);
         let known = self.tasks.get(&tid).is_some_and(|t| {
@@ -889,7 +897,7 @@ impl Timeline {
                     raw: Some((*set, resolved)),
                 },
             );
-            return;
+            return resolved;
         }
         let task = self.tasks.get_mut(&tid).expect("checked above");
         task.comm = Comm::from(comm);
@@ -909,6 +917,7 @@ impl Timeline {
                 }
             }
         }
+        resolved
     }
 
     fn drop_task(&mut self, tid: u32, task: &Task, ts: u64) {
@@ -922,7 +931,7 @@ impl Timeline {
     fn transition(&mut self, t: &Transition) -> bool {
         self.counts.transitions += 1;
         let ts = t.ts_ns;
-        self.ensure_task(t.tid, t.pid, t.start_boottime_ns, &t.comm, &t.before, ts);
+        let before = self.ensure_task(t.tid, t.pid, t.start_boottime_ns, &t.comm, &t.before, ts);
         let in_scope = self.in_scope(t.tid);
         if in_scope {
             for rule in TRANSITION_RULES {
@@ -957,7 +966,7 @@ impl Timeline {
             return in_scope;
         }
 
-        let after = self.resolve_after(t, ts);
+        let after = self.resolve_after(t, before, ts);
         let changed = NsKind::ALL
             .into_iter()
             .filter(|k| t.before.get(*k) != t.after.get(*k));
@@ -1031,7 +1040,14 @@ impl Timeline {
         thread_apart: bool,
     ) {
         if let Some(h) = self.history(key, t.ppid, &t.comm, in_scope) {
-            h.comm.clone_from(&t.comm);
+            if h.comm != t.comm {
+                h.comm.clone_from(&t.comm);
+            }
+            if h.moves.len() >= MOVE_LIMIT {
+                // Only counted: not worth building.
+                h.moves_dropped += 1;
+                return;
+            }
             push_move(
                 h,
                 Move {

@@ -285,7 +285,7 @@ fn records_from_two_cpus_are_applied_in_kernel_time_order() {
     }
     let mut tl = machine(Scope::Descendants([100].into()));
     reorder.drain(|r| {
-        tl.apply(&r);
+        tl.apply(r);
     });
     assert_eq!(tl.counts.unknown_tasks, 0, "the fork came first");
     assert!(tl.in_scope(300));

@@ -109,21 +109,29 @@ fn storm(kind: &str, until: Instant) -> u64 {
     ops
 }
 
-/// A record file of `n` records: unshare transitions, forks and exits of many processes.
-fn synth(path: &str, n: u64) {
+/// A record file of `n` records: unshare transitions, forks and exits of many processes; JSON
+/// Lines, or the binary encoding.
+fn synth(path: &str, n: u64, binary: bool) {
     use std::io::Write as _;
 
     use nstrace::{
         clock::WallClock,
         event::{Call, Child, Exit, Fork, NsSet, Record, Transition},
         output::{Sink, json::JsonSink},
+        record::{BinSink, RecordFile},
     };
-    let file = File::create(path).unwrap_or_else(|_| fail("create"));
-    let mut out = JsonSink::new(
-        std::io::BufWriter::new(file),
-        WallClock::with_offset(0),
-        true,
-    );
+    let mut out: Box<dyn Sink> = if binary {
+        let file =
+            RecordFile::create(std::path::Path::new(path)).unwrap_or_else(|_| fail("create"));
+        Box::new(BinSink::new(file).unwrap_or_else(|_| fail("write")))
+    } else {
+        let file = File::create(path).unwrap_or_else(|_| fail("create"));
+        Box::new(JsonSink::new(
+            std::io::BufWriter::new(file),
+            WallClock::with_offset(0),
+            true,
+        ))
+    };
     let host = NsSet {
         inum: [
             4026531832, 4026531838, 4026531839, 4026531836, 4026531836, 4026531833, 4026531837,
@@ -205,7 +213,7 @@ fn synth(path: &str, n: u64) {
 fn pipe(n: u64) {
     use nstrace::{
         clock::WallClock,
-        event::{decode, encode},
+        event::encode,
         output::text::TextSink,
         pipeline::{Filter, Pipeline},
         timeline::{Scope, Timeline},
@@ -243,13 +251,13 @@ fn pipe(n: u64) {
         bytes.clear();
         bytes.extend_from_slice(if i % 2 == 1 { &there } else { &back });
         bytes[..8].copy_from_slice(&(i * 1000).to_ne_bytes());
-        match decode(&bytes) {
+        match reorder.decode(&bytes) {
             Ok(record) => reorder.push(0, record),
             Err(e) => fail(&format!("decode: {e}")),
         }
         if i % 1024 == 0 || i == n {
             reorder.release(i * 1000, |r| {
-                if pipeline.feed(&r, false).is_err() {
+                if pipeline.feed(r, false).is_err() {
                     fail("feed")
                 }
             });
@@ -269,7 +277,10 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.as_slice() {
         [synth_cmd, path, n] if synth_cmd == "synth" => {
-            synth(path, n.parse().unwrap_or_else(|_| fail("bad count")))
+            synth(path, n.parse().unwrap_or_else(|_| fail("bad count")), false)
+        }
+        [synth_cmd, path, n, bin] if synth_cmd == "synth" && bin == "--binary" => {
+            synth(path, n.parse().unwrap_or_else(|_| fail("bad count")), true)
         }
         [pipe_cmd, n] if pipe_cmd == "pipe" => {
             pipe(n.parse().unwrap_or_else(|_| fail("bad count")))
@@ -286,7 +297,7 @@ fn main() {
         }
         _ => {
             eprintln!(
-                "usage: nsstorm unshare|fork|setns|clone SECONDS | nsstorm synth FILE N | \
+                "usage: nsstorm unshare|fork|setns|clone SECONDS | nsstorm synth FILE N [--binary] | \
                  nsstorm pipe N"
             );
             std::process::exit(2);
