@@ -177,8 +177,12 @@ pub async fn collect(
 /// system's records.
 pub const DRAIN_PERIOD: Duration = Duration::from_millis(10);
 
-/// Drains every buffer, then feeds the pipeline every record the drain made safe to order.
-/// Returns the drain's start time.
+/// How much of each buffer a pump reads before feeding the pipeline what it made safe to order:
+/// a full 4 MiB buffer is not held in memory all at once.
+const DRAIN_CHUNK: usize = 256 * 1024;
+
+/// Drains every buffer, a chunk at a time, feeding the pipeline after each chunk every record
+/// that is safe to order. Returns the drain's start time.
 fn pump(
     rings: &mut Rings,
     reorder: &mut Reorder,
@@ -187,7 +191,23 @@ fn pump(
 ) -> Result<u64, CollectError> {
     // Taken before reading: every record stamped earlier is in a buffer by now (see transport).
     let now = monotonic_ns();
-    let drained = rings.drain(reorder);
+    // At most about a default buffer's worth per pump: a storm that writes as fast as this
+    // reads must not keep the loop from signals and timers.
+    for _ in 0..DEFAULT_BUFFER_PAGES * 4096 / DRAIN_CHUNK {
+        let frontier = drain_chunk(rings, reorder, summary);
+        // A buffer left unfinished may still hold records as old as its last one read.
+        release(reorder, frontier.map_or(now, |f| f.min(now)), pipeline)?;
+        if frontier.is_none() {
+            break;
+        }
+    }
+    Ok(now)
+}
+
+/// One chunk of every buffer into `reorder`, reporting losses; returns the frontier of the
+/// buffers left unfinished.
+fn drain_chunk(rings: &mut Rings, reorder: &mut Reorder, summary: &mut Summary) -> Option<u64> {
+    let drained = rings.drain(reorder, DRAIN_CHUNK);
     if drained.lost > 0 {
         summary.lost += drained.lost;
         eprintln!(
@@ -200,8 +220,7 @@ fn pump(
         summary.malformed += drained.malformed;
         eprintln!("nstrace: {} malformed samples", drained.malformed);
     }
-    release(reorder, now, pipeline)?;
-    Ok(now)
+    drained.frontier
 }
 
 async fn readable<T: std::os::fd::AsRawFd>(

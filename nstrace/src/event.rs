@@ -192,7 +192,8 @@ pub struct Transition {
     pub comm: Comm,
     pub before: NsSet,
     pub after: NsSet,
-    pub child: Option<Child>,
+    /// Boxed: most transitions have none, and a record is smaller for it.
+    pub child: Option<Box<Child>>,
 }
 
 impl Transition {
@@ -431,11 +432,13 @@ fn fill_transition(bytes: &[u8], call: Call, t: &mut Transition) {
     } else {
         0
     };
-    t.child = (child_tid != 0).then(|| Child {
-        tid: child_tid,
-        start_ns: field(bytes, offset_of!(W, child_start_boottime_ns)),
-        ns_tid: field(bytes, offset_of!(W, child_ns_tid)),
-        ns: set(offset_of!(W, child)),
+    t.child = (child_tid != 0).then(|| {
+        Box::new(Child {
+            tid: child_tid,
+            start_ns: field(bytes, offset_of!(W, child_start_boottime_ns)),
+            ns_tid: field(bytes, offset_of!(W, child_ns_tid)),
+            ns: set(offset_of!(W, child)),
+        })
     });
     t.ts_ns = field(
         bytes,

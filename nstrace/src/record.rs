@@ -370,11 +370,13 @@ impl TryFrom<TransitionLine> for Transition {
             comm: t.comm,
             before: set(&t.before, t.before_id.as_ref()),
             after: set(&t.after, t.after_id.as_ref()),
-            child: t.child.map(|c| Child {
-                tid: c.tid,
-                start_ns: c.start_boottime_ns,
-                ns_tid: c.ns_tid,
-                ns: set(&c.ns, c.ns_id.as_ref()),
+            child: t.child.map(|c| {
+                Box::new(Child {
+                    tid: c.tid,
+                    start_ns: c.start_boottime_ns,
+                    ns_tid: c.ns_tid,
+                    ns: set(&c.ns, c.ns_id.as_ref()),
+                })
             }),
         })
     }
@@ -883,12 +885,12 @@ mod tests {
             ret: -22,
             fd: None,
             comm: Comm::from("crun ünï"),
-            child: Some(Child {
+            child: Some(Box::new(Child {
                 tid: 77,
                 start_ns: 5_999,
                 ns_tid: 1,
                 ns: set(4026532200),
-            }),
+            })),
             ..setns.clone()
         };
         vec![

@@ -157,7 +157,13 @@ impl PerfRing {
 
     /// Hands every record written so far to `f`, oldest first, then frees their space. A
     /// malformed frame (which the kernel never writes) ends the drain and skips what is left.
-    pub fn drain(&mut self, mut f: impl FnMut(Item<'_>)) {
+    pub fn drain(&mut self, f: impl FnMut(Item<'_>)) {
+        self.drain_some(usize::MAX, f);
+    }
+
+    /// [`Self::drain`], stopping after the record that reaches `budget` bytes. Returns whether
+    /// records are left.
+    pub fn drain_some(&mut self, budget: usize, mut f: impl FnMut(Item<'_>)) -> bool {
         let c = self.control();
         // SAFETY: fields of the mapped control page; the fence orders the data reads after
         // the head read, as the ABI requires.
@@ -166,7 +172,8 @@ impl PerfRing {
         // SAFETY: as above.
         let mut tail = unsafe { std::ptr::read_volatile(&raw const (*c).data_tail) };
         let mut wrapped = std::mem::take(&mut self.wrapped);
-        while head.wrapping_sub(tail) >= HEADER as u64 {
+        let start = tail;
+        while head.wrapping_sub(tail) >= HEADER as u64 && tail.wrapping_sub(start) < budget as u64 {
             let mut header = [0u8; HEADER];
             self.copy(tail, &mut header);
             let kind = u32::from_ne_bytes([header[0], header[1], header[2], header[3]]);
@@ -205,6 +212,7 @@ impl PerfRing {
         fence(Ordering::Release);
         // SAFETY: the reader's own field of the control page.
         unsafe { std::ptr::write_volatile(&raw mut (*c).data_tail, tail) };
+        head.wrapping_sub(tail) >= HEADER as u64
     }
 
     /// Puts this ring in slot `cpu` of a BPF_MAP_TYPE_PERF_EVENT_ARRAY.
@@ -322,6 +330,24 @@ mod tests {
         assert_eq!(drained(&mut ring), ["sample one", "lost 7", "sample two"]);
         assert!(!ring.readable());
         assert!(drained(&mut ring).is_empty());
+    }
+
+    #[test]
+    fn a_drain_with_a_budget_stops_at_a_whole_record_and_the_next_goes_on_from_there() {
+        let mut ring = fake(1);
+        for word in [b"one", b"two", b"six"] {
+            write(&ring, 9, &sample(word));
+        }
+        let mut out = Vec::new();
+        let left = ring.drain_some(1, |item| {
+            if let Item::Sample(s) = item {
+                out.push(s.to_vec())
+            }
+        });
+        assert!(left);
+        assert_eq!(out, [b"one".to_vec()]);
+        assert_eq!(drained(&mut ring), ["sample two", "sample six"]);
+        assert!(!ring.readable());
     }
 
     #[test]

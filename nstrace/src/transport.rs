@@ -48,6 +48,9 @@ pub struct Drained {
     pub lost_cpu: u32,
     /// Samples that did not decode.
     pub malformed: u64,
+    /// When a buffer was left unfinished (the drain's budget ran out): the oldest of those
+    /// buffers' last records read. Nothing older can still be waiting there.
+    pub frontier: Option<u64>,
 }
 
 /// Every CPU's perf buffer. The perf array stays alive here: without it nothing arrives.
@@ -59,11 +62,12 @@ pub struct Rings {
     watchers: Vec<JoinHandle<()>>,
 }
 
-/// The reader is woken when a quarter of a buffer is waiting: under a storm, a few thousand
-/// wake-ups a second, each taking hundreds of records, and room for three times as many again
-/// while the reader gets going.
+/// The reader is woken when a quarter of a buffer, or 256 KiB, is waiting, whichever is less:
+/// under a storm, a few thousand wake-ups a second, each taking hundreds of records, with room
+/// for many times as many again while the reader gets going. Waking more often than a quarter
+/// of a large buffer keeps fewer records waiting in the collector's memory.
 fn watermark(pages: usize) -> u32 {
-    (pages * 4096 / 4).min(u32::MAX as usize) as u32
+    (pages * 4096 / 4).min(256 * 1024) as u32
 }
 
 /// A ring's fd, watched for readiness while the ring itself stays with [`Rings`].
@@ -130,13 +134,17 @@ impl Rings {
         self.notify.notified().await
     }
 
-    /// Reads every buffer, decoding each sample into `reorder`.
-    pub fn drain(&mut self, reorder: &mut Reorder) -> Drained {
+    /// Reads up to `budget` bytes of every buffer, decoding each sample into `reorder`.
+    pub fn drain(&mut self, reorder: &mut Reorder, budget: usize) -> Drained {
         let mut d = Drained::default();
         for (cpu, ring) in &mut self.rings {
-            ring.drain(|item| match item {
+            let mut last = 0;
+            let left = ring.drain_some(budget, |item| match item {
                 Item::Sample(bytes) => match reorder.decode(bytes) {
-                    Ok(record) => reorder.push(*cpu, record),
+                    Ok(record) => {
+                        last = record.ts_ns();
+                        reorder.push(*cpu, record);
+                    }
                     Err(_) => d.malformed += 1,
                 },
                 Item::Lost(count) => {
@@ -144,6 +152,9 @@ impl Rings {
                     d.lost_cpu = *cpu;
                 }
             });
+            if left {
+                d.frontier = Some(d.frontier.map_or(last, |f| f.min(last)));
+            }
         }
         d
     }
@@ -181,7 +192,7 @@ pub struct Reorder {
 }
 
 /// How many released transitions' allocations are kept for reuse (a drain's worth).
-const SPARE: usize = 4096;
+const SPARE: usize = 1024;
 
 impl Reorder {
     pub fn new(window_ns: u64) -> Self {

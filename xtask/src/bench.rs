@@ -272,6 +272,8 @@ pub fn bench(rounds: usize, seconds: f64) -> Result<()> {
             args.push("--binary");
         }
         run_cmd(Command::new(bin.join("nsstorm")).args(&args))?;
+        // Written back before timing: the flush of hundreds of MB would compete with the replay.
+        run_cmd(&mut Command::new("sync"))?;
         for _ in 0..rounds {
             let began = Instant::now();
             let status = Command::new(&nstrace)

@@ -244,7 +244,7 @@ mod tests {
         born.flags = 0;
         born.ret = 51;
         born.before = unshared;
-        born.child = Some(Child {
+        born.child = Some(Box::new(Child {
             tid: 51,
             start_ns: 2_000_000,
             ns_tid: 1,
@@ -254,7 +254,7 @@ mod tests {
                 (NsKind::PidForChildren, 4026532180),
                 (NsKind::Net, 4026532181),
             ]),
-        });
+        }));
         tl.apply(&Record::Transition(Box::new(born)));
         let mut join = base;
         join.ts_ns = 3_000_000;

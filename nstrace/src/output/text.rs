@@ -19,6 +19,17 @@ pub struct TextSink<W: io::Write> {
     second: Option<(i128, String)>,
     /// The line being built, reused.
     line: String,
+    /// The last heads made (see [`describe_head`]), replaced in turn.
+    heads: [Head; 4],
+    next_head: usize,
+}
+
+/// A line's head as made, with what it depends on and whether the call succeeded.
+#[derive(Default)]
+struct Head {
+    key: Option<HeadKey>,
+    text: String,
+    ok: bool,
 }
 
 impl<W: io::Write> TextSink<W> {
@@ -35,6 +46,8 @@ impl<W: io::Write> TextSink<W> {
             offset: offset.unwrap_or(chrono::FixedOffset::east_opt(0).expect("zero offset")),
             second: None,
             line: String::with_capacity(256),
+            heads: Default::default(),
+            next_head: 0,
         }
     }
 
@@ -86,7 +99,29 @@ impl<W: io::Write> Sink for TextSink<W> {
             return Ok(());
         };
         self.start_line(t.ts_ns);
-        describe_into(&mut self.line, t);
+        // A task in a loop repeats a few heads line after line (a setns storm: two fds): each
+        // is made once and copied after.
+        let at = match self.heads.iter().position(|h| {
+            h.key.as_ref().is_some_and(|key| {
+                key.tid == t.tid && key.ret == t.ret && key.fd == t.fd && *key == HeadKey::of(t)
+            })
+        }) {
+            Some(at) => at,
+            None => {
+                let at = self.next_head;
+                self.next_head = (at + 1) % self.heads.len();
+                let head = &mut self.heads[at];
+                head.text.clear();
+                head.ok = describe_head(&mut head.text, t);
+                head.key = Some(HeadKey::of(t));
+                at
+            }
+        };
+        let head = &self.heads[at];
+        self.line.push_str(&head.text);
+        if head.ok {
+            describe_tail(&mut self.line, t);
+        }
         self.end_line()
     }
 
@@ -118,6 +153,40 @@ fn push_num(line: &mut String, n: impl itoa::Integer) {
 
 /// Everything after the time column, appended to `line`.
 pub fn describe_into(line: &mut String, t: &Transition) {
+    if describe_head(line, t) {
+        describe_tail(line, t);
+    }
+}
+
+/// What a line's head depends on: who called what, with which arguments, and what it returned.
+#[derive(Clone, PartialEq, Eq)]
+struct HeadKey {
+    pid: u32,
+    tid: u32,
+    comm: crate::event::Comm,
+    call: Call,
+    fd: Option<i32>,
+    flags: u64,
+    ret: i64,
+}
+
+impl HeadKey {
+    fn of(t: &Transition) -> Self {
+        Self {
+            pid: t.pid,
+            tid: t.tid,
+            comm: t.comm.clone(),
+            call: t.call,
+            fd: t.fd,
+            flags: t.flags,
+            ret: t.ret,
+        }
+    }
+}
+
+/// The caller, the call and its result, appended to `line`; false when the call failed (the
+/// head then says so, and there is nothing more to show).
+fn describe_head(line: &mut String, t: &Transition) -> bool {
     let at = line.len();
     push_num(line, t.pid);
     if t.tid != t.pid {
@@ -154,7 +223,7 @@ pub fn describe_into(line: &mut String, t: &Transition) {
     match t.errno_name() {
         Some(errno) => {
             let _ = write!(line, " = -1 {errno}  FAILED, nothing changed");
-            return;
+            return false;
         }
         None if t.call != Call::Exec => {
             line.push_str(" = ");
@@ -162,6 +231,11 @@ pub fn describe_into(line: &mut String, t: &Transition) {
         }
         None => {}
     }
+    true
+}
+
+/// What changed, for the caller and any child, appended to `line`.
+fn describe_tail(line: &mut String, t: &Transition) {
     changes(line, &t.before, &t.after);
     if let Some(child) = &t.child {
         let _ = write!(line, "  child {}", child.tid);
@@ -267,5 +341,36 @@ mod tests {
         let mut lines = text.lines();
         assert_eq!(lines.next(), Some(HEADER));
         assert!(lines.next().unwrap().starts_with("01:02:03.000001  42/43 "));
+    }
+
+    #[test]
+    fn a_head_made_for_one_line_is_reused_only_for_the_same_call_and_result() {
+        let mut variants = Vec::new();
+        let base = transition(&setns_record());
+        variants.push(base.clone());
+        variants.push(base.clone());
+        let mut other_fd = base.clone();
+        other_fd.fd = Some(9);
+        variants.push(other_fd);
+        let mut failed = base.clone();
+        failed.ret = -22;
+        variants.push(failed);
+        let mut renamed = base.clone();
+        renamed.comm = "nsenter2".into();
+        variants.push(renamed);
+        let mut thread = base.clone();
+        thread.tid = 44;
+        variants.push(thread);
+        variants.push(base);
+        let mut out = Vec::new();
+        let mut sink = TextSink::new(&mut out, WallClock::with_offset(0), true);
+        for t in &variants {
+            sink.record(&Record::Transition(Box::new(t.clone())))
+                .unwrap();
+        }
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().map(|l| &l[17..]).collect();
+        let expected: Vec<String> = variants.iter().map(describe).collect();
+        assert_eq!(lines, expected);
     }
 }

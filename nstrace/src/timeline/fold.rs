@@ -136,9 +136,6 @@ impl Timeline {
         let mut marked: FxHashSet<NsIdx> = FxHashSet::default();
         for task in self.tasks.values() {
             marked.extend(task.set.iter().flatten());
-            if let Some((_, resolved)) = &task.raw {
-                marked.extend(resolved.iter().flatten());
-            }
         }
         for h in self.histories.values() {
             for m in &h.moves {

@@ -258,19 +258,17 @@ struct Task {
     in_scope: bool,
     /// Per slot: the task was in the host's namespace of that slot at some point of its life.
     ever_host: [bool; NS_SLOTS],
-    /// The kernel's set last seen for the task, with what it resolved to: while both still
-    /// hold, the next record's `before` needs no lookups.
-    raw: Option<(NsSet, [Option<NsIdx>; NS_SLOTS])>,
+    /// The kernel's set last seen for the task, which `set` is the resolution of (every change
+    /// of `set` sets this too, or clears it): while it holds, the next record's `before` needs no
+    /// lookups.
+    raw: Option<NsSet>,
 }
 
 impl Task {
-    /// What `set` resolves to, when it is the kernel's set last seen for this task and the
-    /// task is still in it: no lookups needed.
+    /// What `set` resolves to, when it is the kernel's set last seen for this task: no lookups
+    /// needed.
     fn resolved_for(&self, set: &NsSet) -> Option<[Option<NsIdx>; NS_SLOTS]> {
-        self.raw
-            .as_ref()
-            .filter(|(raw, resolved)| raw == set && *resolved == self.set)
-            .map(|(_, resolved)| *resolved)
+        (self.raw.as_ref() == Some(set)).then_some(self.set)
     }
 }
 
@@ -894,14 +892,14 @@ impl Timeline {
                     set: resolved,
                     in_scope,
                     ever_host: self.host_flags(&resolved),
-                    raw: Some((*set, resolved)),
+                    raw: Some(*set),
                 },
             );
             return resolved;
         }
         let task = self.tasks.get_mut(&tid).expect("checked above");
         task.comm = Comm::from(comm);
-        task.raw = Some((*set, resolved));
+        task.raw = Some(*set);
         if task.set != resolved {
             // A record was lost: trust what the kernel says now.
             self.counts.resyncs += 1;
@@ -1007,7 +1005,7 @@ impl Timeline {
             let host = self.host_flags(&after);
             if let Some(task) = self.tasks.get_mut(&t.tid) {
                 task.set = after;
-                task.raw = Some((t.after, after));
+                task.raw = Some(t.after);
                 for (ever, now) in task.ever_host.iter_mut().zip(host) {
                     *ever |= now;
                 }

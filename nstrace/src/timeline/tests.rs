@@ -334,12 +334,12 @@ fn a_pid_namespace_is_created_by_clone_and_empties_when_its_init_and_children_ex
     );
     let mut t = transition(10, 100, Call::Clone3, CLONE_NEWPID, host_set(), host_set());
     t.ret = 400;
-    t.child = Some(Child {
+    t.child = Some(Box::new(Child {
         tid: 400,
         start_ns: 400_010,
         ns_tid: 1,
         ns: child_set,
-    });
+    }));
     tl.apply(&rec(t));
     let pidns = ns_named(&tl, NsType::Pid, 4026532800)[0];
     assert_eq!(pidns.created.as_ref().unwrap().call, Call::Clone3);
@@ -513,12 +513,12 @@ fn a_fully_isolated_container_and_an_unknown_cgroup_are_not_flagged() {
         host_set(),
         host_set(),
     );
-    t.child = Some(Child {
+    t.child = Some(Box::new(Child {
         tid: 800,
         start_ns: 800_010,
         ns_tid: 1,
         ns: isolated,
-    });
+    }));
     tl.apply(&rec(t));
     tl.observe(800, 20, DOCKER_A, "");
     tl.observe(100, 21, "0::/user.slice/session-1.scope\n", "");

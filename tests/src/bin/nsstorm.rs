@@ -116,7 +116,7 @@ fn synth(path: &str, n: u64, binary: bool) {
 
     use nstrace::{
         clock::WallClock,
-        event::{Call, Child, Exit, Fork, NsSet, Record, Transition},
+        event::{Call, Exit, Fork, NsSet, Record, Transition},
         output::{Sink, json::JsonSink},
         record::{BinSink, RecordFile},
     };
@@ -186,7 +186,7 @@ fn synth(path: &str, n: u64, binary: bool) {
             comm: "storm".into(),
             before: host,
             after,
-            child: None::<Child>,
+            child: None,
         }));
         let exit = Record::Exit(Exit {
             ts_ns: ts + 200,
@@ -238,7 +238,9 @@ fn pipe(n: u64) {
     raw.after.inum[slot::UTS] = 4026532400;
     raw.after.id[slot::UTS] = 900;
     let there = encode(&raw)[..TRANSITION_SHORT].to_vec();
+    // Home again through another fd, as the storm does.
     (raw.before, raw.after) = (raw.after, raw.before);
+    raw.fd = 4;
     let back = encode(&raw)[..TRANSITION_SHORT].to_vec();
 
     let mut sink = TextSink::new(std::io::sink(), WallClock::with_offset(0), true);
