@@ -465,7 +465,7 @@ fn fill_transition(bytes: &[u8], call: Call, t: &mut Transition) {
 
 impl Transition {
     /// A transition with nothing in it, to be filled.
-    fn blank() -> Self {
+    pub(crate) fn blank() -> Self {
         Self {
             ts_ns: 0,
             call: Call::Setns,

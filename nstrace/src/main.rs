@@ -61,7 +61,8 @@ enum Command {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         cmd: Vec<OsString>,
     },
-    /// Record every record to a file (JSON Lines) until Ctrl-C, for `nstrace report`.
+    /// Record every record to a file (-o; JSON Lines, or binary with --binary) until Ctrl-C,
+    /// for `nstrace report`.
     Record,
     /// Rebuild the timeline from a record file, as it was live.
     Report {

@@ -37,6 +37,8 @@ pub struct RecordFile {
     line: Vec<u8>,
     /// Bytes of whole lines in the file.
     committed: u64,
+    /// What a whole entry is called in messages: "line", or "frame" in a binary file.
+    unit: &'static str,
 }
 
 impl RecordFile {
@@ -55,6 +57,7 @@ impl RecordFile {
             path: path.display().to_string(),
             line: Vec::with_capacity(1024),
             committed: 0,
+            unit: "line",
         })
     }
 
@@ -69,8 +72,8 @@ impl RecordFile {
             return Err(io::Error::new(
                 e.kind(),
                 format!(
-                    "writing the record file {}: {e}; it holds every whole line written before",
-                    self.path
+                    "writing the record file {}: {e}; it holds every whole {} written before",
+                    self.path, self.unit
                 ),
             ));
         }
@@ -487,10 +490,14 @@ enum FrameRef<'a> {
 
 /// One entry of a binary record file, as read (the same encoding as [`FrameRef`]).
 #[derive(Deserialize)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "read on the parser's stack, then moved into a recycled allocation"
+)]
 pub enum Frame {
     /// A header, process, follow or observation line.
     Json(String),
-    Transition(Box<Transition>),
+    Transition(Transition),
     Fork(Fork),
     Exec(Box<Exec>),
     Exit(Exit),
@@ -498,6 +505,14 @@ pub enum Frame {
 
 /// Parses one binary frame.
 pub fn parse_frame(bytes: &[u8]) -> Result<Entry, String> {
+    parse_frame_reusing(bytes, &mut Vec::new())
+}
+
+/// Released transitions' allocations, handed back to be filled again.
+type Spare = Vec<Box<Transition>>;
+
+/// [`parse_frame`], putting a transition in one of the `spare` allocations when there is one.
+fn parse_frame_reusing(bytes: &[u8], spare: &mut Spare) -> Result<Entry, String> {
     let (frame, rest) =
         postcard::take_from_bytes::<Frame>(bytes).map_err(|e| format!("undecodable frame: {e}"))?;
     if !rest.is_empty() {
@@ -505,7 +520,13 @@ pub fn parse_frame(bytes: &[u8]) -> Result<Entry, String> {
     }
     Ok(match frame {
         Frame::Json(line) => parse_line(&line)?,
-        Frame::Transition(t) => Entry::Record(Record::Transition(t)),
+        Frame::Transition(t) => Entry::Record(Record::Transition(match spare.pop() {
+            Some(mut slot) => {
+                *slot = t;
+                slot
+            }
+            None => Box::new(t),
+        })),
         Frame::Fork(f) => Entry::Record(Record::Fork(f)),
         Frame::Exec(e) => Entry::Record(Record::Exec(e)),
         Frame::Exit(x) => Entry::Record(Record::Exit(x)),
@@ -523,6 +544,7 @@ pub struct BinSink {
 
 impl BinSink {
     pub fn new(mut file: RecordFile) -> io::Result<Self> {
+        file.unit = "frame";
         file.frame(&BIN_MAGIC)?;
         Ok(Self {
             file,
@@ -578,7 +600,7 @@ pub enum ReplayError {
 /// lines.
 pub fn replay(
     path: &Path,
-    mut each: impl FnMut(Entry) -> io::Result<()>,
+    mut each: impl FnMut(&Entry) -> io::Result<()>,
 ) -> Result<(Header, Vec<BadLine>), ReplayError> {
     let file = File::open(path).map_err(|source| ReplayError::Open {
         path: path.display().to_string(),
@@ -589,7 +611,11 @@ pub fn replay(
     let unit = if binary { "frame" } else { "line" };
     // Parsing is much of the work: one thread parses while this one applies, batch by batch.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Parsed>>(8);
-    let parser = std::thread::spawn(move || parse_entries(reader, &tx));
+    // Transitions' allocations go back to the parser to be filled again: neither thread then
+    // allocates or frees one per record.
+    let (spent_tx, returned) = std::sync::mpsc::sync_channel::<Spare>(4);
+    let parser = std::thread::spawn(move || parse_entries(reader, &tx, &returned));
+    let mut spent = Spare::with_capacity(BATCH);
     let mut header = None;
     let mut bad = Vec::new();
     let no_header = || ReplayError::NoHeader(path.display().to_string());
@@ -601,11 +627,11 @@ pub fn replay(
             };
             match result {
                 Ok(Entry::Header(h)) if header.is_none() => {
-                    header = Some(h.clone());
-                    each(Entry::Header(h)).map_err(|source| ReplayError::Read {
+                    each(&Entry::Header(h.clone())).map_err(|source| ReplayError::Read {
                         line: number,
                         source,
                     })?;
+                    header = Some(h);
                 }
                 Ok(Entry::Header(_)) => bad.push(BadLine {
                     line: number,
@@ -613,10 +639,19 @@ pub fn replay(
                     unit,
                 }),
                 Ok(_) | Err(_) if header.is_none() => return Err(no_header()),
-                Ok(entry) => each(entry).map_err(|source| ReplayError::Read {
-                    line: number,
-                    source,
-                })?,
+                Ok(entry) => {
+                    each(&entry).map_err(|source| ReplayError::Read {
+                        line: number,
+                        source,
+                    })?;
+                    if let Entry::Record(Record::Transition(t)) = entry {
+                        spent.push(t);
+                        if spent.len() == BATCH {
+                            // A full return channel: these are freed here instead.
+                            let _ = spent_tx.try_send(std::mem::take(&mut spent));
+                        }
+                    }
+                }
                 Err(error) => bad.push(BadLine {
                     line: number,
                     error,
@@ -652,12 +687,18 @@ type Each<'a> = dyn FnMut(usize, Result<Entry, String>) -> bool + 'a;
 
 /// Reads every entry of a record file in either encoding (told apart by its first bytes),
 /// handing each to `each`. Errs with the entry number where reading the file failed.
-pub fn read_entries(
+pub fn read_entries(reader: impl BufRead, each: &mut Each<'_>) -> Result<(), (usize, io::Error)> {
+    read_entries_reusing(reader, None, each)
+}
+
+/// [`read_entries`], filling transitions into the allocations `returned` hands back.
+fn read_entries_reusing(
     mut reader: impl BufRead,
+    returned: Option<&std::sync::mpsc::Receiver<Spare>>,
     each: &mut Each<'_>,
 ) -> Result<(), (usize, io::Error)> {
     if is_binary(&mut reader).map_err(|e| (1, e))? {
-        read_frames(reader, each)
+        read_frames(reader, returned, each)
     } else {
         read_lines(reader, each)
     }
@@ -665,9 +706,13 @@ pub fn read_entries(
 
 /// The parser thread of [`replay`]: every entry, in batches; stops early when the receiver is
 /// gone.
-fn parse_entries(reader: impl BufRead, tx: &std::sync::mpsc::SyncSender<Vec<Parsed>>) {
+fn parse_entries(
+    reader: impl BufRead,
+    tx: &std::sync::mpsc::SyncSender<Vec<Parsed>>,
+    returned: &std::sync::mpsc::Receiver<Spare>,
+) {
     let mut batch = Vec::with_capacity(BATCH);
-    let read = read_entries(reader, &mut |number, result| {
+    let read = read_entries_reusing(reader, Some(returned), &mut |number, result| {
         batch.push(Parsed::Line(number, result));
         batch.len() < BATCH
             || tx
@@ -682,7 +727,12 @@ fn parse_entries(reader: impl BufRead, tx: &std::sync::mpsc::SyncSender<Vec<Pars
 
 /// The frames of a binary file. Reading stops at a frame that is cut short or whose length
 /// cannot be right: nothing after it can be found.
-fn read_frames(mut reader: impl BufRead, each: &mut Each<'_>) -> Result<(), (usize, io::Error)> {
+fn read_frames(
+    mut reader: impl BufRead,
+    returned: Option<&std::sync::mpsc::Receiver<Spare>>,
+    each: &mut Each<'_>,
+) -> Result<(), (usize, io::Error)> {
+    let mut spare = Spare::new();
     let mut magic = [0; BIN_MAGIC.len()];
     reader.read_exact(&mut magic).map_err(|e| (1, e))?;
     let mut buf = Vec::new();
@@ -713,7 +763,12 @@ fn read_frames(mut reader: impl BufRead, each: &mut Each<'_>) -> Result<(), (usi
             each(number, Err(format!("truncated ({got} of its {len} bytes)")));
             break;
         }
-        if !each(number, parse_frame(&buf)) {
+        if spare.is_empty()
+            && let Some(more) = returned.and_then(|r| r.try_recv().ok())
+        {
+            spare = more;
+        }
+        if !each(number, parse_frame_reusing(&buf, &mut spare)) {
             break;
         }
     }
@@ -824,20 +879,20 @@ pub fn rebuild(
                 }
                 start_ts = h.start_ts_ns;
             }
-            Entry::Process(p) => snapshot.push(p),
+            Entry::Process(p) => snapshot.push(p.clone()),
             Entry::Follow(pid) => {
                 start(pipeline, &mut snapshot, &mut started, start_ts);
                 if pids.is_empty() {
-                    pipeline.timeline.follow(pid);
+                    pipeline.timeline.follow(*pid);
                 }
             }
             Entry::Observation(pid, ts, cgroup, uid_map) => {
                 start(pipeline, &mut snapshot, &mut started, start_ts);
-                pipeline.observed(pid, ts, &cgroup, &uid_map)?;
+                pipeline.observed(*pid, *ts, cgroup, uid_map)?;
             }
             Entry::Record(r) => {
                 start(pipeline, &mut snapshot, &mut started, start_ts);
-                pipeline.feed(&r, false)?;
+                pipeline.feed(r, false)?;
             }
         }
         Ok(())

@@ -312,6 +312,33 @@ fn sigterm_mid_record_flushes_a_whole_record_and_the_counts() {
     let _ = std::fs::remove_file(&file);
 }
 
+#[test]
+fn sigterm_mid_binary_record_leaves_whole_frames_that_replay() {
+    if !require_root() {
+        return;
+    }
+    let file = std::env::temp_dir().join(format!("nstrace-term-{}.nsr", std::process::id()));
+    let tracer = Tracer::start(&["-o", file.to_str().unwrap(), "--binary", "--no-summary"]);
+    let mut helper = Helper::spawn(&["unshare", "net", "hold"]);
+    let pid = helper.wait_ready();
+    tracer.wait_for("unshare", nstrace_tests::by(pid, "unshare"));
+    helper.finish();
+    let stderr = tracer.stop();
+    assert!(stderr.contains(" transitions shown, "), "{stderr}");
+    let bytes = std::fs::read(&file).unwrap();
+    assert!(
+        bytes.starts_with(&nstrace::record::BIN_MAGIC),
+        "a binary record"
+    );
+    let (code, out, err) = report(&["--json", "--pid", &pid.to_string(), file.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "every frame is whole: {err}");
+    let first: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(first["pid"], pid, "the helper's unshare replays: {out}");
+    assert_eq!(first["call"], "unshare");
+    assert_eq!(first["changed"], serde_json::json!(["net"]));
+    let _ = std::fs::remove_file(&file);
+}
+
 /// Unmounts a small tmpfs however the test ends.
 struct SmallDisk(std::path::PathBuf);
 

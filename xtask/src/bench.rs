@@ -28,23 +28,39 @@ const STORMS: [(&str, &str, u64); 4] = [
 struct Tracer {
     child: Child,
     startup: Duration,
-    stderr: std::sync::mpsc::Receiver<String>,
+    /// The lines of the stream it says it is attached on.
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+/// Where a tracer says it is attached: nstrace on stderr (its stdout is the trace, discarded
+/// here), bpftrace on stdout (its printf).
+#[derive(Clone, Copy, PartialEq)]
+enum Says {
+    OnStderr,
+    OnStdout,
 }
 
 /// Starts a tracer and waits until it says it is attached.
-fn start(cmd: &mut Command, ready: &str) -> Result<Tracer> {
+fn start(cmd: &mut Command, ready: &str, says: Says) -> Result<Tracer> {
     let began = Instant::now();
+    let (out, err) = match says {
+        Says::OnStderr => (Stdio::null(), Stdio::piped()),
+        Says::OnStdout => (Stdio::piped(), Stdio::null()),
+    };
     let mut child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stdout(out)
+        .stderr(err)
         .spawn()
         .with_context(|| format!("starting {cmd:?}"))?;
-    let stderr = child.stderr.take().context("stderr")?;
+    let stream: Box<dyn std::io::Read + Send> = match says {
+        Says::OnStderr => Box::new(child.stderr.take().context("stderr")?),
+        Says::OnStdout => Box::new(child.stdout.take().context("stdout")?),
+    };
     let (tx, rx) = std::sync::mpsc::channel();
     let ready = ready.to_owned();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
             if line.contains(&ready) {
                 let _ = ready_tx.send(());
             }
@@ -58,7 +74,7 @@ fn start(cmd: &mut Command, ready: &str) -> Result<Tracer> {
     Ok(Tracer {
         child,
         startup: began.elapsed(),
-        stderr: rx,
+        lines: rx,
     })
 }
 
@@ -95,7 +111,7 @@ fn stop(mut t: Tracer) -> Vec<String> {
     unsafe { libc::kill(t.child.id() as i32, libc::SIGTERM) };
     let _ = t.child.wait();
     std::thread::sleep(Duration::from_millis(50));
-    t.stderr.try_iter().collect()
+    t.lines.try_iter().collect()
 }
 
 /// nstrace's closing line: (transitions shown, lost samples).
@@ -154,7 +170,8 @@ struct Row {
     lost: u64,
 }
 
-/// The bpftrace program: the same tracepoints, counting.
+/// The bpftrace program: the same tracepoints, counting in the kernel (no record per event
+/// reaches userspace: a floor for any tracer of these tracepoints, not a like-for-like tracer).
 const BPFTRACE: &str = "tracepoint:syscalls:sys_enter_clone,tracepoint:syscalls:sys_enter_clone3,\
 tracepoint:syscalls:sys_enter_unshare,tracepoint:syscalls:sys_enter_setns,\
 tracepoint:syscalls:sys_exit_clone,tracepoint:syscalls:sys_exit_clone3,\
@@ -206,6 +223,7 @@ pub fn bench(rounds: usize, seconds: f64) -> Result<()> {
             let tracer = start(
                 Command::new(&nstrace).args(["--no-summary"]),
                 "nstrace: tracing",
+                Says::OnStderr,
             )?;
             startups.push(tracer.startup.as_secs_f64());
             let (sampler, sampled) = sample_rss(tracer.child.id());
@@ -221,7 +239,11 @@ pub fn bench(rounds: usize, seconds: f64) -> Result<()> {
             row.lost += lost;
             if let Some(bpftrace) = &bpftrace {
                 let (_, base) = storm(&bin, kind, seconds)?;
-                let t = start(Command::new(bpftrace).args(["-e", BPFTRACE]), "attached")?;
+                let t = start(
+                    Command::new(bpftrace).args(["-e", BPFTRACE]),
+                    "attached",
+                    Says::OnStdout,
+                )?;
                 peer_startups.push(t.startup.as_secs_f64());
                 let (_, traced) = storm(&bin, kind, seconds)?;
                 stop(t);

@@ -193,6 +193,19 @@ pub fn test_tools() -> Result<()> {
     apt_install(&missing)
 }
 
+/// bpftrace, the peer `cargo xtask bench` runs beside nstrace, where the distribution has it.
+/// Without it (not Debian, not root, or the install fails) the bench says "not installed".
+pub fn bench_peer() {
+    if have("bpftrace") || !(is_root() && is_debian()) {
+        return;
+    }
+    if let Err(e) = apt_install(&["bpftrace"]) {
+        step(&format!(
+            "bpftrace could not be installed ({e}); benching nstrace alone"
+        ));
+    }
+}
+
 /// cargo-fuzz, for `cargo xtask fuzz` (and the brief fuzzing in `cargo xtask test`).
 pub fn cargo_fuzz() -> Result<()> {
     if output(Command::new("cargo").args(["fuzz", "--version"])).is_some() {

@@ -40,7 +40,7 @@ enum Cmd {
     /// replay; prints a table and writes target/bench.json.
     Bench {
         /// Rounds of each storm (untraced and traced alternate).
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 5)]
         rounds: usize,
         /// Seconds of each storm run.
         #[arg(long, default_value_t = 2.0)]
@@ -100,6 +100,7 @@ fn run(cli: Cli) -> Result<()> {
             if !is_root() {
                 bail!("the benchmark loads eBPF and makes namespaces: run it as root");
             }
+            bootstrap::bench_peer();
             bench::bench(rounds, seconds)
         }
         Cmd::Fuzz { seconds } => {
