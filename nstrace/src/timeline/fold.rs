@@ -53,6 +53,44 @@ impl Folded {
     }
 }
 
+/// The last few shapes made, by the calls they were made of: a storm folds thousands of
+/// processes that did the same thing, and describing their calls again each time was most of
+/// the cost of folding them.
+#[derive(Debug, Default)]
+pub(super) struct Shapes {
+    made: Vec<(Calls, String)>,
+    next: usize,
+}
+
+/// A process's moves as a shape depends on them: each call and how it ended.
+type Calls = Vec<(super::Cause, Option<i32>)>;
+
+impl Shapes {
+    const KEEP: usize = 8;
+
+    fn shape(&mut self, moves: &[super::Move]) -> String {
+        let same = |key: &[(super::Cause, Option<i32>)]| {
+            key.len() == moves.len()
+                && key
+                    .iter()
+                    .zip(moves)
+                    .all(|((cause, errno), m)| *cause == m.cause && *errno == m.errno)
+        };
+        if let Some((_, text)) = self.made.iter().find(|(key, _)| same(key)) {
+            return text.clone();
+        }
+        let text = shape(moves);
+        let key = moves.iter().map(|m| (m.cause.clone(), m.errno)).collect();
+        if self.made.len() < Self::KEEP {
+            self.made.push((key, text.clone()));
+        } else {
+            self.made[self.next] = (key, text.clone());
+            self.next = (self.next + 1) % Self::KEEP;
+        }
+        text
+    }
+}
+
 /// What a process did, for its folded kind: its distinct calls in order, or "no moves".
 fn shape(moves: &[super::Move]) -> String {
     let mut seen: Vec<String> = Vec::new();
@@ -86,7 +124,7 @@ impl Timeline {
         let Some(h) = self.histories.remove(&key) else {
             return;
         };
-        let mut what = shape(&h.moves);
+        let mut what = self.shapes.shape(&h.moves);
         if h.moves_dropped > 0 {
             what.push_str(&format!(" ({} more moves)", h.moves_dropped));
         }

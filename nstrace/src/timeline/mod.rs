@@ -333,6 +333,8 @@ pub struct Timeline {
     flagged: FxHashSet<ProcessKey>,
     /// What was folded, and the rows free for reuse (see `fold`).
     folded: Folded,
+    /// Shapes of folded processes, made once for many.
+    shapes: fold::Shapes,
     free: Vec<NsIdx>,
     /// Rows made since the last sweep.
     rows_made: usize,
@@ -360,6 +362,7 @@ impl Timeline {
             last_ns: 0,
             flagged: FxHashSet::default(),
             folded: Folded::default(),
+            shapes: fold::Shapes::default(),
             free: Vec::new(),
             rows_made: 0,
             order_dead: 0,
@@ -1208,17 +1211,20 @@ impl Timeline {
     fn fork(&mut self, f: &Fork) -> bool {
         self.counts.forks += 1;
         let ts = f.ts_ns;
-        let parent = self.tasks.get(&f.parent_tid).cloned();
+        // A plain fork's child is in its parent's set exactly (a child born elsewhere is a
+        // transition): it inherits the kernel set that resolves to it, too.
+        let parent = self
+            .tasks
+            .get(&f.parent_tid)
+            .map(|p| (p.set, p.in_scope, p.raw));
         if parent.is_none() {
             self.counts.unknown_tasks += 1;
         }
-        let set = parent.as_ref().map_or([None; NS_SLOTS], |p| p.set);
+        let (set, parent_in_scope, raw) = parent.unwrap_or(([None; NS_SLOTS], false, None));
         let in_scope = match &self.scope {
             Scope::All => true,
             Scope::Descendants(roots) => {
-                parent.as_ref().is_some_and(|p| p.in_scope)
-                    || roots.contains(&f.pid)
-                    || roots.contains(&f.parent_pid)
+                parent_in_scope || roots.contains(&f.pid) || roots.contains(&f.parent_pid)
             }
         };
         if let Some(old) = self.tasks.remove(&f.tid) {
@@ -1234,7 +1240,7 @@ impl Timeline {
                 set,
                 in_scope,
                 ever_host: self.host_flags(&set),
-                raw: None,
+                raw,
             },
         );
         if f.tid == f.pid && matches!(self.scope, Scope::Descendants(_)) {
@@ -1253,15 +1259,14 @@ impl Timeline {
         for kind in NsKind::ALL.into_iter().filter(|k| k.is_own()) {
             if let Some(idx) = set[kind.slot()] {
                 self.join(idx, f.tid);
-                let entry = Membership {
+                self.log_with(idx, f.tid, f.pid, false, in_scope, || Membership {
                     ts_ns: ts,
                     tid: f.tid,
                     pid: f.pid,
                     comm: f.comm.clone(),
                     cause: cause.clone(),
                     entered: true,
-                };
-                self.log(idx, entry, false, in_scope);
+                });
             }
         }
         in_scope
