@@ -101,11 +101,11 @@ impl<W: io::Write> Sink for TextSink<W> {
         self.start_line(t.ts_ns);
         // A task in a loop repeats a few heads line after line (a setns storm: two fds): each
         // is made once and copied after.
-        let at = match self.heads.iter().position(|h| {
-            h.key.as_ref().is_some_and(|key| {
-                key.tid == t.tid && key.ret == t.ret && key.fd == t.fd && *key == HeadKey::of(t)
-            })
-        }) {
+        let at = match self
+            .heads
+            .iter()
+            .position(|h| h.key.as_ref().is_some_and(|key| key.describes(t)))
+        {
             Some(at) => at,
             None => {
                 let at = self.next_head;
@@ -159,7 +159,6 @@ pub fn describe_into(line: &mut String, t: &Transition) {
 }
 
 /// What a line's head depends on: who called what, with which arguments, and what it returned.
-#[derive(Clone, PartialEq, Eq)]
 struct HeadKey {
     pid: u32,
     tid: u32,
@@ -171,6 +170,17 @@ struct HeadKey {
 }
 
 impl HeadKey {
+    /// Whether a head made for this key is `t`'s head.
+    fn describes(&self, t: &Transition) -> bool {
+        self.tid == t.tid
+            && self.ret == t.ret
+            && self.fd == t.fd
+            && self.flags == t.flags
+            && self.call == t.call
+            && self.pid == t.pid
+            && self.comm == t.comm
+    }
+
     fn of(t: &Transition) -> Self {
         Self {
             pid: t.pid,
