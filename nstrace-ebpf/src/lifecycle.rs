@@ -77,11 +77,9 @@ unsafe fn complete_clone(ctx: &RawTracePointContext, t: &mut TaskState, child: T
     let ev = &mut t.ev;
     // The child's namespaces that are its parent's are not read again.
     // SAFETY: probe reads of the new task.
-    if unsafe {
-        task::fill_child(child, ev, Some(&t.ptrs))
-            .and_then(|()| task::fill_exit_identity(task::current(), ev))
-    }
-    .is_err()
+    if unsafe { task::fill_child(child, ev, Some(&t.ptrs)) }
+        .and_then(|()| task::fill_exit_identity(task::current_btf(), ev))
+        .is_err()
     {
         count(stat::READ_FAILED);
     }

@@ -169,7 +169,7 @@ fn complete(ctx: &TracePointContext) -> Result<(), ()> {
         // SAFETY: BTF-checked loads from the current task.
         unsafe { task::reread_set(task, &t.ptrs, before, &mut now, after) }
     }
-    .and_then(|()| task::fill_exit_identity_direct(task, ev));
+    .and_then(|()| task::fill_exit_identity(task, ev));
     if read.is_err() {
         count(stat::READ_FAILED);
     }

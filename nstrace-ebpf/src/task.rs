@@ -283,9 +283,10 @@ pub fn start_boottime_direct(task: Task) -> u64 {
     unsafe { load::<u64>(task, off(&raw const OFFSETS.task_start_boottime)) }
 }
 
-/// [`fill_exit_identity`] of [`current_btf`], with plain loads.
+/// What can change between a known task's calls, filled at their exit: its parent (re-parenting),
+/// its uid and its comm. `task` is [`current_btf`]: plain loads.
 #[inline(always)]
-pub fn fill_exit_identity_direct(task: Task, ev: &mut Transition) -> Result<(), ()> {
+pub fn fill_exit_identity(task: Task, ev: &mut Transition) -> Result<(), ()> {
     ev.uid = bpf_get_current_uid_gid() as u32;
     comm(&mut ev.comm);
     // SAFETY: BTF-checked loads: real_parent is never null for a live task.
@@ -385,16 +386,6 @@ pub unsafe fn fill_identity(task: Task, ev: &mut Transition) -> Result<u64, ()> 
         ev.pid_level = level;
         Ok(ns as u64)
     }
-}
-
-/// What can change between a known task's calls, filled at their exit: its parent (re-parenting),
-/// its uid and its comm.
-#[inline(always)]
-pub unsafe fn fill_exit_identity(task: Task, ev: &mut Transition) -> Result<(), ()> {
-    ev.uid = bpf_get_current_uid_gid() as u32;
-    comm(&mut ev.comm);
-    ev.ppid = unsafe { ppid(task) }?;
-    Ok(())
 }
 
 /// Fills the child fields of a clone/fork record from the new task.

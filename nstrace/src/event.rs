@@ -333,12 +333,12 @@ fn field<T: Copy>(bytes: &[u8], offset: usize) -> T {
     unsafe { std::ptr::read_unaligned(bytes.as_ptr().add(offset).cast::<T>()) }
 }
 
+/// Released transitions' allocations, to be filled again (the boxes are what is kept).
+pub type Spare = Vec<Box<Transition>>;
+
 /// [`decode`], building a transition in one of the `spare` allocations when there is one (the
 /// collector hands every released transition back: no allocation per record in a storm).
-pub fn decode_reusing(
-    bytes: &[u8],
-    spare: &mut Vec<Box<Transition>>,
-) -> Result<Record, DecodeError> {
+pub fn decode_reusing(bytes: &[u8], spare: &mut Spare) -> Result<Record, DecodeError> {
     let header: wire::Header = read(bytes)?;
     match header.kind {
         record::TRANSITION => {
@@ -402,19 +402,23 @@ pub fn decode_reusing(
     }
 }
 
+/// A kernel string's bytes: up to its NUL, or all of them when it fills its buffer.
+fn until_nul(bytes: &[u8]) -> &[u8] {
+    &bytes[..bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len())]
+}
+
 /// A comm from the kernel: NUL-terminated or full.
 fn comm(bytes: &[u8]) -> Comm {
-    let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    match std::str::from_utf8(&bytes[..len]) {
+    let bytes = until_nul(bytes);
+    match std::str::from_utf8(bytes) {
         Ok(text) => Comm::new(text),
-        Err(_) => Comm::from_utf8_lossy(&bytes[..len]),
+        Err(_) => Comm::from_utf8_lossy(bytes),
     }
 }
 
 /// A NUL-terminated (or full) byte string from the kernel.
 fn text(bytes: &[u8]) -> String {
-    let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..len]).into_owned()
+    String::from_utf8_lossy(until_nul(bytes)).into_owned()
 }
 
 /// Fills `t` from a sample holding at least its short part, and its child part when `call` has
@@ -456,7 +460,7 @@ fn fill_transition(bytes: &[u8], call: Call, t: &mut Transition) {
     t.pid_level = field(bytes, offset_of!(W, pid_level));
     t.start_boottime_ns = field(bytes, offset_of!(W, start_boottime_ns));
     let name = field::<[u8; 16]>(bytes, offset_of!(W, comm));
-    if t.comm.as_bytes() != &name[..name.iter().position(|&b| b == 0).unwrap_or(16)] {
+    if t.comm.as_bytes() != until_nul(&name) {
         t.comm = comm(&name);
     }
     t.before = set(offset_of!(W, before));

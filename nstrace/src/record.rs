@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     clock::WallClock,
-    event::{Call, Child, Exec, Exit, Fork, NsSet, Record, Transition},
+    event::{Call, Child, Exec, Exit, Fork, NsSet, Record, Spare, Transition},
     ns::NsKind,
     pipeline::Pipeline,
     timeline::{ProcEntry, Scope, Timeline},
@@ -81,9 +81,7 @@ impl RecordFile {
         self.line.clear();
         Ok(())
     }
-}
 
-impl RecordFile {
     /// Adds one whole binary frame. Frames are written in batches of about 64 KiB and at every
     /// flush (each drain of the kernel's buffers); a failed write is cut back to the last whole
     /// frame.
@@ -494,7 +492,7 @@ enum FrameRef<'a> {
     clippy::large_enum_variant,
     reason = "read on the parser's stack, then moved into a recycled allocation"
 )]
-pub enum Frame {
+enum Frame {
     /// A header, process, follow or observation line.
     Json(String),
     Transition(Transition),
@@ -503,16 +501,9 @@ pub enum Frame {
     Exit(Exit),
 }
 
-/// Parses one binary frame.
-pub fn parse_frame(bytes: &[u8]) -> Result<Entry, String> {
-    parse_frame_reusing(bytes, &mut Vec::new())
-}
-
-/// Released transitions' allocations, handed back to be filled again.
-type Spare = Vec<Box<Transition>>;
-
-/// [`parse_frame`], putting a transition in one of the `spare` allocations when there is one.
-fn parse_frame_reusing(bytes: &[u8], spare: &mut Spare) -> Result<Entry, String> {
+/// Parses one binary frame, putting a transition in one of the `spare` allocations when there is
+/// one.
+fn parse_frame(bytes: &[u8], spare: &mut Spare) -> Result<Entry, String> {
     let (frame, rest) =
         postcard::take_from_bytes::<Frame>(bytes).map_err(|e| format!("undecodable frame: {e}"))?;
     if !rest.is_empty() {
@@ -768,7 +759,7 @@ fn read_frames(
         {
             spare = more;
         }
-        if !each(number, parse_frame_reusing(&buf, &mut spare)) {
+        if !each(number, parse_frame(&buf, &mut spare)) {
             break;
         }
     }
@@ -821,22 +812,15 @@ pub fn read_header(path: &Path) -> Result<Header, ReplayError> {
         path: path.display().to_string(),
         source,
     })?;
-    let read = |source| ReplayError::Read { line: 1, source };
-    let mut reader = BufReader::new(file);
-    let first = if is_binary(&mut reader).map_err(read)? {
-        let mut head = [0; BIN_MAGIC.len() + 4];
-        io::Read::read_exact(&mut reader, &mut head).map_err(read)?;
-        let len = u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize;
-        let mut frame = vec![0; len.min(MAX_FRAME)];
-        io::Read::read_exact(&mut reader, &mut frame).map_err(read)?;
-        parse_frame(&frame)
-    } else {
-        let mut first = String::new();
-        reader.read_line(&mut first).map_err(read)?;
-        parse_line(first.trim_end())
-    };
+    // The first entry of either encoding, and no further; it must be the first line or frame.
+    let mut first = None;
+    read_entries(BufReader::new(file), &mut |number, entry| {
+        first = Some((number, entry));
+        false
+    })
+    .map_err(|(line, source)| ReplayError::Read { line, source })?;
     match first {
-        Ok(Entry::Header(h)) => Ok(h),
+        Some((1, Ok(Entry::Header(h)))) => Ok(h),
         _ => Err(ReplayError::NoHeader(path.display().to_string())),
     }
 }

@@ -21,7 +21,7 @@ use tokio::{
 };
 
 use crate::{
-    event::{DecodeError, Record, Transition, decode_reusing},
+    event::{DecodeError, Record, Spare, decode_reusing},
     ring::{Item, PerfRing},
 };
 
@@ -187,8 +187,7 @@ pub struct Reorder {
     pub late: u64,
     /// Released transitions' allocations, for the next ones decoded: the boxes themselves are
     /// what is kept.
-    #[expect(clippy::vec_box, reason = "the allocations are what is recycled")]
-    spare: Vec<Box<Transition>>,
+    spare: Spare,
 }
 
 /// How many released transitions' allocations are kept for reuse (a drain's worth).

@@ -132,26 +132,34 @@ fn closing(lines: &[String]) -> (u64, u64) {
     (num(" transitions shown"), num(" lost samples"))
 }
 
-fn storm(bin: &Path, kind: &str, seconds: f64) -> Result<(u64, f64)> {
+/// Runs `nsstorm ARGS`; its one line of JSON on stdout.
+fn nsstorm(bin: &Path, args: &[&str]) -> Result<String> {
     let out = Command::new(bin.join("nsstorm"))
-        .args([kind, &seconds.to_string()])
+        .args(args)
         .output()
-        .context("running nsstorm")?;
+        .with_context(|| format!("running nsstorm {}", args.join(" ")))?;
     if !out.status.success() {
         bail!(
-            "nsstorm {kind} failed: {}",
+            "nsstorm {} failed: {}",
+            args.join(" "),
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let field = |name: &str| -> f64 {
-        text.split(&format!("\"{name}\":"))
-            .nth(1)
-            .and_then(|s| s.split([',', '}']).next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0.0)
-    };
-    Ok((field("ops") as u64, field("rate")))
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A number field of nsstorm's JSON line.
+fn field(text: &str, name: &str) -> Option<f64> {
+    text.split(&format!("\"{name}\":"))
+        .nth(1)
+        .and_then(|s| s.split([',', '}']).next())
+        .and_then(|n| n.trim().parse().ok())
+}
+
+fn storm(bin: &Path, kind: &str, seconds: f64) -> Result<(u64, f64)> {
+    let text = nsstorm(bin, &[kind, &seconds.to_string()])?;
+    let number = |name| field(&text, name).unwrap_or(0.0);
+    Ok((number("ops") as u64, number("rate")))
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -257,22 +265,8 @@ pub fn bench(rounds: usize, seconds: f64) -> Result<()> {
     step("collector: 1M setns records through decode, reorder, timeline and text (nsstorm pipe)");
     let mut per_record = Vec::new();
     for _ in 0..rounds {
-        let out = Command::new(bin.join("nsstorm"))
-            .args(["pipe", "1000000"])
-            .output()
-            .context("running nsstorm pipe")?;
-        if !out.status.success() {
-            bail!(
-                "nsstorm pipe failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let text = String::from_utf8_lossy(&out.stdout);
-        if let Some(ns) = text
-            .split("\"ns_per_record\":")
-            .nth(1)
-            .and_then(|s| s.trim_end().trim_end_matches('}').parse::<f64>().ok())
-        {
+        let text = nsstorm(&bin, &["pipe", "1000000"])?;
+        if let Some(ns) = field(&text, "ns_per_record") {
             per_record.push(ns);
         }
     }

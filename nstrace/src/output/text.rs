@@ -151,13 +151,6 @@ fn push_num(line: &mut String, n: impl itoa::Integer) {
     line.push_str(itoa::Buffer::new().format(n));
 }
 
-/// Everything after the time column, appended to `line`.
-pub fn describe_into(line: &mut String, t: &Transition) {
-    if describe_head(line, t) {
-        describe_tail(line, t);
-    }
-}
-
 /// What a line's head depends on: who called what, with which arguments, and what it returned.
 struct HeadKey {
     pid: u32,
@@ -284,7 +277,9 @@ mod tests {
 
     fn describe(t: &Transition) -> String {
         let mut line = String::new();
-        describe_into(&mut line, t);
+        if describe_head(&mut line, t) {
+            describe_tail(&mut line, t);
+        }
         line
     }
 

@@ -1044,23 +1044,15 @@ impl Timeline {
             if h.comm != t.comm {
                 h.comm.clone_from(&t.comm);
             }
-            if h.moves.len() >= MOVE_LIMIT {
-                // Only counted: not worth building.
-                h.moves_dropped += 1;
-                return;
-            }
-            push_move(
-                h,
-                Move {
-                    ts_ns: t.ts_ns,
-                    tid: t.tid,
-                    comm: t.comm.clone(),
-                    cause,
-                    changes,
-                    errno,
-                    thread_apart,
-                },
-            );
+            push_move(h, || Move {
+                ts_ns: t.ts_ns,
+                tid: t.tid,
+                comm: t.comm.clone(),
+                cause,
+                changes,
+                errno,
+                thread_apart,
+            });
         }
     }
 
@@ -1193,18 +1185,15 @@ impl Timeline {
         let ppid = t.pid;
         if let Some(h) = self.history(child_key, ppid, &comm, in_scope) {
             h.born_ns = Some(ts);
-            push_move(
-                h,
-                Move {
-                    ts_ns: ts,
-                    tid: child.tid,
-                    comm,
-                    cause,
-                    changes,
-                    errno: None,
-                    thread_apart: false,
-                },
-            );
+            push_move(h, || Move {
+                ts_ns: ts,
+                tid: child.tid,
+                comm,
+                cause,
+                changes,
+                errno: None,
+                thread_apart: false,
+            });
         }
     }
 
@@ -1361,9 +1350,10 @@ fn membership(t: &Transition, cause: Cause, entered: bool) -> Membership {
 /// Moves kept per process; later ones are counted.
 const MOVE_LIMIT: usize = 1000;
 
-fn push_move(h: &mut ProcessHistory, m: Move) {
+/// Adds a move to a history, or past its cap only counts it (the move is then not built).
+fn push_move(h: &mut ProcessHistory, m: impl FnOnce() -> Move) {
     if h.moves.len() < MOVE_LIMIT {
-        h.moves.push(m);
+        h.moves.push(m());
     } else {
         h.moves_dropped += 1;
     }
