@@ -90,7 +90,7 @@ struct Common {
     #[arg(short, long, global = true, value_name = "FILE")]
     output: Option<PathBuf>,
     /// Write the record file (-o) in nstrace's binary encoding instead of JSON Lines: about a
-    /// third of the size, and `report` replays it several times faster.
+    /// fifth of the size, and `report` replays it several times faster.
     #[arg(long, global = true, requires = "output")]
     binary: bool,
     /// At the end, write a Chrome/Perfetto trace (JSON) of the timeline to FILE.

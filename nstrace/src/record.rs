@@ -6,7 +6,7 @@
 //! `--json` prints (plus forks, execs and exits). Binary (`--binary`): [`BIN_MAGIC`], then one
 //! frame per entry, a 4-byte little-endian length and a postcard-encoded [`Frame`]; header,
 //! process, follow and observation entries are JSON lines inside a frame, records are their
-//! decoded form. Binary files are about a third of the size and replay several times faster.
+//! decoded form. Binary files are about a fifth of the size and replay several times faster.
 //! `report` tells them apart by their first bytes. An entry that does not parse is reported with
 //! its number, and every good entry is still read.
 use crate::event::Comm;
