@@ -79,7 +79,8 @@ pub struct Header {
     pub ts_ns: u64,
     /// One of [`record`].
     pub kind: u32,
-    pub _pad: u32,
+    /// The record's length in bytes, a multiple of 8: set as the record is staged.
+    pub len: u32,
 }
 const _: () = assert!(size_of::<Header>() == 16);
 
@@ -139,7 +140,7 @@ impl Transition {
         header: Header {
             ts_ns: 0,
             kind: record::TRANSITION,
-            _pad: 0,
+            len: 0,
         },
         start_boottime_ns: 0,
         child_start_boottime_ns: 0,
@@ -204,7 +205,7 @@ impl Lifecycle {
         header: Header {
             ts_ns: 0,
             kind: 0,
-            _pad: 0,
+            len: 0,
         },
         start_boottime_ns: 0,
         parent_start_boottime_ns: 0,
@@ -232,6 +233,14 @@ pub struct KernelOffsets {
     pub task_start_boottime: u32,
     pub task_exit_code: u32,
     pub cred_user_ns: u32,
+    /// `cred.uid` (a `kuid_t`: its value is the uid in the initial user namespace).
+    pub cred_uid: u32,
+    /// `task_struct.comm`, TASK_COMM_LEN bytes.
+    pub task_comm: u32,
+    /// Where `struct pt_regs` keeps a syscall's first two arguments at its exit (x86_64: di and
+    /// si; arm64: orig_x0 and regs[1]).
+    pub regs_arg0: u32,
+    pub regs_arg1: u32,
     pub binprm_filename: u32,
     /// Offset within `struct nsproxy` of each slot's namespace pointer (u32::MAX: not in nsproxy).
     pub nsproxy: [u32; NS_SLOTS],
@@ -253,7 +262,7 @@ pub struct KernelOffsets {
     pub upid_nr_word: u32,
     pub upid_ns_word: u32,
 }
-const _: () = assert!(size_of::<KernelOffsets>() == 160);
+const _: () = assert!(size_of::<KernelOffsets>() == 176);
 
 /// Bytes of `ns_common` and of `struct upid` the programs read in one probe read.
 pub const WINDOW: usize = 16;
@@ -271,6 +280,10 @@ impl KernelOffsets {
         task_start_boottime: 0,
         task_exit_code: 0,
         cred_user_ns: 0,
+        cred_uid: 0,
+        task_comm: 0,
+        regs_arg0: 0,
+        regs_arg1: 0,
         binprm_filename: 0,
         nsproxy: [0; NS_SLOTS],
         ns_common: [0; NS_SLOTS],
@@ -295,7 +308,9 @@ pub mod stat {
     pub const READ_FAILED: u32 = 1;
     /// A syscall's entry could not be stashed until its exit.
     pub const STASH_FAILED: u32 = 2;
-    pub const COUNT: u32 = 3;
+    /// Records in batches the perf buffer had no room for.
+    pub const LOST: u32 = 3;
+    pub const COUNT: u32 = 4;
 }
 
 /// Load-time globals.
@@ -305,6 +320,14 @@ pub const OWN_TGID_GLOBAL: &str = "OWN_TGID";
 /// Map names.
 pub const EVENTS_MAP: &str = "EVENTS";
 pub const STATS_MAP: &str = "STATS";
+/// Per CPU: the timestamp of the oldest record staged in that CPU's batch, 0 when none is.
+pub const STAGED_MAP: &str = "STAGED";
+/// The program that sends a CPU's staged batch, run on that CPU on the collector's demand.
+pub const FLUSH_PROGRAM: &str = "flush";
+
+/// Records are staged per CPU and sent in batches of at most this many bytes: one perf sample
+/// carries several records, each starting with its [`Header`], whose `len` is its length.
+pub const BATCH_BYTES: usize = 4096;
 
 /// CLONE_NEW* flags (include/uapi/linux/sched.h).
 pub mod flags {

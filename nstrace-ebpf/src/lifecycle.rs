@@ -15,8 +15,8 @@ use nstrace_common::{Transition, call, record, slot, stat};
 
 use crate::{
     maps::{
-        SCRATCH, TASKS, TIME_ARMED, TaskState, copy_set, count, emit, emit_transition,
-        lifecycle_slot, own_tgid, state, transition_slot,
+        SCRATCH, TASKS, TIME_ARMED, TaskState, copy_set, copy_words, count, emit, emit_transition,
+        flush_batch, lifecycle_slot, own_tgid, state, transition_slot,
     },
     syscalls::begin,
     task::{self, Task},
@@ -56,6 +56,7 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), ()> {
             emit_fork_transition(ctx, parent, child, pid_tgid)?;
         } else {
             emit_fork(ctx, parent, child, pid_tgid)?;
+            inherit(pid_tgid, parent, child);
         }
         // A CLONE_VM child (vfork, posix_spawn) keeps the parent's time namespace and enters
         // time_for_children at its exec.
@@ -68,6 +69,42 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), ()> {
         }
     }
     Ok(())
+}
+
+/// A child born into its parent's set: when the programs know the parent (`TASKS`), they know
+/// the child too, and its first setns has an exact `before` (see `syscalls::setns_exit`).
+#[inline(always)]
+unsafe fn inherit(pid_tgid: u64, parent: Task, child: Task) {
+    let Some(t) = TASKS.get_ptr_mut(pid_tgid) else {
+        return;
+    };
+    let Some(p) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: the parent's own entry (the parent is the current task) and this CPU's scratch;
+    // probe reads of both tasks.
+    unsafe {
+        let (t, p) = (&*t, &mut *p);
+        if t.state != state::IDLE || task::start_boottime(parent) != Ok(t.ev.start_boottime_ns) {
+            return;
+        }
+        copy_words(p, t);
+        let Ok(()) = (|| {
+            let (_, nr, level) = task::pid_ns(child)?;
+            p.ev.ns_tid = nr;
+            p.ev.pid_level = level;
+            p.ev.tid = task::tid(child)?;
+            p.ev.tgid = task::tgid(child)?;
+            p.ev.start_boottime_ns = task::start_boottime(child)?;
+            Ok::<(), ()>(())
+        })() else {
+            return;
+        };
+        let key = (u64::from(p.ev.tgid) << 32) | u64::from(p.ev.tid);
+        if TASKS.insert(key, &*p, 0).is_err() {
+            count(stat::STASH_FAILED);
+        }
+    }
 }
 
 /// Completes a pending clone/clone3 with CLONE_NEW* at its child's birth. The caller's own set
@@ -167,7 +204,7 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
     let old_tid = old_tid as u32;
     let bprm: *const u8 = ctx.arg(2);
     // exec may move the task (time_for_children) and renames it: what the programs knew of it
-    // is dropped, under its tid before and after.
+    // is dropped, under its tid before and after, and read again below.
     let _ = TASKS.remove(&pid_tgid);
     if old_tid != pid_tgid as u32 {
         let _ = TASKS.remove(&((pid_tgid & !0xffff_ffff) | u64::from(old_tid)));
@@ -183,7 +220,31 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
         rec.life.header.ts_ns = bpf_ktime_get_ns();
     }
     emit(ctx, &*rec);
-    time_move(ctx, task, old_tid, pid_tgid)
+    let _ = time_move(ctx, task, old_tid, pid_tgid);
+    remember(task, pid_tgid);
+    Ok(())
+}
+
+/// Keeps the task's set as it leaves exec, for its next call: a setns then starts from it
+/// (see `syscalls::setns_exit`).
+#[inline(always)]
+fn remember(task: Task, pid_tgid: u64) {
+    let Ok(p) = transition_slot(call::EXEC, pid_tgid) else {
+        return;
+    };
+    // SAFETY: probe reads of the current task.
+    let read = unsafe {
+        task::fill_identity(task, &mut p.ev).and_then(|pid_ns| {
+            task::read_ns_ptrs(task, Some(pid_ns), &mut p.ptrs)?;
+            task::resolve_set(&p.ptrs, &mut p.ev.after, None)
+        })
+    };
+    if read.is_ok() {
+        p.state = state::IDLE;
+        if TASKS.insert(pid_tgid, &*p, 0).is_err() {
+            count(stat::STASH_FAILED);
+        }
+    }
 }
 
 /// Reports the move into time_for_children that an earlier unshare/setns prepared.
@@ -242,4 +303,12 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<(), ()> {
     }
     emit(ctx, &*life);
     Ok(())
+}
+
+/// Sends this CPU's staged batch. Attached nowhere: the collector runs it on a CPU whose batch
+/// has waited too long (BPF_PROG_TEST_RUN on that CPU), and before it stops.
+#[raw_tracepoint(tracepoint = "sched_switch")]
+pub fn flush(ctx: RawTracePointContext) -> i32 {
+    flush_batch(&ctx);
+    0
 }

@@ -1,11 +1,13 @@
 //! Every map and load-time global of the programs.
 use aya_ebpf::{
     EbpfContext,
+    bindings::BPF_F_CURRENT_CPU,
+    helpers::generated::bpf_perf_event_output,
     macros::map,
     maps::{LruHashMap, PerCpuArray, PerfEventByteArray},
 };
 use nstrace_common::{
-    Exec, KernelOffsets, NS_SLOTS, NsSet, TRANSITION_SHORT, Transition, call, stat,
+    BATCH_BYTES, Exec, KernelOffsets, NS_SLOTS, NsSet, TRANSITION_SHORT, Transition, call, stat,
 };
 
 /// Kernel structure offsets from the running kernel's BTF, set by the loader.
@@ -16,9 +18,39 @@ pub static OFFSETS: KernelOffsets = KernelOffsets::ZERO;
 #[unsafe(no_mangle)]
 pub static OWN_TGID: u32 = 0;
 
-/// Every record (`nstrace_common::record`), one perf buffer per CPU.
+/// Every record (`nstrace_common::record`), one perf buffer per CPU, in batches.
 #[map]
 pub static EVENTS: PerfEventByteArray = PerfEventByteArray::new(0);
+
+const BATCH_WORDS: usize = BATCH_BYTES / 8;
+/// The largest record, in words: a batch with less room left is sent.
+const MAX_RECORD_WORDS: usize = size_of::<Transition>() / 8;
+const _: () = assert!(BATCH_WORDS.is_power_of_two() && BATCH_WORDS >= 2 * MAX_RECORD_WORDS);
+
+/// A CPU's records not yet sent, back to back, each with its length in its header. A perf
+/// output costs the same for one record as for several, and under a storm most of a call's
+/// tracing cost was that one helper: records are staged and sent a batch at a time.
+#[repr(C)]
+pub struct Batch {
+    /// Words staged (in words, not bytes: the verifier then follows the bound checked on it to
+    /// the staging address).
+    pub len: u32,
+    /// Records staged: what is counted lost if the buffer has no room for the batch.
+    pub records: u32,
+    /// Set while a program stages or sends: the flush the collector asks for runs in an
+    /// interrupt on this CPU and may land in the middle of either, and then leaves the batch be.
+    pub busy: u32,
+    pub _pad: u32,
+    pub words: [u64; BATCH_WORDS],
+}
+
+#[map]
+pub static BATCH: PerCpuArray<Batch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per CPU, the timestamp of the oldest staged record (0: none). The collector orders records
+/// only up to the oldest of these, and has a CPU whose batch waits too long send it (`flush`).
+#[map]
+pub static STAGED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// What the programs keep of a task that made a clone/clone3/unshare/setns call: the call in
 /// flight, and between calls the set it left the task in (`ev.after`) with the pointers behind
@@ -78,9 +110,14 @@ pub fn own_tgid() -> u32 {
 
 #[inline(always)]
 pub fn count(stat: u32) {
+    count_n(stat, 1);
+}
+
+#[inline(always)]
+fn count_n(stat: u32, n: u64) {
     if let Some(slot) = STATS.get_ptr_mut(stat) {
         // SAFETY: per-CPU slot: no other writer while this program runs on this CPU.
-        unsafe { *slot += 1 }
+        unsafe { *slot += n }
     }
 }
 
@@ -100,28 +137,130 @@ pub fn emit_transition<C: EbpfContext>(ctx: &C, ev: &Transition) {
     emit_prefix(ctx, ev, len);
 }
 
+/// Stages the first `len` bytes of a record in this CPU's batch, sending the batch when the
+/// largest record would no longer fit. Every record goes this way, so a CPU's records reach its
+/// buffer in the order they were staged.
 #[inline(always)]
 fn emit_prefix<C: EbpfContext, T>(ctx: &C, record: &T, len: usize) {
-    // SAFETY: `len` is at most the record's size; wire records are plain integers and arrays
-    // with explicit padding: every byte is initialised.
-    let bytes = unsafe {
-        core::slice::from_raw_parts(
-            (record as *const T).cast::<u8>(),
-            len.min(core::mem::size_of::<T>()),
-        )
+    const { assert!(size_of::<T>() % 8 == 0 && size_of::<T>() <= MAX_RECORD_WORDS * 8) };
+    let words = len.min(size_of::<T>()) / 8;
+    let src = (record as *const T).cast::<u64>();
+    let Some(b) = BATCH.get_ptr_mut(0) else {
+        count(stat::BUILD_FAILED);
+        return;
     };
-    EVENTS.output(ctx, bytes, 0);
+    // SAFETY: this CPU's batch; `busy` keeps an interrupting flush away from it.
+    let b = unsafe { &mut *b };
+    // SAFETY: plain loads and stores to the map value.
+    unsafe {
+        if core::ptr::read_volatile(&raw const b.busy) != 0 {
+            // Only an interrupt lands here, and none of the programs runs in one.
+            count(stat::BUILD_FAILED);
+            return;
+        }
+        core::ptr::write_volatile(&raw mut b.busy, 1);
+        let mut at = core::ptr::read_volatile(&raw const b.len) as usize;
+        // Always true after the send below; the verifier needs to see it.
+        if at > BATCH_WORDS - MAX_RECORD_WORDS {
+            send(ctx, b);
+            at = 0;
+        }
+        // One bounded base and constant offsets from it: a word costs a load and a store.
+        let dst = b.words.as_mut_ptr().add(at);
+        for i in 0..size_of::<T>() / 8 {
+            if i >= words {
+                break;
+            }
+            core::ptr::write_volatile(dst.add(i), core::ptr::read_volatile(src.add(i)));
+        }
+        // The header's second word: the kind, then the length the collector splits by.
+        let second = dst.add(1);
+        core::ptr::write_volatile(second, (*second & 0xffff_ffff) | ((words as u64 * 8) << 32));
+        if at == 0 {
+            set_staged(core::ptr::read_volatile(src));
+        }
+        let end = at + words;
+        core::ptr::write_volatile(&raw mut b.len, end as u32);
+        core::ptr::write_volatile(&raw mut b.records, b.records + 1);
+        if BATCH_WORDS - end < MAX_RECORD_WORDS {
+            send(ctx, b);
+        }
+        core::ptr::write_volatile(&raw mut b.busy, 0);
+    }
+}
+
+#[inline(always)]
+fn set_staged(ts: u64) {
+    if let Some(staged) = STAGED.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot.
+        unsafe { core::ptr::write_volatile(staged, ts) };
+    }
+}
+
+/// Sends the batch (the caller holds `busy`); its records are counted lost if the buffer has no
+/// room.
+#[inline(always)]
+fn send<C: EbpfContext>(ctx: &C, b: &mut Batch) {
+    // SAFETY: plain loads and stores to the map value.
+    let words = unsafe { core::ptr::read_volatile(&raw const b.len) } as u64;
+    if words > 0 {
+        // The mask bounds the length for the verifier: staged records never pass the batch.
+        let len = (((words - 1) & (BATCH_WORDS as u64 - 1)) + 1) * 8;
+        // SAFETY: `len` bytes of the batch are staged records.
+        let rc = unsafe {
+            bpf_perf_event_output(
+                ctx.as_ptr(),
+                (&raw const EVENTS).cast_mut().cast(),
+                u64::from(BPF_F_CURRENT_CPU),
+                b.words.as_mut_ptr().cast(),
+                len,
+            )
+        };
+        if rc != 0 {
+            count_n(stat::LOST, u64::from(b.records));
+        }
+    }
+    b.len = 0;
+    b.records = 0;
+    set_staged(0);
+}
+
+/// Sends this CPU's batch unless a program is staging into it (the collector asks again).
+#[inline(always)]
+pub fn flush_batch<C: EbpfContext>(ctx: &C) {
+    let Some(b) = BATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's batch, claimed through `busy`.
+    unsafe {
+        let b = &mut *b;
+        if core::ptr::read_volatile(&raw const b.busy) != 0
+            || core::ptr::read_volatile(&raw const b.len) == 0
+        {
+            return;
+        }
+        core::ptr::write_volatile(&raw mut b.busy, 1);
+        send(ctx, b);
+        core::ptr::write_volatile(&raw mut b.busy, 0);
+    }
 }
 
 /// Copies a namespace set word by word (a plain copy compiles to the byte-wise `memcpy`).
 #[inline(always)]
 pub fn copy_set(dst: &mut NsSet, src: &NsSet) {
+    copy_words(dst, src);
+}
+
+/// Copies a record or map value word by word (a plain copy compiles to the byte-wise `memcpy`).
+#[inline(always)]
+pub fn copy_words<T>(dst: &mut T, src: &T) {
+    const { assert!(size_of::<T>() % 8 == 0) };
     let (d, s) = (
-        (dst as *mut NsSet).cast::<u64>(),
-        (src as *const NsSet).cast::<u64>(),
+        (dst as *mut T).cast::<u64>(),
+        (src as *const T).cast::<u64>(),
     );
-    for i in 0..size_of::<NsSet>() / 8 {
-        // SAFETY: both are NsSets, 8-byte aligned, 15 words long.
+    for i in 0..size_of::<T>() / 8 {
+        // SAFETY: both are 8-byte aligned values of the same type, a whole number of words.
         unsafe { core::ptr::write_volatile(d.add(i), core::ptr::read_volatile(s.add(i))) };
     }
 }

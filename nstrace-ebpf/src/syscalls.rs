@@ -1,4 +1,4 @@
-//! clone, clone3, unshare and setns: stash at entry, complete at exit.
+//! clone, clone3 and unshare: stash at entry, complete at exit; setns: all at exit.
 //!
 //! Argument offsets mirror the tracefs format files
 //! (`/sys/kernel/tracing/events/syscalls/sys_{enter,exit}_*/format`, from
@@ -25,7 +25,6 @@ use crate::{
 };
 
 const ARG0: usize = 16;
-const ARG1: usize = 24;
 const RET: usize = 16;
 
 #[inline(always)]
@@ -46,7 +45,7 @@ fn try_clone_enter(ctx: &TracePointContext) -> Result<(), ()> {
     if flags & CLONE_NS_MASK == 0 {
         return Ok(());
     }
-    stash(call::CLONE, flags, -1)
+    stash(call::CLONE, flags)
 }
 
 #[tracepoint]
@@ -63,7 +62,7 @@ fn try_clone3_enter(ctx: &TracePointContext) -> Result<(), ()> {
     if flags & NS_MASK == 0 {
         return Ok(());
     }
-    stash(call::CLONE3, flags, -1)
+    stash(call::CLONE3, flags)
 }
 
 #[tracepoint]
@@ -77,26 +76,71 @@ fn try_unshare_enter(ctx: &TracePointContext) -> Result<(), ()> {
     if flags & NS_MASK == 0 {
         return Ok(());
     }
-    stash(call::UNSHARE, flags, -1)
+    stash(call::UNSHARE, flags)
 }
 
+/// setns has no entry program: it is the call made in storms (a setns loop, `ip netns exec`,
+/// container runtimes), and an entry program costs a sixth of it. Its arguments are read at exit
+/// from the registers saved at entry, and its `before` is the set the task's last call left it
+/// in, which the programs keep (`TASKS`) for every task from its exec or first call on. A task
+/// they do not know yet (it has not exec'd or called since tracing began) gets its `after` only,
+/// with `before` all zero: the collector fills that in from its own view of the task (the /proc
+/// snapshot and every record since) and marks it so.
 #[tracepoint]
-pub fn setns_enter(ctx: TracePointContext) -> u32 {
-    let _ = try_setns_enter(&ctx);
+pub fn setns_exit(ctx: TracePointContext) -> u32 {
+    let _ = try_setns_exit(&ctx);
     0
 }
 
-fn try_setns_enter(ctx: &TracePointContext) -> Result<(), ()> {
-    // Both are ints widened to 8-byte slots: keep the low 32 bits.
-    let fd = arg(ctx, ARG0)? as u32 as i32;
-    let nstype = u64::from(arg(ctx, ARG1)? as u32);
-    stash(call::SETNS, nstype, fd)
+fn try_setns_exit(ctx: &TracePointContext) -> Result<(), ()> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if (pid_tgid >> 32) as u32 == own_tgid() {
+        return Ok(());
+    }
+    let task = task::current_btf();
+    let (fd, nstype) = task::syscall_args(task);
+    // Both are ints: keep the low 32 bits.
+    let (fd, nstype) = (fd as u32 as i32, u64::from(nstype as u32));
+    if let Some(t) = TASKS.get_ptr_mut(pid_tgid) {
+        // SAFETY: the entry is this task's own: only the task itself touches it.
+        let t = unsafe { &mut *t };
+        // A pid reused by a task whose predecessor's exit was missed is not that task.
+        if t.state == state::IDLE && task::start_boottime_direct(task) == t.ev.start_boottime_ns {
+            t.ev.call = call::SETNS;
+            t.ev.flags = nstype;
+            t.ev.fd = fd;
+            t.state = state::WARM_CALL;
+            return complete(ctx, t);
+        }
+    }
+    let p = transition_slot(call::SETNS, pid_tgid)?;
+    p.ev.flags = nstype;
+    p.ev.fd = fd;
+    p.ev.ret = arg(ctx, RET)? as i64;
+    let task = current();
+    // SAFETY: `task` is the current task; every read is a probe read.
+    let read = unsafe {
+        task::fill_identity(task, &mut p.ev).and_then(|pid_ns| {
+            task::read_ns_ptrs(task, Some(pid_ns), &mut p.ptrs)?;
+            task::resolve_set(&p.ptrs, &mut p.ev.after, None)
+        })
+    };
+    p.ev.header.ts_ns = unsafe { bpf_ktime_get_ns() };
+    emit_transition(ctx, &p.ev);
+    if read.is_err() {
+        count(stat::READ_FAILED);
+        return Err(());
+    }
+    p.state = state::IDLE;
+    TASKS
+        .insert(pid_tgid, &*p, 0)
+        .map_err(|_| count(stat::STASH_FAILED))
 }
 
 /// Records the call at entry. A task the programs already know (an IDLE entry of the same task)
 /// needs no reads beyond its start time; otherwise the caller and its whole set are read.
 #[inline(always)]
-fn stash(call: u32, flags: u64, fd: i32) -> Result<(), ()> {
+fn stash(call: u32, flags: u64) -> Result<(), ()> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     if tgid == own_tgid() {
@@ -111,10 +155,15 @@ fn stash(call: u32, flags: u64, fd: i32) -> Result<(), ()> {
         {
             t.ev.call = call;
             t.ev.flags = flags;
-            t.ev.fd = fd;
-            t.ev.child_tid = 0;
-            t.ev.child_ns_tid = 0;
-            t.ev.child_start_boottime_ns = 0;
+            t.ev.fd = -1;
+            // Volatile: three adjacent stores would otherwise become a call of the byte-wise
+            // memset.
+            // SAFETY: plain stores to fields of the entry.
+            unsafe {
+                core::ptr::write_volatile(&raw mut t.ev.child_tid, 0);
+                core::ptr::write_volatile(&raw mut t.ev.child_ns_tid, 0);
+                core::ptr::write_volatile(&raw mut t.ev.child_start_boottime_ns, 0);
+            }
             t.state = state::WARM_CALL;
             return Ok(());
         }
@@ -122,7 +171,6 @@ fn stash(call: u32, flags: u64, fd: i32) -> Result<(), ()> {
     let task = current();
     let p = transition_slot(call, pid_tgid)?;
     p.ev.flags = flags;
-    p.ev.fd = fd;
     p.state = state::COLD_CALL;
     // SAFETY: `task` is the current task; every read is a probe read.
     if unsafe {
@@ -142,22 +190,26 @@ fn stash(call: u32, flags: u64, fd: i32) -> Result<(), ()> {
         .map_err(|_| count(stat::STASH_FAILED))
 }
 
-/// sys_exit of clone, clone3, unshare and setns: one program attached four times. The clone
+/// sys_exit of clone, clone3 and unshare: one program attached three times. The clone
 /// exits also fire in the new child (ret 0), which has no call in flight and is skipped, as are
 /// the calls `stash` filtered out. A clone that created its child was already reported at
 /// sched_process_fork (see `lifecycle`); one that reaches here failed.
 #[tracepoint]
 pub fn ns_exit(ctx: TracePointContext) -> u32 {
-    let _ = complete(&ctx);
+    let _ = try_ns_exit(&ctx);
     0
 }
 
-#[inline(always)]
-fn complete(ctx: &TracePointContext) -> Result<(), ()> {
+fn try_ns_exit(ctx: &TracePointContext) -> Result<(), ()> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let t = TASKS.get_ptr_mut(pid_tgid).ok_or(())?;
     // SAFETY: the entry is this task's own: only the task itself touches it.
-    let t = unsafe { &mut *t };
+    complete(ctx, unsafe { &mut *t })
+}
+
+/// Completes the call in flight in `t` (its own entry) and sends it.
+#[inline(always)]
+fn complete(ctx: &TracePointContext, t: &mut TaskState) -> Result<(), ()> {
     begin(t)?;
     let ev = &mut t.ev;
     ev.ret = arg(ctx, RET)? as i64;

@@ -276,6 +276,21 @@ pub unsafe fn reread_set(
     Ok(())
 }
 
+/// The current syscall's first two arguments, from the user registers saved at its entry;
+/// `task` is [`current_btf`].
+#[inline(always)]
+pub fn syscall_args(task: Task) -> (u64, u64) {
+    // SAFETY: the helper returns the task's saved user registers as a BTF pointer (never null);
+    // the loads are BTF-checked.
+    unsafe {
+        let regs = generated::bpf_task_pt_regs(task.cast_mut().cast()) as *const u8;
+        (
+            load::<u64>(regs, off(&raw const OFFSETS.regs_arg0)),
+            load::<u64>(regs, off(&raw const OFFSETS.regs_arg1)),
+        )
+    }
+}
+
 /// `start_boottime` of [`current_btf`].
 #[inline(always)]
 pub fn start_boottime_direct(task: Task) -> u64 {
@@ -287,8 +302,20 @@ pub fn start_boottime_direct(task: Task) -> u64 {
 /// its uid and its comm. `task` is [`current_btf`]: plain loads.
 #[inline(always)]
 pub fn fill_exit_identity(task: Task, ev: &mut Transition) -> Result<(), ()> {
-    ev.uid = bpf_get_current_uid_gid() as u32;
-    comm(&mut ev.comm);
+    // SAFETY: BTF-checked loads. `comm` is TASK_COMM_LEN bytes, read as two words (the
+    // helpers for uid and comm cost more than the rest of this function together); a kuid's
+    // value is what bpf_get_current_uid_gid() reports.
+    unsafe {
+        let cred = load::<*const u8>(task, off(&raw const OFFSETS.task_real_cred));
+        if cred.is_null() {
+            return Err(());
+        }
+        ev.uid = load::<u32>(cred, off(&raw const OFFSETS.cred_uid));
+        let comm = off(&raw const OFFSETS.task_comm);
+        let out = ev.comm.as_mut_ptr().cast::<u64>();
+        core::ptr::write_unaligned(out, load::<u64>(task, comm));
+        core::ptr::write_unaligned(out.add(1), load::<u64>(task, comm + 8));
+    }
     // SAFETY: BTF-checked loads: real_parent is never null for a live task.
     let parent = unsafe { load::<*const u8>(task, off(&raw const OFFSETS.task_real_parent)) };
     if parent.is_null() {

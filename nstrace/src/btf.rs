@@ -97,6 +97,25 @@ impl KernelBtf {
             })
     }
 
+    /// Where `struct pt_regs` holds a syscall's first two arguments once it has returned.
+    fn syscall_args(&self) -> Result<(u32, u32), BtfError> {
+        let member = |m| self.optional_offset("pt_regs", m);
+        match (
+            member("di")?,
+            member("si")?,
+            member("orig_x0")?,
+            member("regs")?,
+        ) {
+            // x86_64: the argument registers survive the call.
+            (Some(di), Some(si), ..) => Ok((di, si)),
+            // arm64: x0 holds the return value, its argument is kept in orig_x0.
+            (_, _, Some(orig_x0), Some(regs)) => Ok((orig_x0, regs + 8)),
+            _ => Err(BtfError::Layout {
+                what: "struct pt_regs (syscall arguments on this architecture)".into(),
+            }),
+        }
+    }
+
     /// Like [`Self::offset`], but `None` when the member does not exist on this kernel.
     pub fn optional_offset(&self, name: &str, member: &str) -> Result<Option<u32>, BtfError> {
         let s = self.structure(name)?;
@@ -194,6 +213,7 @@ impl KernelBtf {
         if upid_size as usize > WINDOW || upid_nr % 4 != 0 || upid_ns % 4 != 0 || upid_ns + 8 > 16 {
             return Err(layout("struct upid"));
         }
+        let (regs_arg0, regs_arg1) = self.syscall_args()?;
         Ok(KernelOffsets {
             task_nsproxy: self.offset("task_struct", "nsproxy")?,
             task_real_cred: self.offset("task_struct", "real_cred")?,
@@ -204,6 +224,10 @@ impl KernelBtf {
             task_start_boottime: self.offset("task_struct", "start_boottime")?,
             task_exit_code: self.offset("task_struct", "exit_code")?,
             cred_user_ns: self.offset("cred", "user_ns")?,
+            cred_uid: self.offset("cred", "uid")?,
+            task_comm: self.offset("task_struct", "comm")?,
+            regs_arg0,
+            regs_arg1,
             binprm_filename: self.offset("linux_binprm", "filename")?,
             nsproxy,
             ns_common,

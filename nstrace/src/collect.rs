@@ -4,14 +4,14 @@ use std::{future::Future, io, time::Duration};
 use aya::maps::PerCpuArray;
 use aya_log::EbpfLogger;
 use log::debug;
-use nstrace_common::{EVENTS_MAP, STATS_MAP, stat};
+use nstrace_common::{EVENTS_MAP, FLUSH_PROGRAM, STAGED_MAP, STATS_MAP, stat};
 use tokio::io::{Interest, unix::AsyncFd};
 
 use crate::{
     clock::monotonic_ns,
     load::Loaded,
     pipeline::Pipeline,
-    transport::{Reorder, Rings},
+    transport::{Reorder, Rings, Staged},
 };
 
 #[derive(Debug, Clone)]
@@ -41,9 +41,10 @@ impl Default for Options {
 pub struct Summary {
     /// Transitions shown (followed and passing the filter).
     pub transitions: u64,
-    /// Samples the kernel dropped because a perf buffer was full.
+    /// Records the kernel dropped because a perf buffer was full (the programs count every
+    /// record of every batch the buffer had no room for).
     pub lost: u64,
-    /// Samples that did not decode.
+    /// Records that did not decode.
     pub malformed: u64,
     /// Records that arrived after the reorder window had passed them (kept, out of order).
     pub late: u64,
@@ -82,6 +83,8 @@ impl Summary {
 pub enum CollectError {
     #[error("the events map is missing from the eBPF object")]
     NoEventsMap,
+    #[error("{0} is missing from the eBPF object")]
+    Missing(&'static str),
     #[error(transparent)]
     Transport(#[from] crate::transport::TransportError),
     /// The error names what was being written (stdout, the record file).
@@ -104,6 +107,7 @@ pub async fn collect(
         .take_map(EVENTS_MAP)
         .ok_or(CollectError::NoEventsMap)?;
     let mut rings = Rings::open(map, options.buffer_pages)?;
+    let mut staged = staged(loaded)?;
     let mut logger = match EbpfLogger::init(&mut loaded.ebpf) {
         // SAFETY: the logger owns its ring buffer's fd and is moved into the AsyncFd.
         Ok(logger) => unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) }.ok(),
@@ -126,10 +130,11 @@ pub async fn collect(
     loop {
         tokio::select! {
             () = rings.ready() => {
-                pump(&mut rings, &mut reorder, &mut summary, pipeline)?;
+                pump(&mut rings, &mut staged, &mut reorder, &mut summary, pipeline, STAGE_AGE)?;
             }
             _ = tick.tick() => {
-                let now = pump(&mut rings, &mut reorder, &mut summary, pipeline)?;
+                let now =
+                    pump(&mut rings, &mut staged, &mut reorder, &mut summary, pipeline, STAGE_AGE)?;
                 pipeline.flush()?;
                 if stopping_until.is_some_and(|until| now >= until) {
                     break;
@@ -157,7 +162,15 @@ pub async fn collect(
         }
     }
     debug!("stopped; releasing the last records");
-    pump(&mut rings, &mut reorder, &mut summary, pipeline)?;
+    // Every CPU sends what it has staged, however new.
+    pump(
+        &mut rings,
+        &mut staged,
+        &mut reorder,
+        &mut summary,
+        pipeline,
+        0,
+    )?;
     let mut result = Ok(());
     reorder.drain(|record| {
         if result.is_ok() {
@@ -181,22 +194,48 @@ pub const DRAIN_PERIOD: Duration = Duration::from_millis(10);
 /// a full 4 MiB buffer is not held in memory all at once.
 const DRAIN_CHUNK: usize = 256 * 1024;
 
-/// Drains every buffer, a chunk at a time, feeding the pipeline after each chunk every record
-/// that is safe to order. Returns the drain's start time.
+/// How long a CPU's staged records may wait before the collector has it send them: the
+/// latency a quiet CPU adds, and how far behind the newest records the ordering may be held.
+const STAGE_AGE: u64 = 1_000_000;
+
+/// The kernel's staged batches, and the program that sends one.
+fn staged(loaded: &mut Loaded) -> Result<Staged, CollectError> {
+    let map = loaded
+        .ebpf
+        .take_map(STAGED_MAP)
+        .ok_or(CollectError::Missing(STAGED_MAP))?;
+    let flush = loaded
+        .ebpf
+        .program(FLUSH_PROGRAM)
+        .and_then(|p| p.fd().ok())
+        .and_then(|fd| fd.try_clone().ok())
+        .ok_or(CollectError::Missing(FLUSH_PROGRAM))?;
+    Ok(Staged::new(map, flush)?)
+}
+
+/// Has every CPU send the records it staged more than `age` ns ago, then drains every buffer,
+/// a chunk at a time, feeding the pipeline after each chunk every record that is safe to order.
+/// Returns the drain's start time.
 fn pump(
     rings: &mut Rings,
+    staged: &mut Staged,
     reorder: &mut Reorder,
     summary: &mut Summary,
     pipeline: &mut Pipeline<'_>,
+    age: u64,
 ) -> Result<u64, CollectError> {
-    // Taken before reading: every record stamped earlier is in a buffer by now (see transport).
+    // Taken before reading: every record stamped earlier is in a buffer by now (see transport),
+    // or still staged, no older than the oldest staged.
     let now = monotonic_ns();
+    let safe = staged
+        .settle(now.saturating_sub(age))
+        .map_or(now, |oldest| oldest.min(now));
     // At most about a default buffer's worth per pump: a storm that writes as fast as this
     // reads must not keep the loop from signals and timers.
     for _ in 0..DEFAULT_BUFFER_PAGES * 4096 / DRAIN_CHUNK {
         let frontier = drain_chunk(rings, reorder, summary);
         // A buffer left unfinished may still hold records as old as its last one read.
-        release(reorder, frontier.map_or(now, |f| f.min(now)), pipeline)?;
+        release(reorder, frontier.map_or(safe, |f| f.min(safe)), pipeline)?;
         if frontier.is_none() {
             break;
         }
@@ -211,9 +250,9 @@ fn drain_chunk(rings: &mut Rings, reorder: &mut Reorder, summary: &mut Summary) 
     if drained.lost > 0 {
         summary.lost += drained.lost;
         eprintln!(
-            "nstrace: lost {} samples on CPU {} (its perf buffer was full; --buffer-pages makes it \
-             larger), {} lost in all",
-            drained.lost, drained.lost_cpu, summary.lost
+            "nstrace: lost {} batches of records on CPU {} (its perf buffer was full; \
+             --buffer-pages makes it larger); the closing line counts the records",
+            drained.lost, drained.lost_cpu
         );
     }
     if drained.malformed > 0 {
@@ -271,4 +310,6 @@ fn kernel_stats(loaded: &Loaded, summary: &mut Summary) {
     summary.build_failed = sum(stat::BUILD_FAILED);
     summary.read_failed = sum(stat::READ_FAILED);
     summary.stash_failed = sum(stat::STASH_FAILED);
+    // The perf buffer counts lost batches, the programs the records in them.
+    summary.lost = summary.lost.max(sum(stat::LOST));
 }

@@ -49,6 +49,12 @@ impl NsSet {
         out
     }
 
+    /// True when no slot is known: the kernel could not tell (see
+    /// [`Transition::before_inferred`]).
+    pub fn is_unknown(&self) -> bool {
+        self.inum.iter().all(|&i| i == 0)
+    }
+
     /// True when the kernel reported ns_ids (Linux 6.18+).
     pub fn has_ids(&self) -> bool {
         self.id.iter().any(|&id| id != 0)
@@ -194,9 +200,27 @@ pub struct Transition {
     pub after: NsSet,
     /// Boxed: most transitions have none, and a record is smaller for it.
     pub child: Option<Box<Child>>,
+    /// `before` is not the kernel's: the call was a setns by a task the kernel programs did not
+    /// know yet (see the programs' `setns_exit`), and the collector filled it in from what it
+    /// knew of the task (the /proc snapshot and every record since).
+    #[serde(default)]
+    pub before_inferred: bool,
 }
 
 impl Transition {
+    /// Takes `known` (what the collector knew of the task) as the `before` the kernel could not
+    /// tell. A namespace known by inode only (from /proc) that the task is still in gets the id
+    /// the kernel reports for it now: the same inode cannot name another namespace meanwhile.
+    pub fn infer_before(&mut self, known: NsSet) {
+        self.before = known;
+        for slot in 0..NS_SLOTS {
+            if self.before.inum[slot] == self.after.inum[slot] && self.before.id[slot] == 0 {
+                self.before.id[slot] = self.after.id[slot];
+            }
+        }
+        self.before_inferred = true;
+    }
+
     /// The errno of a failed call.
     pub fn errno(&self) -> Option<i32> {
         // A corrupt record may carry any value: no overflow on i64::MIN.
@@ -304,6 +328,36 @@ pub enum DecodeError {
     UnknownKind(u32),
     #[error("unknown call {0}")]
     UnknownCall(u32),
+    #[error("a record claims {len} bytes where {left} are left in its sample")]
+    BadLength { len: usize, left: usize },
+}
+
+/// The records of one perf sample: a batch of records back to back, each led by a header whose
+/// `len` is its length. Bytes too few for a header are the buffer's alignment padding. A record
+/// whose length cannot be right ends the sample with an error: what follows it cannot be found.
+pub fn records(sample: &[u8]) -> Records<'_> {
+    Records { rest: sample }
+}
+
+pub struct Records<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = Result<&'a [u8], DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let header: wire::Header = read(self.rest).ok()?;
+        let len = header.len as usize;
+        let left = self.rest.len();
+        if len < size_of::<wire::Header>() || !len.is_multiple_of(8) || len > left {
+            self.rest = &[];
+            return Some(Err(DecodeError::BadLength { len, left }));
+        }
+        let (record, rest) = self.rest.split_at(len);
+        self.rest = rest;
+        Some(Ok(record))
+    }
 }
 
 /// Copies a `T` out of the front of `bytes`, which need not be aligned.
@@ -465,6 +519,7 @@ fn fill_transition(bytes: &[u8], call: Call, t: &mut Transition) {
     }
     t.before = set(offset_of!(W, before));
     t.after = set(offset_of!(W, after));
+    t.before_inferred = false;
 }
 
 impl Transition {
@@ -487,6 +542,7 @@ impl Transition {
             before: NsSet::default(),
             after: NsSet::default(),
             child: None,
+            before_inferred: false,
         }
     }
 }
@@ -500,11 +556,60 @@ pub fn encode<T: aya::Pod>(raw: &T) -> Vec<u8> {
     bytes.to_vec()
 }
 
+/// A perf sample of these records as the programs send it: back to back, each with its length
+/// in its header, then the buffer's alignment padding. For tests and benchmarks.
+pub fn encode_batch(records: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for record in records {
+        let at = out.len();
+        out.extend_from_slice(record);
+        out[at + 12..at + 16].copy_from_slice(&(record.len() as u32).to_ne_bytes());
+    }
+    out.extend_from_slice(&[0; 4]);
+    out
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use nstrace_common::{flags, slot};
 
     use super::*;
+
+    #[test]
+    fn a_batch_splits_into_its_records() {
+        let setns = encode(&setns_record());
+        let mut exit = wire::Lifecycle::EMPTY;
+        exit.header.kind = record::EXIT;
+        exit.tid = 43;
+        let exit = encode(&exit);
+        let sample = encode_batch(&[&setns[..wire::TRANSITION_SHORT], &exit, &setns]);
+        let kinds: Vec<_> = records(&sample)
+            .map(|r| match decode(r.expect("a record")) {
+                Ok(Record::Transition(t)) => format!("{:?} {}", t.call, t.tid),
+                Ok(Record::Exit(x)) => format!("exit {}", x.tid),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(kinds, ["Setns 43", "exit 43", "Setns 43"]);
+    }
+
+    #[test]
+    fn a_record_with_an_impossible_length_ends_its_sample() {
+        let setns = encode(&setns_record());
+        for len in [0u32, 7, 12, 20_000] {
+            let mut sample = encode_batch(&[&setns, &setns]);
+            sample[12..16].copy_from_slice(&len.to_ne_bytes());
+            let got: Vec<_> = records(&sample).collect();
+            assert_eq!(got.len(), 1, "length {len}");
+            assert!(
+                matches!(got[0], Err(DecodeError::BadLength { .. })),
+                "length {len}: {:?}",
+                got[0]
+            );
+        }
+        assert_eq!(records(&[]).count(), 0);
+        assert_eq!(records(&[0; 7]).count(), 0, "padding alone is not a record");
+    }
 
     /// A setns of pid 42 from uts 4026531838 to 4026532177.
     pub(crate) fn setns_record() -> wire::Transition {

@@ -7,7 +7,7 @@ use aya::{
     programs::{RawTracePoint, TracePoint},
 };
 use log::debug;
-use nstrace_common::{OFFSETS_GLOBAL, OWN_TGID_GLOBAL};
+use nstrace_common::{FLUSH_PROGRAM, OFFSETS_GLOBAL, OWN_TGID_GLOBAL};
 
 use crate::btf::{BtfError, KernelBtf, VMLINUX_BTF};
 
@@ -20,27 +20,25 @@ enum Hook {
     Syscalls(&'static [&'static str]),
     /// A raw tracepoint (raw_tp/<name>): the tracepoint's own arguments, and no BTF to load.
     Raw(&'static str),
+    /// A raw tracepoint program attached nowhere: the collector runs it when it needs it.
+    OnDemand,
 }
 
 /// Every program and where it attaches. Program names are unique in their first 15 bytes, which
 /// is all the kernel keeps.
-const PROBES: [(&str, Hook); 8] = [
+const PROBES: [(&str, Hook); 9] = [
     ("clone_enter", Hook::Syscalls(&["sys_enter_clone"])),
     ("clone3_enter", Hook::Syscalls(&["sys_enter_clone3"])),
     ("unshare_enter", Hook::Syscalls(&["sys_enter_unshare"])),
-    ("setns_enter", Hook::Syscalls(&["sys_enter_setns"])),
     (
         "ns_exit",
-        Hook::Syscalls(&[
-            "sys_exit_clone",
-            "sys_exit_clone3",
-            "sys_exit_unshare",
-            "sys_exit_setns",
-        ]),
+        Hook::Syscalls(&["sys_exit_clone", "sys_exit_clone3", "sys_exit_unshare"]),
     ),
+    ("setns_exit", Hook::Syscalls(&["sys_exit_setns"])),
     ("sched_fork", Hook::Raw("sched_process_fork")),
     ("sched_exec", Hook::Raw("sched_process_exec")),
     ("sched_exit", Hook::Raw("sched_process_exit")),
+    (FLUSH_PROGRAM, Hook::OnDemand),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -225,6 +223,13 @@ pub fn load() -> Result<Loaded, LoadError> {
                     source,
                 })?;
                 hooks.push(format!("raw_tp/{name}"));
+            }
+            Hook::OnDemand => {
+                let tp: &mut RawTracePoint = prog
+                    .try_into()
+                    .map_err(|source| LoadError::Program { program, source })?;
+                tp.load()
+                    .map_err(|source| LoadError::Program { program, source })?;
             }
         }
         debug!("attached {program} ({:?})", began.elapsed());

@@ -115,8 +115,22 @@ impl<'a> Pipeline<'a> {
         Ok(())
     }
 
-    /// Applies one record; live, an exec is followed by a look at the process's cgroup.
+    /// Applies one record; live, an exec is followed by a look at the process's cgroup. A
+    /// transition whose `before` the kernel could not tell gets the timeline's (and says so), in
+    /// the record file too.
     pub fn feed(&mut self, record: &Record, live: bool) -> io::Result<()> {
+        if let Record::Transition(t) = record
+            && t.before.is_unknown()
+            && let Some(before) = self.timeline.known_set(t.tid, t.start_boottime_ns)
+        {
+            let mut t = t.clone();
+            t.infer_before(before);
+            return self.feed_as_is(&Record::Transition(t), live);
+        }
+        self.feed_as_is(record, live)
+    }
+
+    fn feed_as_is(&mut self, record: &Record, live: bool) -> io::Result<()> {
         if let Some(archive) = &mut self.archive {
             archive.record(record)?;
         }
@@ -184,5 +198,106 @@ impl<'a> Pipeline<'a> {
             archive.flush()?;
         }
         each_sink(&mut self.sinks, &mut self.closed, |s| s.flush())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nstrace_common::NS_SLOTS;
+
+    use super::*;
+    use crate::{
+        event::{Call, NsSet, Transition},
+        timeline::Scope,
+    };
+
+    /// Keeps every record it is given.
+    #[derive(Default)]
+    struct Kept(Vec<Record>);
+
+    impl Sink for Kept {
+        fn record(&mut self, record: &Record) -> io::Result<()> {
+            self.0.push(record.clone());
+            Ok(())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    const SH: u32 = 100;
+    const START: u64 = 5_000_000;
+
+    /// A shell found in /proc (inodes only), then a setns of it whose `before` the kernel could
+    /// not tell, and a second one whose `before` it could.
+    fn setns_of_a_snapshot_task(kept: &mut Kept, archive: &mut Kept) {
+        let host: [u32; NS_SLOTS] = std::array::from_fn(|i| 4026531830 + i as u32);
+        let mut timeline = Timeline::new(Scope::All);
+        timeline.snapshot(
+            &[ProcEntry {
+                tid: SH,
+                pid: SH,
+                ppid: 1,
+                comm: "sh".into(),
+                start_ns: START,
+                inodes: host.map(Some),
+            }],
+            0,
+        );
+        let mut pipeline = Pipeline::new(timeline, Filter::default());
+        pipeline.sinks.push(kept);
+        pipeline.archive = Some(archive);
+        let mut after = NsSet {
+            inum: host,
+            id: std::array::from_fn(|i| 1000 + i as u64),
+        };
+        after.inum[1] = 4026532177;
+        after.id[1] = 2000;
+        let mut t = Transition::blank();
+        t.ts_ns = 10;
+        t.call = Call::Setns;
+        t.tid = SH;
+        t.pid = SH;
+        t.start_boottime_ns = START;
+        t.comm = "sh".into();
+        t.after = after;
+        pipeline
+            .feed(&Record::Transition(Box::new(t.clone())), true)
+            .unwrap();
+        let mut back = t;
+        back.ts_ns = 20;
+        back.before = after;
+        back.after.inum[1] = host[1];
+        back.after.id[1] = 1001;
+        pipeline
+            .feed(&Record::Transition(Box::new(back)), true)
+            .unwrap();
+    }
+
+    #[test]
+    fn an_unknown_before_is_taken_from_the_timeline_and_marked() {
+        let (mut kept, mut archive) = (Kept::default(), Kept::default());
+        setns_of_a_snapshot_task(&mut kept, &mut archive);
+        let transitions: Vec<&Transition> = kept
+            .0
+            .iter()
+            .filter_map(|r| match r {
+                Record::Transition(t) => Some(&**t),
+                _ => None,
+            })
+            .collect();
+        let [first, second] = transitions[..] else {
+            panic!("two transitions, got {transitions:?}")
+        };
+        assert!(first.before_inferred);
+        assert_eq!(first.before.inum[0], 4026531830);
+        assert_eq!(first.before.inum[1], 4026531831, "the uts the shell was in");
+        // Where the shell stayed, the kernel's id is taken; where it moved, /proc had none.
+        assert_eq!(first.before.id[0], 1000);
+        assert_eq!(first.before.id[1], 0);
+        assert_eq!(first.changed(), [crate::ns::NsKind::Uts]);
+        assert!(!second.before_inferred, "the kernel told this one");
+        // The record file keeps what was shown: a replay shows the same.
+        assert_eq!(archive.0, kept.0);
     }
 }

@@ -294,6 +294,8 @@ struct TransitionLine {
     before_id: Option<SetLine>,
     after_id: Option<SetLine>,
     child: Option<ChildLine>,
+    #[serde(default)]
+    before_inferred: bool,
 }
 
 #[derive(Deserialize)]
@@ -379,6 +381,7 @@ impl TryFrom<TransitionLine> for Transition {
                     ns: set(&c.ns, c.ns_id.as_ref()),
                 })
             }),
+            before_inferred: t.before_inferred,
         })
     }
 }
@@ -471,7 +474,7 @@ impl std::fmt::Display for BadLine {
 }
 
 /// The first bytes of a binary record file (the high byte keeps it from passing for text).
-pub const BIN_MAGIC: [u8; 8] = *b"\x89nsrec\n\x01";
+pub const BIN_MAGIC: [u8; 8] = *b"\x89nsrec\n\x02";
 
 /// The longest frame a reader accepts: a longer length means the file is corrupt from there on.
 const MAX_FRAME: usize = 1 << 20;
@@ -916,6 +919,7 @@ mod tests {
             before: set(4026531830),
             after: set(4026532100),
             child: None,
+            before_inferred: true,
         };
         let clone = Transition {
             ts_ns: 6_000,

@@ -13,7 +13,10 @@ use std::{
     sync::Arc,
 };
 
-use aya::maps::{Map, MapData};
+use aya::{
+    maps::{Map, MapData, PerCpuArray},
+    programs::ProgramFd,
+};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     sync::Notify,
@@ -21,7 +24,7 @@ use tokio::{
 };
 
 use crate::{
-    event::{DecodeError, Record, Spare, decode_reusing},
+    event::{DecodeError, Record, Spare, decode_reusing, records},
     ring::{Item, PerfRing},
 };
 
@@ -36,6 +39,8 @@ pub enum TransportError {
          `ulimit -l`, may help)"
     )]
     Open { cpu: u32, source: std::io::Error },
+    #[error("the staged-records map of the eBPF object is not a per-CPU array")]
+    StagedMap,
     #[error("handing CPU {cpu}'s perf buffer to the kernel programs: {source}")]
     Attach { cpu: u32, source: std::io::Error },
 }
@@ -140,13 +145,17 @@ impl Rings {
         for (cpu, ring) in &mut self.rings {
             let mut last = 0;
             let left = ring.drain_some(budget, |item| match item {
-                Item::Sample(bytes) => match reorder.decode(bytes) {
-                    Ok(record) => {
-                        last = record.ts_ns();
-                        reorder.push(*cpu, record);
+                Item::Sample(bytes) => {
+                    for record in records(bytes) {
+                        match record.and_then(|bytes| reorder.decode(bytes)) {
+                            Ok(record) => {
+                                last = record.ts_ns();
+                                reorder.push(*cpu, record);
+                            }
+                            Err(_) => d.malformed += 1,
+                        }
                     }
-                    Err(_) => d.malformed += 1,
-                },
+                }
                 Item::Lost(count) => {
                     d.lost += count;
                     d.lost_cpu = *cpu;
@@ -157,6 +166,91 @@ impl Rings {
             }
         }
         d
+    }
+}
+
+/// The records each CPU has staged but not yet sent (the programs send a batch at a time):
+/// when the oldest of them was stamped, and the program that sends a CPU's batch on demand.
+pub struct Staged {
+    map: PerCpuArray<MapData, u64>,
+    flush: ProgramFd,
+}
+
+impl Staged {
+    pub fn new(map: Map, flush: ProgramFd) -> Result<Self, TransportError> {
+        let map = PerCpuArray::try_from(map).map_err(|_| TransportError::StagedMap)?;
+        Ok(Self { map, flush })
+    }
+
+    /// Has every CPU whose oldest staged record was stamped at or before `due` send its batch,
+    /// and returns the oldest timestamp still staged: no CPU can deliver an older record later.
+    pub fn settle(&mut self, due: u64) -> Option<u64> {
+        let staged = self.read();
+        let mut sent = false;
+        for (cpu, &ts) in staged.iter().enumerate() {
+            if ts != 0 && ts <= due {
+                match self.flush_on(cpu as u32) {
+                    Ok(()) => sent = true,
+                    Err(e) => log::debug!("sending CPU {cpu}'s batch: {e}"),
+                }
+            }
+        }
+        // A batch the kernel was staging into when asked is still there.
+        let staged = if sent { self.read() } else { staged };
+        staged.iter().copied().filter(|&ts| ts != 0).min()
+    }
+
+    fn read(&self) -> Vec<u64> {
+        self.map
+            .get(&0, 0)
+            .map(|values| values.to_vec())
+            .unwrap_or_default()
+    }
+
+    /// Runs the flush program on `cpu` (BPF_PROG_TEST_RUN with BPF_F_TEST_RUN_ON_CPU: in an
+    /// interrupt there, returning once it ran).
+    fn flush_on(&self, cpu: u32) -> std::io::Result<()> {
+        #[repr(C)]
+        #[derive(Default)]
+        struct TestRun {
+            prog_fd: u32,
+            retval: u32,
+            data_size_in: u32,
+            data_size_out: u32,
+            data_in: u64,
+            data_out: u64,
+            repeat: u32,
+            duration: u32,
+            ctx_size_in: u32,
+            ctx_size_out: u32,
+            ctx_in: u64,
+            ctx_out: u64,
+            flags: u32,
+            cpu: u32,
+            batch_size: u32,
+            _pad: u32,
+        }
+        const BPF_PROG_TEST_RUN: libc::c_long = 10;
+        const BPF_F_TEST_RUN_ON_CPU: u32 = 1;
+        let attr = TestRun {
+            prog_fd: self.flush.as_fd().as_raw_fd() as u32,
+            flags: BPF_F_TEST_RUN_ON_CPU,
+            cpu,
+            ..TestRun::default()
+        };
+        // SAFETY: a valid attr for the command, with no pointers.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_TEST_RUN,
+                &attr as *const TestRun,
+                size_of::<TestRun>(),
+            )
+        };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
     }
 }
 

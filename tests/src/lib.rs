@@ -6,7 +6,7 @@
 //! other processes on the machine create namespaces too. Ground truth is `/proc/PID/ns`.
 use std::{
     collections::BTreeMap,
-    io::{BufRead as _, BufReader, Read as _},
+    io::{BufRead as _, BufReader, Read as _, Write as _},
     path::PathBuf,
     process::{Child, ChildStdout, Command, Stdio},
     sync::{Arc, Mutex, mpsc},
@@ -263,6 +263,21 @@ impl Helper {
             .unwrap_or_else(|| panic!("expected `ready PID` from the helper, got {line:?}"));
         self.ready.push(pid);
         pid
+    }
+
+    /// Waits for `paused PID` (the `pause` action) and returns that pid.
+    pub fn wait_paused(&mut self) -> u32 {
+        let line = self.line();
+        line.strip_prefix("paused ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("expected `paused PID` from the helper, got {line:?}"))
+    }
+
+    /// Lets a paused helper go on.
+    pub fn resume(&mut self) {
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        stdin.write_all(b"\n").expect("write helper stdin");
+        stdin.flush().expect("flush helper stdin");
     }
 
     /// Closes stdin (every holding process exits) and waits for the helper.

@@ -142,6 +142,8 @@ fn setns_by_fd_enters_another_process_namespaces_with_nstype_zero_or_exact() {
         evs[0]
     );
     assert_same_ns("first before", &evs[0]["before"], &own_ns());
+    // Started after the tracer: the kernel knows it from its exec, and tells its `before`.
+    assert_eq!(evs[0].get("before_inferred"), None, "{}", evs[0]);
 
     assert_eq!(strings(&evs[1]["flag_names"]), ["CLONE_NEWNET"]);
     assert_eq!(changed(&evs[1]), ["net"]);
@@ -151,6 +153,42 @@ fn setns_by_fd_enters_another_process_namespaces_with_nstype_zero_or_exact() {
     assert_eq!(now["uts"], proc_ns(t)["uts"]);
     assert_eq!(now["net"], proc_ns(t)["net"]);
     joiner.finish();
+    target.finish();
+}
+
+/// A process already running when tracing began, that has not exec'd since, is one the kernel
+/// programs do not know: its first setns's `before` is taken from the /proc snapshot and marked
+/// so, and still matches /proc. From then on the kernel knows it, and the children it forks.
+#[test]
+fn a_setns_by_a_process_older_than_the_trace_is_marked_and_matches_proc() {
+    if !require_root() {
+        return;
+    }
+    let mut target = Helper::spawn(&["unshare", "uts", "hold"]);
+    let t = target.wait_ready();
+    let theirs = format!("/proc/{t}/ns/uts");
+    let ours = format!("/proc/{}/ns/uts", std::process::id());
+    let mut early = Helper::spawn(&[
+        "pause", "setns", &theirs, "uts", "fork", "setns", &ours, "uts", "hold",
+    ]);
+    let e = early.wait_paused();
+    let before = proc_ns(e);
+    let tracer = Tracer::start(&[]);
+    early.resume();
+    let child = early.wait_ready();
+
+    let first = tracer.wait_for("the old process's setns", by(e, "setns"));
+    assert_eq!(first["before_inferred"], true, "{first}");
+    assert_same_ns("inferred before", &first["before"], &before);
+    assert_eq!(changed(&first), ["uts"]);
+    assert_eq!(first["after"]["uts"], proc_ns(t)["uts"]);
+
+    let second = tracer.wait_for("its child's setns", by(child, "setns"));
+    assert_eq!(second.get("before_inferred"), None, "{second}");
+    assert_eq!(second["before"], first["after"]);
+    assert_same_ns("child after", &second["after"], &proc_ns(child));
+    assert_eq!(changed(&second), ["uts"]);
+    early.finish();
     target.finish();
 }
 

@@ -210,6 +210,9 @@ struct JsonTransition<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     after_id: Option<Slots<'a>>,
     child: Option<JsonChild<'a>>,
+    /// Present (true) when `before` came from the collector's view of the task, not the kernel.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    before_inferred: bool,
 }
 
 impl<'a> JsonTransition<'a> {
@@ -246,6 +249,7 @@ impl<'a> JsonTransition<'a> {
                 ns: inodes(&c.ns),
                 ns_id: ids(&c.ns),
             }),
+            before_inferred: t.before_inferred,
         }
     }
 }

@@ -236,6 +236,7 @@ mod tests {
             before: host,
             after: unshared,
             child: None,
+            before_inferred: false,
         };
         tl.apply(&Record::Transition(Box::new(base.clone())));
         let mut born = base.clone();

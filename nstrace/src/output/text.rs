@@ -240,6 +240,9 @@ fn describe_head(line: &mut String, t: &Transition) -> bool {
 /// What changed, for the caller and any child, appended to `line`.
 fn describe_tail(line: &mut String, t: &Transition) {
     changes(line, &t.before, &t.after);
+    if t.before_inferred {
+        line.push_str("  (before: as nstrace last saw the task)");
+    }
     if let Some(child) = &t.child {
         let _ = write!(line, "  child {}", child.tid);
         if child.ns_tid != child.tid {

@@ -661,6 +661,29 @@ impl Timeline {
     }
 
     /// Applies one record. Returns whether it concerns a followed task.
+    /// The set the timeline holds for a task now (None for a task it does not know): for a
+    /// record whose `before` the kernel could not tell (see [`Transition::before_inferred`]).
+    pub fn known_set(&self, tid: u32, start_ns: u64) -> Option<NsSet> {
+        let task = self.tasks.get(&tid)?;
+        let same = start_ns == 0
+            || task.start_ns == start_ns
+            || (task.approx_start && task.start_ns.abs_diff(start_ns) < APPROX_START_NS);
+        if !same {
+            return None;
+        }
+        if let Some(raw) = task.raw {
+            return Some(raw);
+        }
+        let mut set = NsSet::default();
+        for (slot, idx) in task.set.iter().enumerate() {
+            if let Some(ns) = idx.map(|idx| &self.namespaces[idx]) {
+                set.inum[slot] = ns.inum;
+                set.id[slot] = ns.id;
+            }
+        }
+        Some(set)
+    }
+
     pub fn apply(&mut self, record: &Record) -> bool {
         let ts = record.ts_ns();
         self.first_ns.get_or_insert(ts);

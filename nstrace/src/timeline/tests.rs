@@ -76,6 +76,7 @@ fn transition(
         before,
         after,
         child: None,
+        before_inferred: false,
     }
 }
 

@@ -11,6 +11,7 @@
 //!                          the parent waits for it and exits with its status
 //!   fork                   fork(2), likewise
 //!   exec-self ACTIONS...   execve this helper with the remaining actions
+//!   pause                  print `paused PID` and wait for a line on stdin, then go on
 //!   hold                   print `ready PID` (PID as /proc names it) and wait for stdin to
 //!                          close, then exit 0
 //!
@@ -67,6 +68,15 @@ fn wait_and_exit(child: libc::pid_t) -> ! {
     } else {
         102
     })
+}
+
+/// The pid as the test sees it: getpid() answers in our own pid namespace, while /proc (the
+/// test's mount) answers in the test's.
+fn proc_pid() -> u32 {
+    std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str().and_then(|p| p.parse::<u32>().ok()))
+        .unwrap_or_else(std::process::id)
 }
 
 fn main() {
@@ -153,14 +163,14 @@ fn main() {
                 unsafe { libc::execv(exe.as_ptr(), ptrs.as_ptr()) };
                 fail("exec");
             }
+            "pause" => {
+                println!("paused {}", proc_pid());
+                let _ = std::io::stdout().flush();
+                let mut byte = [0u8];
+                let _ = std::io::stdin().read(&mut byte);
+            }
             "hold" => {
-                // The pid as the test sees it: getpid() answers in our own pid namespace, while
-                // /proc (the test's mount) answers in the test's.
-                let pid = std::fs::read_link("/proc/self")
-                    .ok()
-                    .and_then(|p| p.to_str().and_then(|p| p.parse::<u32>().ok()))
-                    .unwrap_or_else(std::process::id);
-                println!("ready {pid}");
+                println!("ready {}", proc_pid());
                 let _ = std::io::stdout().flush();
                 let mut sink = Vec::new();
                 let _ = std::io::stdin().read_to_end(&mut sink);

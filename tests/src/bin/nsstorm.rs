@@ -187,6 +187,7 @@ fn synth(path: &str, n: u64, binary: bool) {
             before: host,
             after,
             child: None,
+            before_inferred: false,
         }));
         let exit = Record::Exit(Exit {
             ts_ns: ts + 200,
