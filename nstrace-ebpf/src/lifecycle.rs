@@ -15,8 +15,9 @@ use nstrace_common::{Transition, call, record, slot, stat};
 
 use crate::{
     maps::{
-        SCRATCH, TASKS, TIME_ARMED, TaskState, copy_set, copy_words, count, emit, emit_transition,
-        flush_batch, lifecycle_slot, own_tgid, state, transition_slot,
+        SCRATCH, TASKS, TIME_ARMED, TaskState, copy_set, copy_words, count, emit_exec, emit_life,
+        emit_with_child, emit_without_child, flush_batch, lifecycle_slot, own_tgid, state,
+        transition_slot,
     },
     syscalls::begin,
     task::{self, Task},
@@ -55,8 +56,8 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), ()> {
         if born_elsewhere {
             emit_fork_transition(ctx, parent, child, pid_tgid)?;
         } else {
-            emit_fork(ctx, parent, child, pid_tgid)?;
             inherit(pid_tgid, parent, child);
+            emit_fork(ctx, parent, child, pid_tgid)?;
         }
         // A CLONE_VM child (vfork, posix_spawn) keeps the parent's time namespace and enters
         // time_for_children at its exec.
@@ -128,7 +129,7 @@ unsafe fn complete_clone(ctx: &RawTracePointContext, t: &mut TaskState, child: T
     ev.ret =
         unsafe { task::pid_nr_at(child, ev.pid_level) }.map_or(i64::from(ev.child_tid), i64::from);
     ev.header.ts_ns = unsafe { bpf_ktime_get_ns() };
-    emit_transition(ctx, ev);
+    emit_with_child(ctx, ev);
 }
 
 /// A plain fork whose child was born into the parent's pid_for_children or time_for_children.
@@ -159,7 +160,7 @@ unsafe fn emit_fork_transition(
     ev.ret =
         unsafe { task::pid_nr_at(child, ev.pid_level) }.map_or(i64::from(ev.child_tid), i64::from);
     ev.header.ts_ns = unsafe { bpf_ktime_get_ns() };
-    emit_transition(ctx, ev);
+    emit_with_child(ctx, ev);
     Ok(())
 }
 
@@ -182,7 +183,7 @@ unsafe fn emit_fork(
         life.parent_start_boottime_ns = task::start_boottime(parent)?;
         life.header.ts_ns = bpf_ktime_get_ns();
     }
-    emit(ctx, &*life);
+    emit_life(ctx, &*life);
     Ok(())
 }
 
@@ -209,6 +210,7 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
     if old_tid != pid_tgid as u32 {
         let _ = TASKS.remove(&((pid_tgid & !0xffff_ffff) | u64::from(old_tid)));
     }
+    remember(task, pid_tgid);
     let rec = lifecycle_slot(record::EXEC)?;
     rec.life.tid = pid_tgid as u32;
     rec.life.tgid = (pid_tgid >> 32) as u32;
@@ -219,10 +221,8 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
         task::read_filename(bprm, &mut rec.filename);
         rec.life.header.ts_ns = bpf_ktime_get_ns();
     }
-    emit(ctx, &*rec);
-    let _ = time_move(ctx, task, old_tid, pid_tgid);
-    remember(task, pid_tgid);
-    Ok(())
+    emit_exec(ctx, &*rec);
+    time_move(ctx, task, old_tid, pid_tgid)
 }
 
 /// Keeps the task's set as it leaves exec, for its next call: a setns then starts from it
@@ -271,7 +271,7 @@ fn time_move(
         return Ok(());
     }
     ev.header.ts_ns = unsafe { bpf_ktime_get_ns() };
-    emit_transition(ctx, ev);
+    emit_without_child(ctx, ev);
     Ok(())
 }
 
@@ -301,7 +301,7 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<(), ()> {
         life.code = task::exit_code(task).unwrap_or(0);
         life.header.ts_ns = bpf_ktime_get_ns();
     }
-    emit(ctx, &*life);
+    emit_life(ctx, &*life);
     Ok(())
 }
 

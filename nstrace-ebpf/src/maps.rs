@@ -7,7 +7,8 @@ use aya_ebpf::{
     maps::{LruHashMap, PerCpuArray, PerfEventByteArray},
 };
 use nstrace_common::{
-    BATCH_BYTES, Exec, KernelOffsets, NS_SLOTS, NsSet, TRANSITION_SHORT, Transition, call, stat,
+    BATCH_BYTES, Exec, KernelOffsets, Lifecycle, NS_SLOTS, NsSet, TRANSITION_SHORT, Transition,
+    call, stat,
 };
 
 /// Kernel structure offsets from the running kernel's BTF, set by the loader.
@@ -120,31 +121,47 @@ fn count_n(stat: u32, n: u64) {
         unsafe { *slot += n }
     }
 }
-
-/// Sends one wire record (a `#[repr(C)]` struct of `nstrace_common`) to this CPU's buffer.
+/// Sends a fork or exit record.
 #[inline(always)]
-pub fn emit<C: EbpfContext, T>(ctx: &C, record: &T) {
-    emit_prefix(ctx, record, core::mem::size_of::<T>());
+pub fn emit_life<C: EbpfContext>(ctx: &C, record: &Lifecycle) {
+    stage::<C, { size_of::<Lifecycle>() / 8 }>(ctx, (record as *const Lifecycle).cast());
+}
+
+/// Sends an exec record.
+#[inline(always)]
+pub fn emit_exec<C: EbpfContext>(ctx: &C, record: &Exec) {
+    stage::<C, { size_of::<Exec>() / 8 }>(ctx, (record as *const Exec).cast());
 }
 
 /// Sends a transition: without its child part when the call has no child.
 #[inline(always)]
 pub fn emit_transition<C: EbpfContext>(ctx: &C, ev: &Transition) {
-    let len = match ev.call {
-        call::CLONE | call::CLONE3 | call::FORK => core::mem::size_of::<Transition>(),
-        _ => TRANSITION_SHORT,
-    };
-    emit_prefix(ctx, ev, len);
+    match ev.call {
+        call::CLONE | call::CLONE3 | call::FORK => emit_with_child(ctx, ev),
+        _ => emit_without_child(ctx, ev),
+    }
 }
 
-/// Stages the first `len` bytes of a record in this CPU's batch, sending the batch when the
-/// largest record would no longer fit. Every record goes this way, so a CPU's records reach its
-/// buffer in the order they were staged.
+/// Sends a transition of a call with a child (clone, clone3, fork), whole.
 #[inline(always)]
-fn emit_prefix<C: EbpfContext, T>(ctx: &C, record: &T, len: usize) {
-    const { assert!(size_of::<T>() % 8 == 0 && size_of::<T>() <= MAX_RECORD_WORDS * 8) };
-    let words = len.min(size_of::<T>()) / 8;
-    let src = (record as *const T).cast::<u64>();
+pub fn emit_with_child<C: EbpfContext>(ctx: &C, ev: &Transition) {
+    stage::<C, { size_of::<Transition>() / 8 }>(ctx, (ev as *const Transition).cast());
+}
+
+/// Sends a transition of a call without a child (unshare, setns, exec): its first
+/// [`TRANSITION_SHORT`] bytes.
+#[inline(always)]
+pub fn emit_without_child<C: EbpfContext>(ctx: &C, ev: &Transition) {
+    stage::<C, { TRANSITION_SHORT / 8 }>(ctx, (ev as *const Transition).cast());
+}
+
+/// Stages the `WORDS` words of a record at `src` in this CPU's batch, sending the batch when
+/// the largest record would no longer fit. Every record goes this way, so a CPU's records reach
+/// its buffer in the order they were staged. The length is a constant: a straight copy, quick
+/// to run and to verify.
+#[inline(always)]
+fn stage<C: EbpfContext, const WORDS: usize>(ctx: &C, src: *const u64) {
+    const { assert!(WORDS >= 2 && WORDS <= MAX_RECORD_WORDS) };
     let Some(b) = BATCH.get_ptr_mut(0) else {
         count(stat::BUILD_FAILED);
         return;
@@ -160,26 +177,26 @@ fn emit_prefix<C: EbpfContext, T>(ctx: &C, record: &T, len: usize) {
         }
         core::ptr::write_volatile(&raw mut b.busy, 1);
         let mut at = core::ptr::read_volatile(&raw const b.len) as usize;
-        // Always true after the send below; the verifier needs to see it.
+        // Never true (a batch with less room than the largest record is sent at once), but the
+        // verifier needs to see the bound. One send site per record keeps programs quick to
+        // verify.
         if at > BATCH_WORDS - MAX_RECORD_WORDS {
-            send(ctx, b);
+            count_n(stat::LOST, u64::from(b.records));
+            b.records = 0;
             at = 0;
         }
         // One bounded base and constant offsets from it: a word costs a load and a store.
         let dst = b.words.as_mut_ptr().add(at);
-        for i in 0..size_of::<T>() / 8 {
-            if i >= words {
-                break;
-            }
+        for i in 0..WORDS {
             core::ptr::write_volatile(dst.add(i), core::ptr::read_volatile(src.add(i)));
         }
         // The header's second word: the kind, then the length the collector splits by.
         let second = dst.add(1);
-        core::ptr::write_volatile(second, (*second & 0xffff_ffff) | ((words as u64 * 8) << 32));
+        core::ptr::write_volatile(second, (*second & 0xffff_ffff) | ((WORDS as u64 * 8) << 32));
         if at == 0 {
             set_staged(core::ptr::read_volatile(src));
         }
-        let end = at + words;
+        let end = at + WORDS;
         core::ptr::write_volatile(&raw mut b.len, end as u32);
         core::ptr::write_volatile(&raw mut b.records, b.records + 1);
         if BATCH_WORDS - end < MAX_RECORD_WORDS {

@@ -18,8 +18,8 @@ use nstrace_common::{
 
 use crate::{
     maps::{
-        TASKS, TIME_ARMED, TaskState, copy_set, count, emit_transition, own_tgid, state,
-        transition_slot,
+        TASKS, TIME_ARMED, TaskState, copy_set, count, emit_transition, emit_without_child,
+        own_tgid, state, transition_slot,
     },
     task::{self, current},
 };
@@ -110,7 +110,7 @@ fn try_setns_exit(ctx: &TracePointContext) -> Result<(), ()> {
             t.ev.flags = nstype;
             t.ev.fd = fd;
             t.state = state::WARM_CALL;
-            return complete(ctx, t);
+            return complete(ctx, t, false);
         }
     }
     let p = transition_slot(call::SETNS, pid_tgid)?;
@@ -125,16 +125,17 @@ fn try_setns_exit(ctx: &TracePointContext) -> Result<(), ()> {
             task::resolve_set(&p.ptrs, &mut p.ev.after, None)
         })
     };
-    p.ev.header.ts_ns = unsafe { bpf_ktime_get_ns() };
-    emit_transition(ctx, &p.ev);
     if read.is_err() {
         count(stat::READ_FAILED);
-        return Err(());
+    } else {
+        p.state = state::IDLE;
+        if TASKS.insert(pid_tgid, &*p, 0).is_err() {
+            count(stat::STASH_FAILED);
+        }
     }
-    p.state = state::IDLE;
-    TASKS
-        .insert(pid_tgid, &*p, 0)
-        .map_err(|_| count(stat::STASH_FAILED))
+    p.ev.header.ts_ns = unsafe { bpf_ktime_get_ns() };
+    emit_without_child(ctx, &p.ev);
+    Ok(())
 }
 
 /// Records the call at entry. A task the programs already know (an IDLE entry of the same task)
@@ -204,12 +205,13 @@ fn try_ns_exit(ctx: &TracePointContext) -> Result<(), ()> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let t = TASKS.get_ptr_mut(pid_tgid).ok_or(())?;
     // SAFETY: the entry is this task's own: only the task itself touches it.
-    complete(ctx, unsafe { &mut *t })
+    complete(ctx, unsafe { &mut *t }, true)
 }
 
-/// Completes the call in flight in `t` (its own entry) and sends it.
+/// Completes the call in flight in `t` (its own entry) and sends it. A setns has no child:
+/// `may_have_child` false leaves the clone-sized send out of its program.
 #[inline(always)]
-fn complete(ctx: &TracePointContext, t: &mut TaskState) -> Result<(), ()> {
+fn complete(ctx: &TracePointContext, t: &mut TaskState, may_have_child: bool) -> Result<(), ()> {
     begin(t)?;
     let ev = &mut t.ev;
     ev.ret = arg(ctx, RET)? as i64;
@@ -225,8 +227,6 @@ fn complete(ctx: &TracePointContext, t: &mut TaskState) -> Result<(), ()> {
     if read.is_err() {
         count(stat::READ_FAILED);
     }
-    ev.header.ts_ns = unsafe { bpf_ktime_get_ns() };
-    emit_transition(ctx, ev);
     t.ptrs = now;
     t.state = if read.is_ok() {
         state::IDLE
@@ -239,6 +239,13 @@ fn complete(ctx: &TracePointContext, t: &mut TaskState) -> Result<(), ()> {
         && (ev.call == call::UNSHARE || ev.call == call::SETNS)
     {
         let _ = TIME_ARMED.insert(ev.tid, ev.after, 0);
+    }
+    // Sent last: the verifier walks what follows a send once per way through it.
+    ev.header.ts_ns = unsafe { bpf_ktime_get_ns() };
+    if may_have_child {
+        emit_transition(ctx, ev);
+    } else {
+        emit_without_child(ctx, ev);
     }
     Ok(())
 }

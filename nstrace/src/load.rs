@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{RawTracePoint, TracePoint},
+    programs::{Program, RawTracePoint, TracePoint},
 };
 use log::debug;
 use nstrace_common::{FLUSH_PROGRAM, OFFSETS_GLOBAL, OWN_TGID_GLOBAL};
@@ -189,11 +189,38 @@ pub fn load() -> Result<Loaded, LoadError> {
         peak_rss_kib()
     );
 
-    let mut hooks = Vec::new();
-    for (program, hook) in PROBES {
-        let prog = ebpf
-            .program_mut(program)
+    // Verifying the programs is most of the start-up: the largest, sched_fork, is verified on
+    // a thread of its own while the others are verified here.
+    let mut programs: std::collections::HashMap<&str, &mut Program> = ebpf.programs_mut().collect();
+    let (mut alone, mut rest) = (Vec::new(), Vec::new());
+    for (program, hook) in &PROBES {
+        let prog = programs
+            .remove(program)
             .ok_or(LoadError::NoProgram(program))?;
+        let group = if *program == "sched_fork" {
+            &mut alone
+        } else {
+            &mut rest
+        };
+        group.push((*program, hook, prog));
+    }
+    let (here, there) = std::thread::scope(|scope| {
+        let there = scope.spawn(|| attach_all(alone, began));
+        (attach_all(rest, began), there.join())
+    });
+    let mut hooks = here?;
+    hooks.extend(there.unwrap_or_else(|_| Err(LoadError::NoProgram("sched_fork")))?);
+    drop(programs);
+    Ok(Loaded { ebpf, hooks })
+}
+
+/// Loads and attaches each program of `programs` to its hook; returns the hooks attached.
+fn attach_all(
+    programs: Vec<(&'static str, &Hook, &mut Program)>,
+    began: std::time::Instant,
+) -> Result<Vec<String>, LoadError> {
+    let mut hooks = Vec::new();
+    for (program, hook, prog) in programs {
         match hook {
             Hook::Syscalls(names) => {
                 let tp: &mut TracePoint = prog
@@ -201,7 +228,7 @@ pub fn load() -> Result<Loaded, LoadError> {
                     .map_err(|source| LoadError::Program { program, source })?;
                 tp.load()
                     .map_err(|source| LoadError::Program { program, source })?;
-                for name in names {
+                for name in *names {
                     tp.attach("syscalls", name)
                         .map_err(|source| LoadError::Attach {
                             program,
@@ -234,7 +261,7 @@ pub fn load() -> Result<Loaded, LoadError> {
         }
         debug!("attached {program} ({:?})", began.elapsed());
     }
-    Ok(Loaded { ebpf, hooks })
+    Ok(hooks)
 }
 
 /// This process's peak resident memory so far (VmHWM), for -v.
