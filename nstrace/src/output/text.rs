@@ -16,7 +16,7 @@ pub struct TextSink<W: io::Write> {
     /// The local time zone's offset, looked up once: per line it costs more than the line.
     offset: chrono::FixedOffset,
     /// `HH:MM:SS` of the last second printed: most lines share their second with the one before.
-    second: Option<(i128, String)>,
+    second: Option<(i64, String)>,
     /// The line being built, reused.
     line: String,
     /// The last heads made (see [`describe_head`]), replaced in turn.
@@ -24,12 +24,24 @@ pub struct TextSink<W: io::Write> {
     next_head: usize,
 }
 
-/// A line's head as made, with what it depends on and whether the call succeeded.
+/// A line's head as made, with what it depends on and whether the call succeeded; and the
+/// tail last made after it, with the sets it shows (a task in a loop moves between the same
+/// few sets).
 #[derive(Default)]
 struct Head {
     key: Option<HeadKey>,
     text: String,
     ok: bool,
+    tail_key: Option<TailKey>,
+    tail: String,
+}
+
+/// What a tail without a child shows: the sets, and whether `before` was inferred.
+#[derive(PartialEq)]
+struct TailKey {
+    before: NsSet,
+    after: NsSet,
+    inferred: bool,
 }
 
 impl<W: io::Write> TextSink<W> {
@@ -54,7 +66,11 @@ impl<W: io::Write> TextSink<W> {
     /// Starts a line with the time column: `HH:MM:SS.micros` and a space.
     fn start_line(&mut self, ts_ns: u64) {
         self.line.clear();
-        let unix_ns = self.clock.to_unix_ns(ts_ns);
+        // i64 arithmetic: an i128 division is a library call, and this runs once per line.
+        let unix_ns = self
+            .clock
+            .to_unix_ns(ts_ns)
+            .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
         let (second, nanos) = (
             unix_ns.div_euclid(1_000_000_000),
             unix_ns.rem_euclid(1_000_000_000),
@@ -114,13 +130,28 @@ impl<W: io::Write> Sink for TextSink<W> {
                 head.text.clear();
                 head.ok = describe_head(&mut head.text, t);
                 head.key = Some(HeadKey::of(t));
+                head.tail_key = None;
                 at
             }
         };
-        let head = &self.heads[at];
+        let head = &mut self.heads[at];
         self.line.push_str(&head.text);
         if head.ok {
-            describe_tail(&mut self.line, t);
+            if t.child.is_some() {
+                describe_tail(&mut self.line, t);
+            } else {
+                let key = TailKey {
+                    before: t.before,
+                    after: t.after,
+                    inferred: t.before_inferred,
+                };
+                if head.tail_key.as_ref() != Some(&key) {
+                    head.tail.clear();
+                    describe_tail(&mut head.tail, t);
+                    head.tail_key = Some(key);
+                }
+                self.line.push_str(&head.tail);
+            }
         }
         self.end_line()
     }
@@ -357,6 +388,17 @@ mod tests {
         let base = transition(&setns_record());
         variants.push(base.clone());
         variants.push(base.clone());
+        // The same head with other sets: the tail is made again.
+        let mut back = base.clone();
+        std::mem::swap(&mut back.before, &mut back.after);
+        variants.push(back.clone());
+        variants.push(back);
+        let mut inferred = base.clone();
+        inferred.before_inferred = true;
+        variants.push(inferred);
+        let mut other_id = base.clone();
+        other_id.after.id[1] = 77;
+        variants.push(other_id);
         let mut other_fd = base.clone();
         other_fd.fd = Some(9);
         variants.push(other_fd);
