@@ -174,30 +174,57 @@ impl Rings {
 pub struct Staged {
     map: PerCpuArray<MapData, u64>,
     flush: ProgramFd,
+    /// The kernel refused to run the flush program: staged records then wait for their batch
+    /// to fill, and ordering no longer waits for them (they may arrive late, and are counted).
+    refused: bool,
 }
 
 impl Staged {
     pub fn new(map: Map, flush: ProgramFd) -> Result<Self, TransportError> {
         let map = PerCpuArray::try_from(map).map_err(|_| TransportError::StagedMap)?;
-        Ok(Self { map, flush })
+        Ok(Self {
+            map,
+            flush,
+            refused: false,
+        })
     }
 
     /// Has every CPU whose oldest staged record was stamped at or before `due` send its batch,
     /// and returns the oldest timestamp still staged: no CPU can deliver an older record later.
     pub fn settle(&mut self, due: u64) -> Option<u64> {
+        if self.refused {
+            return None;
+        }
         let staged = self.read();
         let mut sent = false;
+        let mut offline = Vec::new();
         for (cpu, &ts) in staged.iter().enumerate() {
             if ts != 0 && ts <= due {
                 match self.flush_on(cpu as u32) {
                     Ok(()) => sent = true,
-                    Err(e) => log::debug!("sending CPU {cpu}'s batch: {e}"),
+                    // A CPU taken offline since: its batch stays until it comes back, and
+                    // ordering does not wait for it.
+                    Err(e) if e.raw_os_error() == Some(libc::ENXIO) => offline.push(cpu),
+                    Err(e) => {
+                        eprintln!(
+                            "nstrace: warning: the kernel would not run the program that sends a \
+                             CPU's staged records ({e}): records from a quiet CPU may now arrive \
+                             late (counted in the closing line)"
+                        );
+                        self.refused = true;
+                        return None;
+                    }
                 }
             }
         }
         // A batch the kernel was staging into when asked is still there.
         let staged = if sent { self.read() } else { staged };
-        staged.iter().copied().filter(|&ts| ts != 0).min()
+        staged
+            .iter()
+            .enumerate()
+            .filter(|&(cpu, &ts)| ts != 0 && !offline.contains(&cpu))
+            .map(|(_, &ts)| ts)
+            .min()
     }
 
     fn read(&self) -> Vec<u64> {
