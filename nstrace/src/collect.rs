@@ -18,8 +18,10 @@ use crate::{
 pub struct Options {
     /// Perf buffer size per CPU, in pages (a power of two).
     pub buffer_pages: usize,
-    /// How long a record stamped before a drain may still be on its way into a buffer (a
-    /// program preempted between its timestamp and its write): records wait that long.
+    /// How long a record stamped before a drain may still be on its way into a buffer (an
+    /// interrupt between a program's timestamp and its write; tracepoint programs run with
+    /// preemption off, and staged records are waited for by their own timestamps): records wait
+    /// that long. Under a storm, a millisecond of records is what the collector holds.
     pub reorder_window: Duration,
 }
 
@@ -31,7 +33,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             buffer_pages: DEFAULT_BUFFER_PAGES,
-            reorder_window: Duration::from_millis(5),
+            reorder_window: Duration::from_millis(1),
         }
     }
 }
