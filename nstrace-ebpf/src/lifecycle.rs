@@ -19,7 +19,7 @@ use crate::{
         emit_with_child, emit_without_child, flush_batch, lifecycle_slot, own_tgid, state,
         transition_slot,
     },
-    syscalls::begin,
+    syscalls::{begin, learn},
     task::{self, Task},
 };
 
@@ -229,21 +229,8 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
 /// (see `syscalls::setns_exit`).
 #[inline(always)]
 fn remember(task: Task, pid_tgid: u64) {
-    let Ok(p) = transition_slot(call::EXEC, pid_tgid) else {
-        return;
-    };
-    // SAFETY: probe reads of the current task.
-    let read = unsafe {
-        task::fill_identity(task, &mut p.ev).and_then(|pid_ns| {
-            task::read_ns_ptrs(task, Some(pid_ns), &mut p.ptrs)?;
-            task::resolve_set(&p.ptrs, &mut p.ev.after, None)
-        })
-    };
-    if read.is_ok() {
-        p.state = state::IDLE;
-        if TASKS.insert(pid_tgid, &*p, 0).is_err() {
-            count(stat::STASH_FAILED);
-        }
+    if let Ok(p) = transition_slot(call::EXEC, pid_tgid) {
+        let _ = learn(task, pid_tgid, p);
     }
 }
 

@@ -21,7 +21,7 @@ use crate::{
         TASKS, TIME_ARMED, TaskState, copy_set, count, emit_transition, emit_without_child,
         own_tgid, state, transition_slot,
     },
-    task::{self, current},
+    task::{self, Task, current},
 };
 
 const ARG0: usize = 16;
@@ -117,24 +117,30 @@ fn try_setns_exit(ctx: &TracePointContext) -> Result<(), ()> {
     p.ev.flags = nstype;
     p.ev.fd = fd;
     p.ev.ret = arg(ctx, RET)? as i64;
-    let task = current();
+    if learn(current(), pid_tgid, p).is_err() {
+        count(stat::READ_FAILED);
+    }
+    p.ev.header.ts_ns = unsafe { bpf_ktime_get_ns() };
+    emit_without_child(ctx, &p.ev);
+    Ok(())
+}
+
+/// Reads the current task's identity and whole set into `p` (its `after`, with the pointers
+/// behind it) and keeps `p` in `TASKS`, idle: the entry the task's next call starts from. Errs,
+/// keeping nothing, when the set cannot be read.
+#[inline(always)]
+pub fn learn(task: Task, pid_tgid: u64, p: &mut TaskState) -> Result<(), ()> {
     // SAFETY: `task` is the current task; every read is a probe read.
-    let read = unsafe {
+    unsafe {
         task::fill_identity(task, &mut p.ev).and_then(|pid_ns| {
             task::read_ns_ptrs(task, Some(pid_ns), &mut p.ptrs)?;
             task::resolve_set(&p.ptrs, &mut p.ev.after, None)
         })
-    };
-    if read.is_err() {
-        count(stat::READ_FAILED);
-    } else {
-        p.state = state::IDLE;
-        if TASKS.insert(pid_tgid, &*p, 0).is_err() {
-            count(stat::STASH_FAILED);
-        }
+    }?;
+    p.state = state::IDLE;
+    if TASKS.insert(pid_tgid, &*p, 0).is_err() {
+        count(stat::STASH_FAILED);
     }
-    p.ev.header.ts_ns = unsafe { bpf_ktime_get_ns() };
-    emit_without_child(ctx, &p.ev);
     Ok(())
 }
 

@@ -237,19 +237,22 @@ impl PerfRing {
             flags: 0,
         };
         // SAFETY: a valid attr whose pointers outlive the call.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_UPDATE_ELEM,
-                &attr as *const MapElem,
-                size_of::<MapElem>(),
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        unsafe { bpf(BPF_MAP_UPDATE_ELEM, &attr) }
     }
+}
+
+/// The bpf(2) system call with `attr`, the command's part of `union bpf_attr`.
+///
+/// # Safety
+/// `attr` must be laid out as the kernel expects for `cmd`, and every pointer in it must be
+/// valid for the call.
+pub(crate) unsafe fn bpf<A>(cmd: libc::c_long, attr: &A) -> io::Result<()> {
+    // SAFETY: the caller's promise; the size is the attr's own.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *const A, size_of::<A>()) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 impl AsRawFd for PerfRing {

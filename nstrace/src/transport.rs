@@ -14,7 +14,7 @@ use std::{
 };
 
 use aya::{
-    maps::{Map, MapData, PerCpuArray},
+    maps::{Map, MapData, PerCpuArray, PerCpuValues},
     programs::ProgramFd,
 };
 use tokio::{
@@ -25,7 +25,7 @@ use tokio::{
 
 use crate::{
     event::{DecodeError, Record, Spare, decode_reusing, records},
-    ring::{Item, PerfRing},
+    ring::{Item, PerfRing, bpf},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -195,7 +195,7 @@ impl Staged {
         if self.refused {
             return None;
         }
-        let staged = self.read();
+        let staged = self.read()?;
         let mut sent = false;
         let mut offline = Vec::new();
         for (cpu, &ts) in staged.iter().enumerate() {
@@ -218,7 +218,7 @@ impl Staged {
             }
         }
         // A batch the kernel was staging into when asked is still there.
-        let staged = if sent { self.read() } else { staged };
+        let staged = if sent { self.read()? } else { staged };
         staged
             .iter()
             .enumerate()
@@ -227,11 +227,9 @@ impl Staged {
             .min()
     }
 
-    fn read(&self) -> Vec<u64> {
-        self.map
-            .get(&0, 0)
-            .map(|values| values.to_vec())
-            .unwrap_or_default()
+    /// Each CPU's oldest staged timestamp; None when the map cannot be read.
+    fn read(&self) -> Option<PerCpuValues<u64>> {
+        self.map.get(&0, 0).ok()
     }
 
     /// Runs the flush program on `cpu` (BPF_PROG_TEST_RUN with BPF_F_TEST_RUN_ON_CPU: in an
@@ -266,18 +264,7 @@ impl Staged {
             ..TestRun::default()
         };
         // SAFETY: a valid attr for the command, with no pointers.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_PROG_TEST_RUN,
-                &attr as *const TestRun,
-                size_of::<TestRun>(),
-            )
-        };
-        if rc < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
+        unsafe { bpf(BPF_PROG_TEST_RUN, &attr) }
     }
 }
 
