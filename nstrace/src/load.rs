@@ -238,25 +238,20 @@ fn attach_all(
                     hooks.push(format!("syscalls/{name}"));
                 }
             }
-            Hook::Raw(name) => {
+            Hook::Raw(_) | Hook::OnDemand => {
                 let tp: &mut RawTracePoint = prog
                     .try_into()
                     .map_err(|source| LoadError::Program { program, source })?;
                 tp.load()
                     .map_err(|source| LoadError::Program { program, source })?;
-                tp.attach(name).map_err(|source| LoadError::Attach {
-                    program,
-                    hook: format!("raw_tp/{name}"),
-                    source,
-                })?;
-                hooks.push(format!("raw_tp/{name}"));
-            }
-            Hook::OnDemand => {
-                let tp: &mut RawTracePoint = prog
-                    .try_into()
-                    .map_err(|source| LoadError::Program { program, source })?;
-                tp.load()
-                    .map_err(|source| LoadError::Program { program, source })?;
+                if let Hook::Raw(name) = hook {
+                    tp.attach(name).map_err(|source| LoadError::Attach {
+                        program,
+                        hook: format!("raw_tp/{name}"),
+                        source,
+                    })?;
+                    hooks.push(format!("raw_tp/{name}"));
+                }
             }
         }
         debug!("attached {program} ({:?})", began.elapsed());

@@ -270,6 +270,14 @@ impl Task {
     fn resolved_for(&self, set: &NsSet) -> Option<[Option<NsIdx>; NS_SLOTS]> {
         (self.raw.as_ref() == Some(set)).then_some(self.set)
     }
+
+    /// Whether a record's start time (0: not known) names this task, not an earlier holder of
+    /// its tid: exactly, or within a tick for a task from /proc.
+    fn started_at(&self, start_ns: u64) -> bool {
+        start_ns == 0
+            || self.start_ns == start_ns
+            || (self.approx_start && self.start_ns.abs_diff(start_ns) < APPROX_START_NS)
+    }
 }
 
 /// One process (or thread) found in /proc when tracing began.
@@ -665,10 +673,7 @@ impl Timeline {
     /// record whose `before` the kernel could not tell (see [`Transition::before_inferred`]).
     pub fn known_set(&self, tid: u32, start_ns: u64) -> Option<NsSet> {
         let task = self.tasks.get(&tid)?;
-        let same = start_ns == 0
-            || task.start_ns == start_ns
-            || (task.approx_start && task.start_ns.abs_diff(start_ns) < APPROX_START_NS);
-        if !same {
+        if !task.started_at(start_ns) {
             return None;
         }
         if let Some(raw) = task.raw {
@@ -887,11 +892,7 @@ impl Timeline {
             return resolved;
         }
         let resolved = self.resolve_set(set, ts);
-        let known = self.tasks.get(&tid).is_some_and(|t| {
-            start_ns == 0
-                || t.start_ns == start_ns
-                || (t.approx_start && t.start_ns.abs_diff(start_ns) < APPROX_START_NS)
-        });
+        let known = self.tasks.get(&tid).is_some_and(|t| t.started_at(start_ns));
         if !known {
             self.counts.unknown_tasks += 1;
             if let Some(old) = self.tasks.remove(&tid) {
