@@ -23,10 +23,23 @@ pub struct NsRef {
 }
 
 /// A task's whole namespace set.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Eq, Default, Serialize, Deserialize)]
 pub struct NsSet {
     pub inum: [u32; NS_SLOTS],
     pub id: [u64; NS_SLOTS],
+}
+
+/// Compared lane by lane: every record is compared several times, and the derived comparison
+/// calls `memcmp` for each array.
+impl PartialEq for NsSet {
+    fn eq(&self, other: &Self) -> bool {
+        let mut differ = 0;
+        for slot in 0..NS_SLOTS {
+            differ |=
+                (self.id[slot] ^ other.id[slot]) | u64::from(self.inum[slot] ^ other.inum[slot]);
+        }
+        differ == 0
+    }
 }
 
 impl NsSet {
@@ -37,16 +50,14 @@ impl NsSet {
         }
     }
 
-    /// The kinds in which `other` differs from `self`, in `/proc/PID/ns` order.
+    /// The kinds in which `other` differs from `self`.
     pub fn differences(&self, other: &NsSet) -> KindSet {
-        let mut out = KindSet::default();
-        for kind in NsKind::ALL {
-            if self.get(kind) != other.get(kind) {
-                out.kinds[out.len] = kind;
-                out.len += 1;
-            }
+        let mut mask = 0u16;
+        for slot in 0..NS_SLOTS {
+            let differs = (self.inum[slot] != other.inum[slot]) | (self.id[slot] != other.id[slot]);
+            mask |= u16::from(differs) << slot;
         }
-        out
+        KindSet(mask)
     }
 
     /// True when no slot is known: the kernel could not tell (see
@@ -61,36 +72,58 @@ impl NsSet {
     }
 }
 
-/// Some of the ten kinds, in `/proc/PID/ns` order, without allocating: a slice.
-#[derive(Clone, Copy)]
-pub struct KindSet {
-    kinds: [NsKind; NS_SLOTS],
-    len: usize,
+/// Some of the ten kinds, iterated in `/proc/PID/ns` order: a bit per slot.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct KindSet(u16);
+
+impl KindSet {
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn len(self) -> usize {
+        self.0.count_ones() as usize
+    }
+
+    pub fn contains(self, kind: NsKind) -> bool {
+        self.0 & (1 << kind.slot()) != 0
+    }
+
+    pub fn iter(self) -> KindIter {
+        KindIter(self.0)
+    }
 }
 
-impl Default for KindSet {
-    fn default() -> Self {
-        Self {
-            kinds: NsKind::ALL,
-            len: 0,
+/// The kinds of a [`KindSet`], lowest slot first.
+#[derive(Clone, Copy, Debug)]
+pub struct KindIter(u16);
+
+impl Iterator for KindIter {
+    type Item = NsKind;
+
+    fn next(&mut self) -> Option<NsKind> {
+        if self.0 == 0 {
+            return None;
         }
+        let slot = self.0.trailing_zeros() as usize;
+        self.0 &= self.0 - 1;
+        Some(NsKind::ALL[slot])
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.0.count_ones() as usize;
+        (n, Some(n))
     }
 }
 
-impl std::ops::Deref for KindSet {
-    type Target = [NsKind];
-
-    fn deref(&self) -> &[NsKind] {
-        &self.kinds[..self.len]
-    }
-}
+impl ExactSizeIterator for KindIter {}
 
 impl IntoIterator for KindSet {
     type Item = NsKind;
-    type IntoIter = std::iter::Take<std::array::IntoIter<NsKind, NS_SLOTS>>;
+    type IntoIter = KindIter;
 
-    fn into_iter(self) -> Self::IntoIter {
-        self.kinds.into_iter().take(self.len)
+    fn into_iter(self) -> KindIter {
+        self.iter()
     }
 }
 
@@ -102,7 +135,7 @@ impl std::fmt::Debug for KindSet {
 
 impl<const N: usize> PartialEq<[NsKind; N]> for KindSet {
     fn eq(&self, other: &[NsKind; N]) -> bool {
-        **self == other[..]
+        self.iter().eq(other.iter().copied())
     }
 }
 
@@ -740,6 +773,35 @@ pub(crate) mod tests {
             panic!("a transition")
         };
         assert_eq!(t.errno(), Some(i32::MAX));
+    }
+
+    #[test]
+    fn sets_differ_by_inode_or_by_id_alone_and_list_kinds_in_proc_order() {
+        let mut a = NsSet::default();
+        for slot in 0..NS_SLOTS {
+            a.inum[slot] = 4026531830 + slot as u32;
+            a.id[slot] = 100 + slot as u64;
+        }
+        let mut b = a;
+        assert_eq!(a, b);
+        assert!(a.differences(&b).is_empty());
+        // The last slot by inode, the first by id only (a reused inode), one in between by both.
+        b.inum[NsKind::TimeForChildren.slot()] += 1;
+        b.id[NsKind::Mnt.slot()] += 1;
+        b.inum[NsKind::Net.slot()] += 1;
+        b.id[NsKind::Net.slot()] += 1;
+        assert_ne!(a, b);
+        let differ = a.differences(&b);
+        assert_eq!(differ, [NsKind::Mnt, NsKind::Net, NsKind::TimeForChildren]);
+        assert_eq!(differ.len(), 3);
+        assert!(differ.contains(NsKind::Net) && !differ.contains(NsKind::Uts));
+        assert_eq!(differ.iter().len(), 3);
+        for slot in 0..NS_SLOTS {
+            let mut c = a;
+            c.id[slot] ^= 1 << 40;
+            assert_ne!(a, c, "an id differing in its high half, slot {slot}");
+            assert_eq!(a.differences(&c), [NsKind::ALL[slot]]);
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@ use super::Sink;
 use crate::{
     clock::WallClock,
     event::{Call, NsSet, Record, Transition},
-    ns::{NsKind, write_flag_names},
+    ns::write_flag_names,
 };
 
 pub const HEADER: &str = "TIME             PID      COMM             TRANSITION";
@@ -37,11 +37,17 @@ struct Head {
 }
 
 /// What a tail without a child shows: the sets, and whether `before` was inferred.
-#[derive(PartialEq)]
 struct TailKey {
     before: NsSet,
     after: NsSet,
     inferred: bool,
+}
+
+impl TailKey {
+    /// Whether a tail made for this key is `t`'s tail.
+    fn shows(&self, t: &Transition) -> bool {
+        self.inferred == t.before_inferred && self.before == t.before && self.after == t.after
+    }
 }
 
 impl<W: io::Write> TextSink<W> {
@@ -140,15 +146,14 @@ impl<W: io::Write> Sink for TextSink<W> {
             if t.child.is_some() {
                 describe_tail(&mut self.line, t);
             } else {
-                let key = TailKey {
-                    before: t.before,
-                    after: t.after,
-                    inferred: t.before_inferred,
-                };
-                if head.tail_key.as_ref() != Some(&key) {
+                if !head.tail_key.as_ref().is_some_and(|key| key.shows(t)) {
                     head.tail.clear();
                     describe_tail(&mut head.tail, t);
-                    head.tail_key = Some(key);
+                    head.tail_key = Some(TailKey {
+                        before: t.before,
+                        after: t.after,
+                        inferred: t.before_inferred,
+                    });
                 }
                 self.line.push_str(&head.tail);
             }
@@ -288,20 +293,16 @@ fn describe_tail(line: &mut String, t: &Transition) {
 
 /// Appends `  kind from → to` for every kind that differs; false when none does.
 fn changes(line: &mut String, from: &NsSet, to: &NsSet) -> bool {
-    let mut any = false;
-    for kind in NsKind::ALL {
-        let (a, b) = (from.get(kind), to.get(kind));
-        if a != b {
-            any = true;
-            line.push_str("  ");
-            line.push_str(kind.name());
-            line.push(' ');
-            push_num(line, a.inum);
-            line.push_str(" \u{2192} ");
-            push_num(line, b.inum);
-        }
+    let differ = from.differences(to);
+    for kind in differ {
+        line.push_str("  ");
+        line.push_str(kind.name());
+        line.push(' ');
+        push_num(line, from.inum[kind.slot()]);
+        line.push_str(" \u{2192} ");
+        push_num(line, to.inum[kind.slot()]);
     }
-    any
+    !differ.is_empty()
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::{
     container::{self, Container},
-    event::{Call, Exec, Exit, Fork, NsSet, Record, Transition},
+    event::{Call, Exec, Exit, Fork, KindSet, NsSet, Record, Transition},
     ns::{NsKind, NsType},
 };
 
@@ -668,7 +668,6 @@ impl Timeline {
         }
     }
 
-    /// Applies one record. Returns whether it concerns a followed task.
     /// The set the timeline holds for a task now (None for a task it does not know): for a
     /// record whose `before` the kernel could not tell (see [`Transition::before_inferred`]).
     pub fn known_set(&self, tid: u32, start_ns: u64) -> Option<NsSet> {
@@ -689,6 +688,7 @@ impl Timeline {
         Some(set)
     }
 
+    /// Applies one record. Returns whether it concerns a followed task.
     pub fn apply(&mut self, record: &Record) -> bool {
         let ts = record.ts_ns();
         self.first_ns.get_or_insert(ts);
@@ -708,7 +708,10 @@ impl Timeline {
         if id != 0
             && let Some(&idx) = self.by_id.get(&(ty, id))
         {
-            self.by_inode.insert((ty, inum), idx);
+            // The inode names this namespace now (a stale record may have named another).
+            if self.by_inode.get(&(ty, inum)) != Some(&idx) {
+                self.by_inode.insert((ty, inum), idx);
+            }
             return idx;
         }
         if let Some(&idx) = self.by_inode.get(&(ty, inum)) {
@@ -743,27 +746,17 @@ impl Timeline {
     fn resolve_after(
         &mut self,
         t: &Transition,
+        changed: KindSet,
         before: [Option<NsIdx>; NS_SLOTS],
         ts: u64,
     ) -> [Option<NsIdx>; NS_SLOTS] {
         let mut out = before;
-        for kind in NsKind::ALL {
+        for kind in changed {
             let ns = t.after.get(kind);
-            if ns != t.before.get(kind) {
-                out[kind.slot()] =
-                    (ns.inum != 0).then(|| self.resolve(kind.ns_type(), ns.inum, ns.id, ts));
-            }
+            out[kind.slot()] =
+                (ns.inum != 0).then(|| self.resolve(kind.ns_type(), ns.inum, ns.id, ts));
         }
         out
-    }
-
-    /// Whether a move of this process would be kept in its history (not only counted).
-    fn move_room(&self, key: ProcessKey, in_scope: bool) -> bool {
-        in_scope
-            && match self.histories.get(&key) {
-                Some(h) => h.moves.len() < MOVE_LIMIT,
-                None => self.histories.len() < HISTORY_LIMIT,
-            }
     }
 
     fn resolve_set(&mut self, set: &NsSet, ts: u64) -> [Option<NsIdx>; NS_SLOTS] {
@@ -872,7 +865,8 @@ impl Timeline {
     }
 
     /// Makes sure the caller of a record is a live task whose set is `set`; returns what `set`
-    /// resolves to.
+    /// resolves to, and the start time of its process key when it is its process's main thread
+    /// (see [`Self::process_key`]).
     fn ensure_task(
         &mut self,
         tid: u32,
@@ -881,7 +875,7 @@ impl Timeline {
         comm: &str,
         set: &NsSet,
         ts: u64,
-    ) -> [Option<NsIdx>; NS_SLOTS] {
+    ) -> ([Option<NsIdx>; NS_SLOTS], u64) {
         if let Some(task) = self.tasks.get_mut(&tid)
             && (start_ns == 0 || task.start_ns == start_ns)
             && let Some(resolved) = task.resolved_for(set)
@@ -889,7 +883,12 @@ impl Timeline {
             if task.comm != comm {
                 task.comm = Comm::from(comm);
             }
-            return resolved;
+            let key_start = if task.pid == pid {
+                task.start_ns
+            } else {
+                start_ns
+            };
+            return (resolved, key_start);
         }
         let resolved = self.resolve_set(set, ts);
         let known = self.tasks.get(&tid).is_some_and(|t| t.started_at(start_ns));
@@ -922,9 +921,14 @@ impl Timeline {
                     raw: Some(*set),
                 },
             );
-            return resolved;
+            return (resolved, start_ns);
         }
         let task = self.tasks.get_mut(&tid).expect("checked above");
+        let key_start = if task.pid == pid {
+            task.start_ns
+        } else {
+            start_ns
+        };
         task.comm = Comm::from(comm);
         task.raw = Some(*set);
         if task.set != resolved {
@@ -942,7 +946,7 @@ impl Timeline {
                 }
             }
         }
-        resolved
+        (resolved, key_start)
     }
 
     fn drop_task(&mut self, tid: u32, task: &Task, ts: u64) {
@@ -956,7 +960,8 @@ impl Timeline {
     fn transition(&mut self, t: &Transition) -> bool {
         self.counts.transitions += 1;
         let ts = t.ts_ns;
-        let before = self.ensure_task(t.tid, t.pid, t.start_boottime_ns, &t.comm, &t.before, ts);
+        let (before, start_ns) =
+            self.ensure_task(t.tid, t.pid, t.start_boottime_ns, &t.comm, &t.before, ts);
         let in_scope = self.in_scope(t.tid);
         if in_scope {
             for rule in TRANSITION_RULES {
@@ -965,7 +970,14 @@ impl Timeline {
                 }
             }
         }
-        let key = self.process_key(t.pid, t.start_boottime_ns);
+        let key = if t.tid == t.pid {
+            ProcessKey {
+                pid: t.pid,
+                start_ns,
+            }
+        } else {
+            self.process_key(t.pid, t.start_boottime_ns)
+        };
         let cause = match t.call {
             Call::Unshare => Cause::Unshare { flags: t.flags },
             Call::Setns => Cause::Setns {
@@ -987,25 +999,17 @@ impl Timeline {
                 },
                 _ => cause,
             };
-            self.record_move(key, t, in_scope, attempt, Vec::new(), Some(errno), false);
+            self.record_move(key, t, in_scope, attempt, Vec::new, Some(errno), false);
             return in_scope;
         }
 
-        let after = self.resolve_after(t, before, ts);
-        let changed = NsKind::ALL
-            .into_iter()
-            .filter(|k| t.before.get(*k) != t.after.get(*k));
-        if t.before != t.after {
-            // A process in a setns loop soon fills its history: its moves are only counted.
-            let mut changes = Vec::new();
-            let keep = self.move_room(key, in_scope);
+        let changed = t.changed();
+        if !changed.is_empty() {
+            let after = self.resolve_after(t, changed, before, ts);
             for kind in changed {
                 let slot = kind.slot();
-                let from = self.tasks.get(&t.tid).and_then(|task| task.set[slot]);
-                let to = after[slot];
-                if keep {
-                    changes.push(Change { kind, from, to });
-                }
+                // The caller's own set is `before` (ensure_task made it so).
+                let (from, to) = (before[slot], after[slot]);
                 if t.call == Call::Unshare
                     && t.flags & kind.clone_flag() != 0
                     && let Some(to) = to
@@ -1038,10 +1042,22 @@ impl Timeline {
                 }
             }
             let thread_apart = self.thread_apart(t.tid, t.pid);
-            self.record_move(key, t, in_scope, cause.clone(), changes, None, thread_apart);
+            // A process in a setns loop soon fills its history: its moves are then only counted,
+            // and their changes never built.
+            let changes = || {
+                changed
+                    .iter()
+                    .map(|kind| Change {
+                        kind,
+                        from: before[kind.slot()],
+                        to: after[kind.slot()],
+                    })
+                    .collect()
+            };
+            self.record_move(key, t, in_scope, cause, changes, None, thread_apart);
         } else if t.call == Call::Setns {
             // A setns that landed where the caller was: worth a line in its history.
-            self.record_move(key, t, in_scope, cause, Vec::new(), None, false);
+            self.record_move(key, t, in_scope, cause, Vec::new, None, false);
         }
         if let Some(child) = &t.child {
             self.birth(t, child, key, in_scope);
@@ -1060,7 +1076,7 @@ impl Timeline {
         t: &Transition,
         in_scope: bool,
         cause: Cause,
-        changes: Vec<Change>,
+        changes: impl FnOnce() -> Vec<Change>,
         errno: Option<i32>,
         thread_apart: bool,
     ) {
@@ -1073,7 +1089,7 @@ impl Timeline {
                 tid: t.tid,
                 comm: t.comm.clone(),
                 cause,
-                changes,
+                changes: changes(),
                 errno,
                 thread_apart,
             });
