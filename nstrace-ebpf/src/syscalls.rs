@@ -110,7 +110,7 @@ fn try_setns_exit(ctx: &TracePointContext) -> Result<(), ()> {
             t.ev.flags = nstype;
             t.ev.fd = fd;
             t.state = state::WARM_CALL;
-            return complete(ctx, t, false);
+            return complete(ctx, task, t, false);
         }
     }
     let p = transition_slot(call::SETNS, pid_tgid)?;
@@ -211,29 +211,29 @@ fn try_ns_exit(ctx: &TracePointContext) -> Result<(), ()> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let t = TASKS.get_ptr_mut(pid_tgid).ok_or(())?;
     // SAFETY: the entry is this task's own: only the task itself touches it.
-    complete(ctx, unsafe { &mut *t }, true)
+    complete(ctx, task::current_btf(), unsafe { &mut *t }, true)
 }
 
-/// Completes the call in flight in `t` (its own entry) and sends it. A setns has no child:
-/// `may_have_child` false leaves the clone-sized send out of its program.
+/// Completes the call in flight in `t` (its own entry) and sends it; `task` is
+/// [`task::current_btf`]. A setns has no child: `may_have_child` false leaves the clone-sized
+/// send out of its program.
 #[inline(always)]
-fn complete(ctx: &TracePointContext, t: &mut TaskState, may_have_child: bool) -> Result<(), ()> {
+fn complete(
+    ctx: &TracePointContext,
+    task: Task,
+    t: &mut TaskState,
+    may_have_child: bool,
+) -> Result<(), ()> {
     begin(t)?;
     let ev = &mut t.ev;
     ev.ret = arg(ctx, RET)? as i64;
-    let task = task::current_btf();
     // Only the namespaces whose pointer changed are read; a task's pid namespace never changes.
-    let mut now = [0u64; NS_SLOTS];
-    let read = {
-        let Transition { before, after, .. } = &mut *ev;
-        // SAFETY: BTF-checked loads from the current task.
-        unsafe { task::reread_set(task, &t.ptrs, before, &mut now, after) }
-    }
-    .and_then(|()| task::fill_exit_identity(task, ev));
+    // SAFETY: BTF-checked loads from the current task.
+    let read = unsafe { task::reread_set(task, &mut t.ptrs, &mut ev.after) }
+        .and_then(|()| task::fill_exit_identity(task, ev));
     if read.is_err() {
         count(stat::READ_FAILED);
     }
-    t.ptrs = now;
     t.state = if read.is_ok() {
         state::IDLE
     } else {
@@ -256,17 +256,16 @@ fn complete(ctx: &TracePointContext, t: &mut TaskState, may_have_child: bool) ->
     Ok(())
 }
 
-/// Takes the call in flight in `t`: for a warm entry, its `before` is the set the last call left.
-/// Errs when no call is in flight.
+/// Takes the call in flight in `t`, leaving `before` and `after` both the set before the call
+/// (the exit then rewrites only the namespaces that changed): for a warm entry, the set the last
+/// call left; for a cold one, the set read at entry. Errs when no call is in flight.
 #[inline(always)]
 pub fn begin(t: &mut TaskState) -> Result<(), ()> {
+    let Transition { before, after, .. } = &mut t.ev;
     match t.state {
-        state::WARM_CALL => {
-            let Transition { before, after, .. } = &mut t.ev;
-            copy_set(before, after);
-            Ok(())
-        }
-        state::COLD_CALL => Ok(()),
-        _ => Err(()),
+        state::WARM_CALL => copy_set(before, after),
+        state::COLD_CALL => copy_set(after, before),
+        _ => return Err(()),
     }
+    Ok(())
 }

@@ -204,22 +204,20 @@ pub unsafe fn pid_ns(task: Task) -> Result<(*const u8, u32, u32), ()> {
     Ok((ns, nr, level))
 }
 
-/// Slot `S` of a set from BTF-typed namespace pointers (the exit's fast path): a namespace whose
-/// pointer is the one in `prev` is the one `prev` already resolved; any other is read with two
-/// plain loads.
+/// Slot `S` of a set from the BTF-typed namespace pointer `now` (the exit's fast path): when it
+/// is the one in `ptrs`, `out` already holds that namespace (see [`crate::syscalls::begin`]);
+/// any other is read with two plain loads, and its pointer kept in `ptrs`.
 #[inline(always)]
 unsafe fn resolve_direct<const S: usize>(
-    ptrs: &[u64; NS_SLOTS],
+    now: u64,
+    ptrs: &mut [u64; NS_SLOTS],
     out: &mut NsSet,
-    prev_ptrs: &[u64; NS_SLOTS],
-    prev: &NsSet,
 ) -> Result<(), ()> {
-    if prev_ptrs[S] == ptrs[S] {
-        out.inum[S] = prev.inum[S];
-        out.id[S] = prev.id[S];
+    if ptrs[S] == now {
         return Ok(());
     }
-    let ns = ptrs[S] as *const u8;
+    ptrs[S] = now;
+    let ns = now as *const u8;
     if ns.is_null() {
         return Err(());
     }
@@ -231,14 +229,15 @@ unsafe fn resolve_direct<const S: usize>(
     Ok(())
 }
 
-/// What the current task's set is after a call, from the set before it: every slot but the pid
-/// namespace (fixed for a task's life) through [`resolve_direct`]. `task` is [`current_btf`].
+/// What the current task's set is after a call: `after` holds the set before it (see
+/// [`crate::syscalls::begin`]) and `ptrs` the pointers behind it; both are brought up to date,
+/// every slot but the pid namespace (fixed for a task's life) through [`resolve_direct`].
+/// `task` is [`current_btf`]. On an error both are partly updated: the caller marks the entry
+/// stale.
 #[inline(always)]
 pub unsafe fn reread_set(
     task: Task,
-    prev_ptrs: &[u64; NS_SLOTS],
-    before: &NsSet,
-    now: &mut [u64; NS_SLOTS],
+    ptrs: &mut [u64; NS_SLOTS],
     after: &mut NsSet,
 ) -> Result<(), ()> {
     let nsproxy = unsafe { load::<*const u8>(task, off(&raw const OFFSETS.task_nsproxy)) };
@@ -248,10 +247,8 @@ pub unsafe fn reread_set(
     }
     macro_rules! slots {
         ($($s:ident),*) => {$(
-            now[slot::$s] = unsafe {
-                load::<u64>(nsproxy, off(&raw const OFFSETS.nsproxy[slot::$s]))
-            };
-            unsafe { resolve_direct::<{ slot::$s }>(now, after, prev_ptrs, before) }?;
+            let now = unsafe { load::<u64>(nsproxy, off(&raw const OFFSETS.nsproxy[slot::$s])) };
+            unsafe { resolve_direct::<{ slot::$s }>(now, ptrs, after) }?;
         )*};
     }
     slots!(
@@ -268,12 +265,8 @@ pub unsafe fn reread_set(
     if cred.is_null() {
         return Err(());
     }
-    now[slot::USER] = unsafe { load::<u64>(cred, off(&raw const OFFSETS.cred_user_ns)) };
-    unsafe { resolve_direct::<{ slot::USER }>(now, after, prev_ptrs, before) }?;
-    now[slot::PID] = prev_ptrs[slot::PID];
-    after.inum[slot::PID] = before.inum[slot::PID];
-    after.id[slot::PID] = before.id[slot::PID];
-    Ok(())
+    let user = unsafe { load::<u64>(cred, off(&raw const OFFSETS.cred_user_ns)) };
+    unsafe { resolve_direct::<{ slot::USER }>(user, ptrs, after) }
 }
 
 /// The current syscall's first two arguments, from the user registers saved at its entry;

@@ -25,14 +25,32 @@ pub struct Options {
     pub reorder_window: Duration,
 }
 
-/// Each CPU's perf buffer: 4 MiB of kernel memory (not in nstrace's RSS), about 12,000 setns
-/// records, 14 ms of the setns storm: room for the collector to be descheduled a while.
-pub const DEFAULT_BUFFER_PAGES: usize = 1024;
+/// Each CPU's perf buffer by default, in pages: 64 MiB of kernel memory shared out over the
+/// CPUs (not in nstrace's RSS), at least 4 MiB and at most 16 MiB each. On this 2-CPU bench
+/// machine 16 MiB is about 50,000 setns records, 45 ms of the setns storm on that CPU: room for
+/// the collector, or its whole virtual CPU, to be descheduled a while. A machine with many CPUs
+/// has as many buffers for the collector's one thread to keep up with, and less storm per CPU.
+pub fn default_buffer_pages(cpus: usize) -> usize {
+    const TOTAL_PAGES: usize = (64 << 20) / 4096;
+    let share = TOTAL_PAGES / cpus.max(1);
+    // The largest power of two within the share.
+    let pages = 1 << share.max(1).ilog2();
+    pages.clamp(1024, 4096)
+}
+
+/// [`default_buffer_pages`] for this machine's online CPUs.
+pub fn machine_buffer_pages() -> usize {
+    default_buffer_pages(aya::util::online_cpus().map_or(1, |cpus| cpus.len()))
+}
+
+/// Read from the buffers in one pump at most: a storm that writes as fast as the collector
+/// reads must not keep the loop from signals and timers.
+const PUMP_BYTES: usize = 4 << 20;
 
 impl Default for Options {
     fn default() -> Self {
         Self {
-            buffer_pages: DEFAULT_BUFFER_PAGES,
+            buffer_pages: machine_buffer_pages(),
             reorder_window: Duration::from_millis(1),
         }
     }
@@ -232,9 +250,7 @@ fn pump(
     let safe = staged
         .settle(now.saturating_sub(age))
         .map_or(now, |oldest| oldest.min(now));
-    // At most about a default buffer's worth per pump: a storm that writes as fast as this
-    // reads must not keep the loop from signals and timers.
-    for _ in 0..DEFAULT_BUFFER_PAGES * 4096 / DRAIN_CHUNK {
+    for _ in 0..PUMP_BYTES / DRAIN_CHUNK {
         let frontier = drain_chunk(rings, reorder, summary);
         // A buffer left unfinished may still hold records as old as its last one read.
         release(reorder, frontier.map_or(safe, |f| f.min(safe)), pipeline)?;
@@ -314,4 +330,27 @@ fn kernel_stats(loaded: &Loaded, summary: &mut Summary) {
     summary.stash_failed = sum(stat::STASH_FAILED);
     // The perf buffer counts lost batches, the programs the records in them.
     summary.lost = summary.lost.max(sum(stat::LOST));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_buffer_pages;
+
+    #[test]
+    fn buffers_share_out_64_mib_between_4_and_16_mib_a_cpu() {
+        for (cpus, pages) in [
+            (0, 4096),
+            (1, 4096),
+            (2, 4096),
+            (4, 4096),
+            (6, 2048),
+            (8, 2048),
+            (12, 1024),
+            (16, 1024),
+            (256, 1024),
+        ] {
+            assert_eq!(default_buffer_pages(cpus), pages, "{cpus} CPUs");
+            assert!(pages.is_power_of_two());
+        }
+    }
 }

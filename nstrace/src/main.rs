@@ -108,9 +108,10 @@ struct Common {
     /// Print times in UTC rather than local time (text output).
     #[arg(long, global = true)]
     utc: bool,
-    /// Size of each CPU's perf buffer, in pages (a power of two).
-    #[arg(long, global = true, default_value_t = nstrace::collect::DEFAULT_BUFFER_PAGES, value_parser = power_of_two)]
-    buffer_pages: usize,
+    /// Size of each CPU's perf buffer, in pages (a power of two) [default: 64 MiB shared out over
+    /// the CPUs, 1024 to 4096 pages each]
+    #[arg(long, global = true, value_parser = power_of_two)]
+    buffer_pages: Option<usize>,
     /// Explain what the loader does (-v), and more (-vv).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -252,7 +253,9 @@ async fn live(common: &Common, command: Option<&Command>) -> anyhow::Result<u8> 
         .transpose()?;
     let mut loaded = load::load()?;
     let options = Options {
-        buffer_pages: common.buffer_pages,
+        buffer_pages: common
+            .buffer_pages
+            .unwrap_or_else(nstrace::collect::machine_buffer_pages),
         ..Options::default()
     };
     let clock = WallClock::now();

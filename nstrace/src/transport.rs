@@ -91,6 +91,11 @@ impl Rings {
             return Err(TransportError::Map);
         };
         let cpus = aya::util::online_cpus().map_err(|(_, e)| TransportError::Cpus(e))?;
+        log::debug!(
+            "perf buffers: {pages} pages ({} KiB) on each of {} CPUs",
+            pages * 4,
+            cpus.len()
+        );
         let notify = Arc::new(Notify::new());
         let mut rings = Vec::with_capacity(cpus.len());
         let mut watchers = Vec::with_capacity(cpus.len());
