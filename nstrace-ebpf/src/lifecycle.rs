@@ -36,7 +36,8 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), ()> {
     let pid_tgid = bpf_get_current_pid_tgid();
     // The collector's own new threads are noise; the commands it starts (`nstrace run`) are not.
     // SAFETY: a probe read of the new task.
-    if unsafe { task::tgid(child) }? == own_tgid() {
+    let child_tgid = unsafe { task::tgid(child) }?;
+    if child_tgid == own_tgid() {
         return Ok(());
     }
     if let Some(t) = TASKS.get_ptr_mut(pid_tgid) {
@@ -48,20 +49,24 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), ()> {
             return Ok(());
         }
     }
-    // SAFETY: probe reads of both tasks.
+    // The parent is the current task: its side is plain loads. A child born into another pid
+    // namespace than its parent's is a level deeper (setns and unshare of CLONE_NEWPID only
+    // reach descendants), so levels compare as the namespaces would.
+    let me = task::current_btf();
+    // SAFETY: probe reads of the new task.
     unsafe {
-        let child_time = task::nsproxy_ns::<{ slot::TIME }>(child)?;
-        let born_elsewhere = task::pid_ns(parent)?.0 != task::pid_ns(child)?.0
-            || task::nsproxy_ns::<{ slot::TIME }>(parent)? != child_time;
+        let (child_time, child_time_for_children) = task::time_pair(child)?;
+        let born_elsewhere = task::pid_level(child)? != task::pid_level_direct(me)
+            || task::nsproxy_ns_direct::<{ slot::TIME }>(me) != child_time;
         if born_elsewhere {
             emit_fork_transition(ctx, parent, child, pid_tgid)?;
         } else {
-            inherit(pid_tgid, parent, child);
-            emit_fork(ctx, parent, child, pid_tgid)?;
+            inherit(pid_tgid, me, child);
+            emit_fork(ctx, me, child, child_tgid, pid_tgid)?;
         }
         // A CLONE_VM child (vfork, posix_spawn) keeps the parent's time namespace and enters
         // time_for_children at its exec.
-        if child_time != task::nsproxy_ns::<{ slot::TIME_FOR_CHILDREN }>(child)? {
+        if child_time != child_time_for_children {
             let p = SCRATCH.get_ptr_mut(0).ok_or(())?;
             let ev = &mut (*p).ev;
             if task::read_ns_set(child, &mut ev.after).is_ok() {
@@ -74,6 +79,7 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), ()> {
 
 /// A child born into its parent's set: when the programs know the parent (`TASKS`), they know
 /// the child too, and its first setns has an exact `before` (see `syscalls::setns_exit`).
+/// `parent` is [`task::current_btf`].
 #[inline(always)]
 unsafe fn inherit(pid_tgid: u64, parent: Task, child: Task) {
     let Some(t) = TASKS.get_ptr_mut(pid_tgid) else {
@@ -86,7 +92,7 @@ unsafe fn inherit(pid_tgid: u64, parent: Task, child: Task) {
     // probe reads of both tasks.
     unsafe {
         let (t, p) = (&*t, &mut *p);
-        if t.state != state::IDLE || task::start_boottime(parent) != Ok(t.ev.start_boottime_ns) {
+        if t.state != state::IDLE || task::start_boottime_direct(parent) != t.ev.start_boottime_ns {
             return;
         }
         copy_words(p, t);
@@ -164,23 +170,24 @@ unsafe fn emit_fork_transition(
     Ok(())
 }
 
-/// A fork that changed no namespace: who was born of whom.
+/// A fork that changed no namespace: who was born of whom. `parent` is [`task::current_btf`].
 #[inline(always)]
 unsafe fn emit_fork(
     ctx: &RawTracePointContext,
     parent: Task,
     child: Task,
+    child_tgid: u32,
     pid_tgid: u64,
 ) -> Result<(), ()> {
     let life = &mut lifecycle_slot(record::FORK)?.life;
     life.parent_tid = pid_tgid as u32;
     life.parent_tgid = (pid_tgid >> 32) as u32;
-    // SAFETY: probe reads of both tasks.
+    life.tgid = child_tgid;
+    life.parent_start_boottime_ns = task::start_boottime_direct(parent);
+    // SAFETY: probe reads of the new task.
     unsafe {
         life.tid = task::tid(child)?;
-        life.tgid = task::tgid(child)?;
         life.start_boottime_ns = task::start_boottime(child)?;
-        life.parent_start_boottime_ns = task::start_boottime(parent)?;
         life.header.ts_ns = bpf_ktime_get_ns();
     }
     emit_life(ctx, &*life);
@@ -206,9 +213,9 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
     let bprm: *const u8 = ctx.arg(2);
     // exec may move the task (time_for_children) and renames it: what the programs knew of it
     // is dropped, under its tid before and after, and read again below.
-    let _ = TASKS.remove(&pid_tgid);
+    forget(pid_tgid);
     if old_tid != pid_tgid as u32 {
-        let _ = TASKS.remove(&((pid_tgid & !0xffff_ffff) | u64::from(old_tid)));
+        forget((pid_tgid & !0xffff_ffff) | u64::from(old_tid));
     }
     remember(task, pid_tgid);
     let rec = lifecycle_slot(record::EXEC)?;
@@ -223,6 +230,15 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
     }
     emit_exec(ctx, &*rec);
     time_move(ctx, task, old_tid, pid_tgid)
+}
+
+/// Drops a task's entry in `TASKS`, if it has one. Looked up first: a delete takes the bucket's
+/// lock even for a key that is not there.
+#[inline(always)]
+fn forget(pid_tgid: u64) {
+    if TASKS.get_ptr(pid_tgid).is_some() {
+        let _ = TASKS.remove(&pid_tgid);
+    }
 }
 
 /// Keeps the task's set as it leaves exec, for its next call: a setns then starts from it
@@ -274,20 +290,22 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<(), ()> {
     if (pid_tgid >> 32) as u32 == own_tgid() {
         return Ok(());
     }
-    let task: Task = ctx.arg(0);
     let group_dead: u64 = ctx.arg(1);
-    let _ = TIME_ARMED.remove(pid_tgid as u32);
-    let _ = TASKS.remove(&pid_tgid);
+    // Looked up first (see `forget`): most exiting tasks have no entry.
+    let tid = pid_tgid as u32;
+    if TIME_ARMED.get_ptr(tid).is_some() {
+        let _ = TIME_ARMED.remove(tid);
+    }
+    forget(pid_tgid);
     let life = &mut lifecycle_slot(record::EXIT)?.life;
     life.tid = pid_tgid as u32;
     life.tgid = (pid_tgid >> 32) as u32;
     life.group_dead = u32::from(group_dead & 0xff != 0);
-    // SAFETY: probe reads of the current task.
-    unsafe {
-        life.start_boottime_ns = task::start_boottime(task).unwrap_or(0);
-        life.code = task::exit_code(task).unwrap_or(0);
-        life.header.ts_ns = bpf_ktime_get_ns();
-    }
+    // The exiting task is the current one: plain loads.
+    let current = task::current_btf();
+    life.start_boottime_ns = task::start_boottime_direct(current);
+    life.code = task::exit_code_direct(current);
+    life.header.ts_ns = unsafe { bpf_ktime_get_ns() };
     emit_life(ctx, &*life);
     Ok(())
 }

@@ -319,6 +319,6 @@ pub fn lifecycle_slot(kind: u32) -> Result<&'static mut Exec, ()> {
     let rec = unsafe { &mut *rec };
     zero(&mut rec.life);
     rec.life.header.kind = kind;
-    crate::task::comm(&mut rec.life.comm);
+    crate::task::comm_direct(crate::task::current_btf(), &mut rec.life.comm);
     Ok(rec)
 }

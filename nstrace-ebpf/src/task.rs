@@ -291,24 +291,90 @@ pub fn start_boottime_direct(task: Task) -> u64 {
     unsafe { load::<u64>(task, off(&raw const OFFSETS.task_start_boottime)) }
 }
 
+/// The level of [`current_btf`]'s active pid namespace (0: the initial one).
+#[inline(always)]
+pub fn pid_level_direct(task: Task) -> u32 {
+    // SAFETY: BTF-checked loads: thread_pid is a `struct pid *`.
+    unsafe {
+        let pid = load::<*const u8>(task, off(&raw const OFFSETS.task_thread_pid));
+        load::<u32>(pid, off(&raw const OFFSETS.pid_level))
+    }
+}
+
+/// The level of a task's active pid namespace.
+#[inline(always)]
+pub unsafe fn pid_level(task: Task) -> Result<u32, ()> {
+    unsafe {
+        let pid = read::<*const u8>(task, off(&raw const OFFSETS.task_thread_pid))?;
+        if pid.is_null() {
+            return Err(());
+        }
+        read::<u32>(pid, off(&raw const OFFSETS.pid_level))
+    }
+}
+
+/// The namespace struct behind one nsproxy slot of [`current_btf`].
+#[inline(always)]
+pub fn nsproxy_ns_direct<const S: usize>(task: Task) -> u64 {
+    // SAFETY: BTF-checked loads: nsproxy is a `struct nsproxy *`.
+    unsafe {
+        let nsproxy = load::<*const u8>(task, off(&raw const OFFSETS.task_nsproxy));
+        load::<u64>(nsproxy, off(&raw const OFFSETS.nsproxy[S]))
+    }
+}
+
+/// A task's time namespace and time namespace for children, nsproxy read once.
+#[inline(always)]
+pub unsafe fn time_pair(task: Task) -> Result<(u64, u64), ()> {
+    unsafe {
+        let nsproxy = read::<*const u8>(task, off(&raw const OFFSETS.task_nsproxy))?;
+        if nsproxy.is_null() {
+            return Err(());
+        }
+        Ok((
+            read::<u64>(nsproxy, off(&raw const OFFSETS.nsproxy[slot::TIME]))?,
+            read::<u64>(
+                nsproxy,
+                off(&raw const OFFSETS.nsproxy[slot::TIME_FOR_CHILDREN]),
+            )?,
+        ))
+    }
+}
+
+/// `exit_code` of [`current_btf`], as wait(2) encodes it.
+#[inline(always)]
+pub fn exit_code_direct(task: Task) -> i32 {
+    // SAFETY: a BTF-checked load of the current task.
+    unsafe { load::<i32>(task, off(&raw const OFFSETS.task_exit_code)) }
+}
+
+/// `comm` of [`current_btf`] (TASK_COMM_LEN bytes), read as two words: the helper costs more
+/// than the rest of a lifecycle program's reads together.
+#[inline(always)]
+pub fn comm_direct(task: Task, out: &mut [u8; 16]) {
+    let comm = off(&raw const OFFSETS.task_comm);
+    let out = out.as_mut_ptr().cast::<u64>();
+    // SAFETY: BTF-checked loads of the current task; `out` is 16 bytes.
+    unsafe {
+        core::ptr::write_unaligned(out, load::<u64>(task, comm));
+        core::ptr::write_unaligned(out.add(1), load::<u64>(task, comm + 8));
+    }
+}
+
 /// What can change between a known task's calls, filled at their exit: its parent (re-parenting),
 /// its uid and its comm. `task` is [`current_btf`]: plain loads.
 #[inline(always)]
 pub fn fill_exit_identity(task: Task, ev: &mut Transition) -> Result<(), ()> {
-    // SAFETY: BTF-checked loads. `comm` is TASK_COMM_LEN bytes, read as two words (the
-    // helpers for uid and comm cost more than the rest of this function together); a kuid's
-    // value is what bpf_get_current_uid_gid() reports.
+    // SAFETY: BTF-checked loads (the helpers for uid and comm cost more than the rest of this
+    // function together); a kuid's value is what bpf_get_current_uid_gid() reports.
     unsafe {
         let cred = load::<*const u8>(task, off(&raw const OFFSETS.task_real_cred));
         if cred.is_null() {
             return Err(());
         }
         ev.uid = load::<u32>(cred, off(&raw const OFFSETS.cred_uid));
-        let comm = off(&raw const OFFSETS.task_comm);
-        let out = ev.comm.as_mut_ptr().cast::<u64>();
-        core::ptr::write_unaligned(out, load::<u64>(task, comm));
-        core::ptr::write_unaligned(out.add(1), load::<u64>(task, comm + 8));
     }
+    comm_direct(task, &mut ev.comm);
     // SAFETY: BTF-checked loads: real_parent is never null for a live task.
     let parent = unsafe { load::<*const u8>(task, off(&raw const OFFSETS.task_real_parent)) };
     if parent.is_null() {
@@ -316,16 +382,6 @@ pub fn fill_exit_identity(task: Task, ev: &mut Transition) -> Result<(), ()> {
     }
     ev.ppid = unsafe { load::<i32>(parent, off(&raw const OFFSETS.task_tgid)) } as u32;
     Ok(())
-}
-
-/// The namespace struct behind one nsproxy slot, for quick pointer comparisons.
-#[inline(always)]
-pub unsafe fn nsproxy_ns<const S: usize>(task: Task) -> Result<*const u8, ()> {
-    let nsproxy = unsafe { read::<*const u8>(task, off(&raw const OFFSETS.task_nsproxy)) }?;
-    if nsproxy.is_null() {
-        return Err(());
-    }
-    unsafe { read::<*const u8>(nsproxy, off(&raw const OFFSETS.nsproxy[S])) }
 }
 
 /// Reads the task's whole namespace set, as `/proc/PID/ns` shows it; its pointers go to `ptrs`.
@@ -363,12 +419,6 @@ pub unsafe fn tgid(task: Task) -> Result<u32, ()> {
 #[inline(always)]
 pub unsafe fn start_boottime(task: Task) -> Result<u64, ()> {
     unsafe { read::<u64>(task, off(&raw const OFFSETS.task_start_boottime)) }
-}
-
-/// `task_struct.exit_code`, as wait(2) encodes it.
-#[inline(always)]
-pub unsafe fn exit_code(task: Task) -> Result<i32, ()> {
-    unsafe { read::<i32>(task, off(&raw const OFFSETS.task_exit_code)) }
 }
 
 /// Copies `bprm->filename` (NUL-terminated, cut to the buffer).
