@@ -243,6 +243,10 @@ fn kernel_release() -> String {
 
 /// Live tracing: the whole machine, `run`, or `record`.
 async fn live(common: &Common, command: Option<&Command>) -> anyhow::Result<u8> {
+    // First: a Ctrl-C or SIGTERM from here on ends the trace cleanly, even one that arrives
+    // while the programs load (a process started in the background by a script inherits
+    // SIGINT ignored until a handler is installed).
+    let mut signals = StopSignals::install();
     let record_path = common.output.clone();
     if matches!(command, Some(Command::Record)) && record_path.is_none() {
         bail!("`nstrace record` needs -o FILE, the file to write");
@@ -357,7 +361,7 @@ async fn live(common: &Common, command: Option<&Command>) -> anyhow::Result<u8> 
             if let Ok(mut child) = child_rx.await {
                 tokio::select! {
                     result = child.wait() => status.set(result.ok()),
-                    () = stop_signal() => {
+                    () = signals.recv() => {
                         // Pass the stop on (Ctrl-C in a terminal reaches it already), then
                         // wait for the command to end.
                         if let Some(pid) = child.id() {
@@ -369,7 +373,7 @@ async fn live(common: &Common, command: Option<&Command>) -> anyhow::Result<u8> 
                 }
             }
         } else {
-            stop_signal().await;
+            signals.recv().await;
         }
     };
     let summary: Summary = collect::collect(&mut loaded, &options, &mut pipeline, stop, ready)
@@ -441,18 +445,28 @@ fn report(common: &Common, file: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Ctrl-C or SIGTERM.
-async fn stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        // Without signal handlers the default action still ends the process.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
+/// Ctrl-C and SIGTERM, listened for from the moment they are installed.
+struct StopSignals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl StopSignals {
+    fn install() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        Self(
+            signal(SignalKind::interrupt())
+                .and_then(|int| Ok((int, signal(SignalKind::terminate())?)))
+                .ok(),
+        )
+    }
+
+    /// The next Ctrl-C or SIGTERM (one received since `install` counts).
+    async fn recv(&mut self) {
+        let Some((int, term)) = &mut self.0 else {
+            // Without signal handlers the default action still ends the process.
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
     }
 }

@@ -471,3 +471,54 @@ fn the_collector_benchmark_shows_every_record_it_feeds() {
     );
     assert!(text.contains("\"records\":20000"), "{text}");
 }
+
+/// A Ctrl-C while the programs load still ends the trace with its closing line, even for an
+/// nstrace that inherited SIGINT ignored (as a script's background job does).
+#[test]
+fn ctrl_c_while_loading_ends_the_trace_with_the_closing_line() {
+    use std::os::unix::process::CommandExt as _;
+    if !require_root() {
+        return;
+    }
+    let mut cmd = Command::new(binary("nstrace"));
+    cmd.args(["-v", "--no-summary"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: one async-signal-safe call between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let mut nstrace = cmd.spawn().expect("start nstrace");
+    let mut err = BufReader::new(nstrace.stderr.take().expect("stderr piped"));
+    let mut seen = String::new();
+    // The loader's words come after the handlers are installed and before anything attaches.
+    while !seen.contains("[DEBUG nstrace::load]") {
+        let n = err.read_line(&mut seen).expect("read stderr");
+        assert_ne!(n, 0, "nstrace ended while loading: {seen}");
+    }
+    assert!(!seen.contains("nstrace: tracing"), "{seen}");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(nstrace.id() as i32, libc::SIGINT) };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = err.read_to_string(&mut rest);
+        let _ = tx.send(rest);
+    });
+    let Ok(rest) = rx.recv_timeout(Duration::from_secs(20)) else {
+        let _ = nstrace.kill();
+        let _ = nstrace.wait();
+        panic!("the Ctrl-C was not heeded: nstrace still ran 20 s later");
+    };
+    let status = nstrace.wait().expect("wait for nstrace");
+    assert!(status.success(), "{status}: {rest}");
+    assert!(
+        rest.lines()
+            .last()
+            .is_some_and(|l| l.contains(" transitions shown, ")),
+        "{rest}"
+    );
+}
