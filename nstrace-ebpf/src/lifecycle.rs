@@ -15,11 +15,11 @@ use nstrace_common::{Transition, call, record, slot, stat};
 
 use crate::{
     maps::{
-        SCRATCH, TASKS, TIME_ARMED, TaskState, copy_set, copy_words, count, emit_exec, emit_life,
-        emit_with_child, emit_without_child, flush_batch, lifecycle_slot, own_tgid, state,
-        transition_slot,
+        INFLIGHT, SCRATCH, TASKS, TIME_ARMED, TaskState, copy_set, copy_words, count, emit_exec,
+        emit_life, emit_with_child, emit_without_child, flush_batch, lifecycle_slot, own_tgid,
+        state, transition_slot,
     },
-    syscalls::{begin, learn},
+    syscalls::{begin, learn, settle},
     task::{self, Task},
 };
 
@@ -40,12 +40,13 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), ()> {
     if child_tgid == own_tgid() {
         return Ok(());
     }
-    if let Some(t) = TASKS.get_ptr_mut(pid_tgid) {
+    if let Some(t) = INFLIGHT.get_ptr_mut(pid_tgid) {
         // SAFETY: the entry is this task's own: only the task itself touches it.
         let t = unsafe { &mut *t };
         if (t.ev.call == call::CLONE || t.ev.call == call::CLONE3) && begin(t).is_ok() {
             // SAFETY: probe reads of both tasks.
             unsafe { complete_clone(ctx, t, child) };
+            settle(pid_tgid, t);
             return Ok(());
         }
     }
@@ -297,6 +298,9 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<(), ()> {
         let _ = TIME_ARMED.remove(tid);
     }
     forget(pid_tgid);
+    if INFLIGHT.get_ptr(pid_tgid).is_some() {
+        let _ = INFLIGHT.remove(&pid_tgid);
+    }
     let life = &mut lifecycle_slot(record::EXIT)?.life;
     life.tid = pid_tgid as u32;
     life.tgid = (pid_tgid >> 32) as u32;

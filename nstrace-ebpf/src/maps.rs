@@ -4,7 +4,7 @@ use aya_ebpf::{
     bindings::BPF_F_CURRENT_CPU,
     helpers::generated::bpf_perf_event_output,
     macros::map,
-    maps::{LruHashMap, PerCpuArray, PerfEventByteArray},
+    maps::{HashMap, LruHashMap, PerCpuArray, PerfEventByteArray},
 };
 use nstrace_common::{
     BATCH_BYTES, Exec, KernelOffsets, Lifecycle, NS_SLOTS, NsSet, TRANSITION_SHORT, Transition,
@@ -80,10 +80,20 @@ pub mod state {
     pub const STALE: u32 = 3;
 }
 
-/// Every task that made one of the calls, keyed by pid_tgid; removed at exec and exit. LRU: a
-/// task whose exit was missed must not keep its entry forever.
+/// What the programs know of tasks between calls (IDLE entries: the set a task's last call, its
+/// exec or its parent's fork left it in), keyed by pid_tgid; removed at exec and exit. LRU: a
+/// task whose exit was missed must not keep its entry forever, and an evicted entry only costs
+/// the next call a full read of the set (or, for a setns, a `before` the collector fills in and
+/// marks).
 #[map]
 pub static TASKS: LruHashMap<u64, TaskState> = LruHashMap::with_max_entries(10240, 0);
+
+/// clone/clone3/unshare calls in flight, from their entry to their exit (or to the child's
+/// birth), keyed by pid_tgid. Not LRU: an in-flight call is never evicted by other tasks'
+/// entries, so a call is followed to its end or, when this map is full at its entry, counted
+/// (`stat::STASH_FAILED`). A few calls are in flight at once; 2048 is room for a storm of them.
+#[map]
+pub static INFLIGHT: HashMap<u64, TaskState> = HashMap::with_max_entries(2048, 0);
 
 /// Tasks whose time_for_children differs from their time namespace, keyed by tid, with their set
 /// at that moment: their next exec moves them, and exec is where the move is reported.
@@ -294,14 +304,20 @@ fn zero<T>(record: &mut T) {
     }
 }
 
-/// This CPU's transition scratch, emptied and filled with the caller and the call.
+/// This CPU's transition scratch, as the last program left it.
 #[inline(always)]
-pub fn transition_slot(call: u32, pid_tgid: u64) -> Result<&'static mut TaskState, ()> {
+pub fn scratch() -> Result<&'static mut TaskState, ()> {
     let p = SCRATCH
         .get_ptr_mut(0)
         .ok_or_else(|| count(stat::BUILD_FAILED))?;
     // SAFETY: the per-CPU slot is this program's alone while it runs.
-    let p = unsafe { &mut *p };
+    Ok(unsafe { &mut *p })
+}
+
+/// This CPU's transition scratch, emptied and filled with the caller and the call.
+#[inline(always)]
+pub fn transition_slot(call: u32, pid_tgid: u64) -> Result<&'static mut TaskState, ()> {
+    let p = scratch()?;
     zero(&mut p.ev);
     p.ev.header.kind = nstrace_common::record::TRANSITION;
     p.ev.fd = -1;

@@ -18,8 +18,8 @@ use nstrace_common::{
 
 use crate::{
     maps::{
-        TASKS, TIME_ARMED, TaskState, copy_set, count, emit_transition, emit_without_child,
-        own_tgid, state, transition_slot,
+        INFLIGHT, TASKS, TIME_ARMED, TaskState, copy_set, copy_words, count, emit_transition,
+        emit_without_child, own_tgid, scratch, state, transition_slot,
     },
     task::{self, Task, current},
 };
@@ -144,8 +144,9 @@ pub fn learn(task: Task, pid_tgid: u64, p: &mut TaskState) -> Result<(), ()> {
     Ok(())
 }
 
-/// Records the call at entry. A task the programs already know (an IDLE entry of the same task)
-/// needs no reads beyond its start time; otherwise the caller and its whole set are read.
+/// Records the call at entry, in `INFLIGHT`. A task the programs already know (an IDLE entry of
+/// the same task in `TASKS`) starts from that entry and needs no reads beyond its start time;
+/// otherwise the caller and its whole set are read.
 #[inline(always)]
 fn stash(call: u32, flags: u64) -> Result<(), ()> {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -153,47 +154,51 @@ fn stash(call: u32, flags: u64) -> Result<(), ()> {
     if tgid == own_tgid() {
         return Ok(());
     }
-    if let Some(t) = TASKS.get_ptr_mut(pid_tgid) {
-        // SAFETY: the entry is this task's own: only the task itself touches it.
-        let t = unsafe { &mut *t };
-        // A pid reused by a task whose predecessor's exit was missed is not that task.
-        if t.state == state::IDLE
+    // A pid reused by a task whose predecessor's exit was missed is not that task.
+    let known = TASKS.get_ptr(pid_tgid).filter(|&t| {
+        // SAFETY: the entry is this task's own: only the task itself changes it.
+        let t = unsafe { &*t };
+        t.state == state::IDLE
             && task::start_boottime_direct(task::current_btf()) == t.ev.start_boottime_ns
-        {
-            t.ev.call = call;
-            t.ev.flags = flags;
-            t.ev.fd = -1;
-            // Volatile: three adjacent stores would otherwise become a call of the byte-wise
-            // memset.
-            // SAFETY: plain stores to fields of the entry.
-            unsafe {
-                core::ptr::write_volatile(&raw mut t.ev.child_tid, 0);
-                core::ptr::write_volatile(&raw mut t.ev.child_ns_tid, 0);
-                core::ptr::write_volatile(&raw mut t.ev.child_start_boottime_ns, 0);
-            }
-            t.state = state::WARM_CALL;
-            return Ok(());
+    });
+    let p = if let Some(t) = known {
+        let p = scratch()?;
+        // SAFETY: as above.
+        copy_words(p, unsafe { &*t });
+        p.ev.call = call;
+        p.ev.fd = -1;
+        // Volatile: three adjacent stores would otherwise become a call of the byte-wise
+        // memset. The entry may hold the child of the task's last clone.
+        // SAFETY: plain stores to fields of the scratch.
+        unsafe {
+            core::ptr::write_volatile(&raw mut p.ev.child_tid, 0);
+            core::ptr::write_volatile(&raw mut p.ev.child_ns_tid, 0);
+            core::ptr::write_volatile(&raw mut p.ev.child_start_boottime_ns, 0);
         }
-    }
-    let task = current();
-    let p = transition_slot(call, pid_tgid)?;
+        p.state = state::WARM_CALL;
+        p
+    } else {
+        let p = transition_slot(call, pid_tgid)?;
+        p.state = state::COLD_CALL;
+        let task = current();
+        // SAFETY: `task` is the current task; every read is a probe read.
+        if unsafe {
+            task::fill_identity(task, &mut p.ev).and_then(|pid_ns| {
+                task::read_ns_ptrs(task, Some(pid_ns), &mut p.ptrs)?;
+                task::resolve_set(&p.ptrs, &mut p.ev.before, None)
+            })
+        }
+        .is_err()
+        {
+            count(stat::READ_FAILED);
+            // No pointer may vouch for a slot that was not read.
+            p.ptrs = [0; NS_SLOTS];
+        }
+        p
+    };
     p.ev.flags = flags;
-    p.state = state::COLD_CALL;
-    // SAFETY: `task` is the current task; every read is a probe read.
-    if unsafe {
-        task::fill_identity(task, &mut p.ev).and_then(|pid_ns| {
-            task::read_ns_ptrs(task, Some(pid_ns), &mut p.ptrs)?;
-            task::resolve_set(&p.ptrs, &mut p.ev.before, None)
-        })
-    }
-    .is_err()
-    {
-        count(stat::READ_FAILED);
-        // No pointer may vouch for a slot that was not read.
-        p.ptrs = [0; NS_SLOTS];
-    }
-    TASKS
-        .insert(pid_tgid, &*p, 0)
+    INFLIGHT
+        .insert(&pid_tgid, &*p, 0)
         .map_err(|_| count(stat::STASH_FAILED))
 }
 
@@ -209,9 +214,22 @@ pub fn ns_exit(ctx: TracePointContext) -> u32 {
 
 fn try_ns_exit(ctx: &TracePointContext) -> Result<(), ()> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let t = TASKS.get_ptr_mut(pid_tgid).ok_or(())?;
+    let t = INFLIGHT.get_ptr_mut(pid_tgid).ok_or(())?;
     // SAFETY: the entry is this task's own: only the task itself touches it.
-    complete(ctx, task::current_btf(), unsafe { &mut *t }, true)
+    let t = unsafe { &mut *t };
+    let done = complete(ctx, task::current_btf(), t, true);
+    settle(pid_tgid, t);
+    done
+}
+
+/// Ends a call in flight: the set it left the task in becomes the task's entry in `TASKS`
+/// (unless it could not be read).
+#[inline(always)]
+pub fn settle(pid_tgid: u64, t: &TaskState) {
+    if t.state == state::IDLE {
+        let _ = TASKS.insert(pid_tgid, t, 0);
+    }
+    let _ = INFLIGHT.remove(&pid_tgid);
 }
 
 /// Completes the call in flight in `t` (its own entry) and sends it; `task` is
