@@ -101,8 +101,6 @@ impl Summary {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CollectError {
-    #[error("the events map is missing from the eBPF object")]
-    NoEventsMap,
     #[error("{0} is missing from the eBPF object")]
     Missing(&'static str),
     #[error(transparent)]
@@ -125,7 +123,7 @@ pub async fn collect(
     let map = loaded
         .ebpf
         .take_map(EVENTS_MAP)
-        .ok_or(CollectError::NoEventsMap)?;
+        .ok_or(CollectError::Missing(EVENTS_MAP))?;
     let mut rings = Rings::open(map, options.buffer_pages)?;
     let mut staged = staged(loaded)?;
     let mut logger = match EbpfLogger::init(&mut loaded.ebpf) {

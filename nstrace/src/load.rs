@@ -209,7 +209,8 @@ pub fn load() -> Result<Loaded, LoadError> {
         (attach_all(rest, began), there.join())
     });
     let mut hooks = here?;
-    hooks.extend(there.unwrap_or_else(|_| Err(LoadError::NoProgram("sched_fork")))?);
+    // A panic there is a bug in nstrace: it is raised here as it was.
+    hooks.extend(there.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?);
     drop(programs);
     Ok(Loaded { ebpf, hooks })
 }
