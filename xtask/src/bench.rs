@@ -178,12 +178,15 @@ struct Row {
     lost: u64,
 }
 
-/// The bpftrace program: the same tracepoints, counting in the kernel (no record per event
-/// reaches userspace: a floor for any tracer of these tracepoints, not a like-for-like tracer).
+/// The bpftrace program: nstrace's hooks (its sched hooks as the sched tracepoints; setns at
+/// its exit only, as nstrace), counting in the kernel (no record per event reaches userspace:
+/// a floor for any tracer of these hooks, not a like-for-like tracer).
 const BPFTRACE: &str = "tracepoint:syscalls:sys_enter_clone,tracepoint:syscalls:sys_enter_clone3,\
-tracepoint:syscalls:sys_enter_unshare,tracepoint:syscalls:sys_enter_setns,\
+tracepoint:syscalls:sys_enter_unshare,\
 tracepoint:syscalls:sys_exit_clone,tracepoint:syscalls:sys_exit_clone3,\
-tracepoint:syscalls:sys_exit_unshare,tracepoint:syscalls:sys_exit_setns { @[probe] = count(); } \
+tracepoint:syscalls:sys_exit_unshare,tracepoint:syscalls:sys_exit_setns,\
+tracepoint:sched:sched_process_fork,tracepoint:sched:sched_process_exec,\
+tracepoint:sched:sched_process_exit { @[probe] = count(); } \
 BEGIN { printf(\"attached\\n\"); }";
 
 pub fn bench(rounds: usize, seconds: f64) -> Result<()> {
