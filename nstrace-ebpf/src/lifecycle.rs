@@ -16,8 +16,8 @@ use nstrace_common::{Transition, call, record, slot, stat};
 use crate::{
     maps::{
         INFLIGHT, SCRATCH, TASKS, TIME_ARMED, TaskState, copy_set, copy_words, count, emit_exec,
-        emit_life, emit_with_child, emit_without_child, flush_batch, lifecycle_slot, own_tgid,
-        state, transition_slot,
+        emit_life, emit_with_child, emit_without_child, flush_batch, forget, lifecycle_slot,
+        own_tgid, state, transition_slot,
     },
     syscalls::{begin, learn, settle},
     task::{self, Task},
@@ -231,15 +231,6 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
     }
     emit_exec(ctx, &*rec);
     time_move(ctx, task, old_tid, pid_tgid)
-}
-
-/// Drops a task's entry in `TASKS`, if it has one. Looked up first: a delete takes the bucket's
-/// lock even for a key that is not there.
-#[inline(always)]
-fn forget(pid_tgid: u64) {
-    if TASKS.get_ptr(pid_tgid).is_some() {
-        let _ = TASKS.remove(&pid_tgid);
-    }
 }
 
 /// Keeps the task's set as it leaves exec, for its next call: a setns then starts from it

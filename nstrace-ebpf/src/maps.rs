@@ -113,6 +113,15 @@ pub static LIFE_SCRATCH: PerCpuArray<Exec> = PerCpuArray::with_max_entries(1, 0)
 #[map]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 
+/// Drops a task's entry in `TASKS`, if it has one. Looked up first: a delete takes the bucket's
+/// lock even for a key that is not there.
+#[inline(always)]
+pub fn forget(pid_tgid: u64) {
+    if TASKS.get_ptr(pid_tgid).is_some() {
+        let _ = TASKS.remove(&pid_tgid);
+    }
+}
+
 #[inline(always)]
 pub fn own_tgid() -> u32 {
     // SAFETY: a plain read of a global the loader sets; volatile so it is not folded to 0.

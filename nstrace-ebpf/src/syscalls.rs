@@ -19,7 +19,7 @@ use nstrace_common::{
 use crate::{
     maps::{
         INFLIGHT, TASKS, TIME_ARMED, TaskState, copy_set, copy_words, count, emit_transition,
-        emit_without_child, own_tgid, scratch, state, transition_slot,
+        emit_without_child, forget, own_tgid, scratch, state, transition_slot,
     },
     task::{self, Task, current},
 };
@@ -222,12 +222,15 @@ fn try_ns_exit(ctx: &TracePointContext) -> Result<(), ()> {
     done
 }
 
-/// Ends a call in flight: the set it left the task in becomes the task's entry in `TASKS`
-/// (unless it could not be read).
+/// Ends a call in flight: the set it left the task in becomes the task's entry in `TASKS`.
+/// When that set could not be read, the task's entry is dropped: the set before the call no
+/// longer holds, and the next call reads the whole set again.
 #[inline(always)]
 pub fn settle(pid_tgid: u64, t: &TaskState) {
     if t.state == state::IDLE {
         let _ = TASKS.insert(pid_tgid, t, 0);
+    } else {
+        forget(pid_tgid);
     }
     let _ = INFLIGHT.remove(&pid_tgid);
 }
