@@ -2,8 +2,9 @@
 //!
 //! The first [`KEEP_HISTORIES`] process histories and [`KEEP_NAMESPACES`] namespace rows are
 //! kept in full. Past that, a process that exits is folded into a count of its kind (its comm
-//! and what it did), unless a finding names it. A namespace that has emptied is folded into a
-//! count of its kind (its type and what made it) once nothing kept refers to it. A sweep finds
+//! and what it did), unless a finding names it. A namespace without members (emptied, or only
+//! ever a task's namespace for children) is folded into a count of its kind (its type and what
+//! made it) once nothing kept refers to it. A sweep finds
 //! those namespaces by marking everything a live task, a kept history, a finding or a kept
 //! namespace refers to. Folded rows are reused for new namespaces, so indices stay small.
 //! The summary prints the counts beside the kept rows.
@@ -185,8 +186,10 @@ impl Timeline {
         for f in &self.findings {
             marked.extend(f.namespaces.iter().copied());
         }
-        let keep =
-            |ns: &Namespace| !ns.folded && (ns.host || ns.members() > 0 || ns.emptied_ns.is_none());
+        // A namespace without members is kept only while something refers to it: one that was
+        // only ever some task's pid_for_children or time_for_children has never had a member
+        // and never empties.
+        let keep = |ns: &Namespace| !ns.folded && (ns.host || ns.members() > 0);
         for (idx, ns) in self.namespaces.iter().enumerate() {
             if keep(ns) {
                 marked.insert(idx);

@@ -569,34 +569,28 @@ fn unprivileged_user_namespaces_root_mappings_and_refusals_are_flagged() {
     assert!(ids(&tl).is_empty(), "{:?}", tl.findings());
 }
 
-#[test]
-fn a_long_storm_of_short_processes_is_folded_and_memory_stays_flat() {
-    use super::{KEEP_HISTORIES, KEEP_NAMESPACES};
+/// `n` short processes that each fork from sh, unshare `kind` and exit.
+fn unshare_storm(n: u32, kind: NsKind, flag: u64) -> Timeline {
     let mut tl = machine(Scope::All);
-    let n = 3 * (KEEP_HISTORIES + KEEP_NAMESPACES) as u32;
     let mut ts = 1000;
     for i in 0..n {
         let child = 1000 + i;
         ts += 100;
         tl.apply(&fork(ts, 100, child));
-        let after = with(
-            host_set(),
-            NsKind::Uts,
-            4026540000 + i,
-            10_000 + u64::from(i),
-        );
-        let mut t = transition(
-            ts + 10,
-            child,
-            Call::Unshare,
-            CLONE_NEWUTS,
-            host_set(),
-            after,
-        );
+        let after = with(host_set(), kind, 4026540000 + i, 10_000 + u64::from(i));
+        let mut t = transition(ts + 10, child, Call::Unshare, flag, host_set(), after);
         t.start_boottime_ns = u64::from(child) * 1000 + ts;
         tl.apply(&rec(t));
         tl.apply(&exit(ts + 20, child, child));
     }
+    tl
+}
+
+#[test]
+fn a_long_storm_of_short_processes_is_folded_and_memory_stays_flat() {
+    use super::{KEEP_HISTORIES, KEEP_NAMESPACES};
+    let n = 3 * (KEEP_HISTORIES + KEEP_NAMESPACES) as u32;
+    let tl = unshare_storm(n, NsKind::Uts, CLONE_NEWUTS);
     // Rows and histories stay near what is kept in full, whatever the storm's length.
     assert!(
         tl.namespaces().len() <= KEEP_NAMESPACES * 2,
@@ -633,4 +627,25 @@ fn a_long_storm_of_short_processes_is_folded_and_memory_stays_flat() {
     assert_eq!(last.len(), 1);
     assert_eq!(last[0].id, 10_000 + u64::from(n - 1));
     assert!(last[0].created.is_some());
+}
+
+/// A namespace only ever some task's pid_for_children (unshare -p without a fork) has no
+/// member: it is folded once its tasks are gone, like an emptied one.
+#[test]
+fn namespaces_only_for_children_are_folded_when_their_tasks_are_gone() {
+    use super::KEEP_NAMESPACES;
+    let n = 3 * KEEP_NAMESPACES as u32;
+    let tl = unshare_storm(n, NsKind::PidForChildren, CLONE_NEWPID);
+    assert!(
+        tl.namespaces().len() <= KEEP_NAMESPACES * 2,
+        "{} rows",
+        tl.namespaces().len()
+    );
+    let kept = tl
+        .namespaces()
+        .iter()
+        .filter(|ns| !ns.folded && !ns.host && ns.ty == NsType::Pid)
+        .count() as u64;
+    let made = (NsType::Pid, "made by sh unshare".to_string());
+    assert_eq!(tl.folded().namespaces[&made].count + kept, u64::from(n));
 }
