@@ -7,8 +7,8 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray, PerfEventByteArray},
 };
 use nstrace_common::{
-    BATCH_BYTES, Exec, KernelOffsets, Lifecycle, NS_SLOTS, NsSet, TRANSITION_SHORT, Transition,
-    call, stat,
+    BATCH_BYTES, Exec, KernelOffsets, Lifecycle, MOVE_MAX, NS_SLOTS, NsSet, TRANSITION_HEAD,
+    TRANSITION_SHORT, Transition, record, stat,
 };
 
 /// Kernel structure offsets from the running kernel's BTF, set by the loader.
@@ -152,15 +152,6 @@ pub fn emit_exec<C: EbpfContext>(ctx: &C, record: &Exec) {
     stage::<C, { size_of::<Exec>() / 8 }>(ctx, (record as *const Exec).cast());
 }
 
-/// Sends a transition: without its child part when the call has no child.
-#[inline(always)]
-pub fn emit_transition<C: EbpfContext>(ctx: &C, ev: &Transition) {
-    match ev.call {
-        call::CLONE | call::CLONE3 | call::FORK => emit_with_child(ctx, ev),
-        _ => emit_without_child(ctx, ev),
-    }
-}
-
 /// Sends a transition of a call with a child (clone, clone3, fork), whole.
 #[inline(always)]
 pub fn emit_with_child<C: EbpfContext>(ctx: &C, ev: &Transition) {
@@ -174,13 +165,70 @@ pub fn emit_without_child<C: EbpfContext>(ctx: &C, ev: &Transition) {
     stage::<C, { TRANSITION_SHORT / 8 }>(ctx, (ev as *const Transition).cast());
 }
 
-/// Stages the `WORDS` words of a record at `src` in this CPU's batch, sending the batch when
-/// the largest record would no longer fit. Every record goes this way, so a CPU's records reach
-/// its buffer in the order they were staged. The length is a constant: a straight copy, quick
-/// to run and to verify.
+/// Stages the `WORDS` words of a record at `src` in this CPU's batch (see [`stage_with`]). The
+/// length is a constant: a straight copy, quick to run and to verify.
 #[inline(always)]
 fn stage<C: EbpfContext, const WORDS: usize>(ctx: &C, src: *const u64) {
     const { assert!(WORDS >= 2 && WORDS <= MAX_RECORD_WORDS) };
+    stage_with(ctx, |dst| {
+        // SAFETY: `dst` has room for the largest record; `src` is a whole wire record.
+        unsafe {
+            for i in 0..WORDS {
+                core::ptr::write_volatile(dst.add(i), core::ptr::read_volatile(src.add(i)));
+            }
+            // The header's second word: the kind, then the length the collector splits by.
+            let second = dst.add(1);
+            core::ptr::write_volatile(second, (*second & 0xffff_ffff) | ((WORDS as u64 * 8) << 32));
+        }
+        WORDS
+    });
+}
+
+/// Sends a transition without a child whose `before` is the programs' own as a
+/// [`record::MOVE`]: its head, then only the slots of `after` in `changed` (a bit per slot).
+#[inline(always)]
+pub fn emit_move<C: EbpfContext>(ctx: &C, ev: &Transition, changed: u32) {
+    const HEAD_WORDS: usize = TRANSITION_HEAD / 8;
+    const { assert!(MOVE_MAX / 8 <= MAX_RECORD_WORDS) };
+    let changed = changed & ((1 << NS_SLOTS) - 1);
+    stage_with(ctx, |dst| {
+        let src = (ev as *const Transition).cast::<u64>();
+        // SAFETY: `dst` has room for the largest record; `src` is a whole wire record.
+        unsafe {
+            for i in 0..HEAD_WORDS {
+                core::ptr::write_volatile(dst.add(i), core::ptr::read_volatile(src.add(i)));
+            }
+            let mask = dst.add(HEAD_WORDS);
+            core::ptr::write_volatile(mask, u64::from(changed));
+            let mut words = HEAD_WORDS + 1;
+            // Each test reads the mask back from the batch: a test of the register would teach
+            // the verifier that register's bits, and it would then walk every combination of
+            // slots apart (seconds of start-up).
+            macro_rules! slots {
+                ($($s:expr),*) => {$(
+                    if core::ptr::read_volatile(mask) & (1 << $s) != 0 {
+                        core::ptr::write_volatile(dst.add(words), u64::from(ev.after.inum[$s]));
+                        core::ptr::write_volatile(dst.add(words + 1), ev.after.id[$s]);
+                        words += 2;
+                    }
+                )*};
+            }
+            slots!(0, 1, 2, 3, 4, 5, 6, 7, 8, 9);
+            core::ptr::write_volatile(
+                dst.add(1),
+                u64::from(record::MOVE) | ((words as u64 * 8) << 32),
+            );
+            words
+        }
+    });
+}
+
+/// Stages a record in this CPU's batch: `write` writes it at the address it is given (room for
+/// the largest record) and returns its length in words. The batch is sent when the largest
+/// record would no longer fit. Every record goes this way, so a CPU's records reach its buffer
+/// in the order they were staged.
+#[inline(always)]
+fn stage_with<C: EbpfContext>(ctx: &C, write: impl FnOnce(*mut u64) -> usize) {
     let Some(b) = BATCH.get_ptr_mut(0) else {
         count(stat::BUILD_FAILED);
         return;
@@ -206,16 +254,11 @@ fn stage<C: EbpfContext, const WORDS: usize>(ctx: &C, src: *const u64) {
         }
         // One bounded base and constant offsets from it: a word costs a load and a store.
         let dst = b.words.as_mut_ptr().add(at);
-        for i in 0..WORDS {
-            core::ptr::write_volatile(dst.add(i), core::ptr::read_volatile(src.add(i)));
-        }
-        // The header's second word: the kind, then the length the collector splits by.
-        let second = dst.add(1);
-        core::ptr::write_volatile(second, (*second & 0xffff_ffff) | ((WORDS as u64 * 8) << 32));
+        let words = write(dst);
         if at == 0 {
-            set_staged(core::ptr::read_volatile(src));
+            set_staged(core::ptr::read_volatile(dst));
         }
-        let end = at + WORDS;
+        let end = at + words;
         core::ptr::write_volatile(&raw mut b.len, end as u32);
         core::ptr::write_volatile(&raw mut b.records, b.records + 1);
         if BATCH_WORDS - end < MAX_RECORD_WORDS {

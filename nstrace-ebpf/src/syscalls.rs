@@ -18,8 +18,8 @@ use nstrace_common::{
 
 use crate::{
     maps::{
-        INFLIGHT, TASKS, TIME_ARMED, TaskState, copy_set, copy_words, count, emit_transition,
-        emit_without_child, forget, own_tgid, scratch, state, transition_slot,
+        INFLIGHT, TASKS, TIME_ARMED, TaskState, copy_set, copy_words, count, emit_move,
+        emit_with_child, emit_without_child, forget, own_tgid, scratch, state, transition_slot,
     },
     task::{self, Task, current},
 };
@@ -251,10 +251,12 @@ fn complete(
     // Only the namespaces whose pointer changed are read; a task's pid namespace never changes.
     // SAFETY: BTF-checked loads from the current task.
     let read = unsafe { task::reread_set(task, &mut t.ptrs, &mut ev.after) }
-        .and_then(|()| task::fill_exit_identity(task, ev));
+        .and_then(|changed| task::fill_exit_identity(task, ev).map(|()| changed));
     if read.is_err() {
         count(stat::READ_FAILED);
     }
+    // What is sent of `after`: the slots that changed, or every slot when that is not known.
+    let changed = read.unwrap_or(u32::MAX);
     t.state = if read.is_ok() {
         state::IDLE
     } else {
@@ -269,10 +271,10 @@ fn complete(
     }
     // Sent last: the verifier walks what follows a send once per way through it.
     ev.header.ts_ns = unsafe { bpf_ktime_get_ns() };
-    if may_have_child {
-        emit_transition(ctx, ev);
+    if may_have_child && (ev.call == call::CLONE || ev.call == call::CLONE3) {
+        emit_with_child(ctx, ev);
     } else {
-        emit_without_child(ctx, ev);
+        emit_move(ctx, ev, changed);
     }
     Ok(())
 }

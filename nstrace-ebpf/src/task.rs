@@ -206,15 +206,16 @@ pub unsafe fn pid_ns(task: Task) -> Result<(*const u8, u32, u32), ()> {
 
 /// Slot `S` of a set from the BTF-typed namespace pointer `now` (the exit's fast path): when it
 /// is the one in `ptrs`, `out` already holds that namespace (see [`crate::syscalls::begin`]);
-/// any other is read with two plain loads, and its pointer kept in `ptrs`.
+/// any other is read with two plain loads, and its pointer kept in `ptrs`. Returns the slot's
+/// bit when it changed.
 #[inline(always)]
 unsafe fn resolve_direct<const S: usize>(
     now: u64,
     ptrs: &mut [u64; NS_SLOTS],
     out: &mut NsSet,
-) -> Result<(), ()> {
+) -> Result<u32, ()> {
     if ptrs[S] == now {
-        return Ok(());
+        return Ok(0);
     }
     ptrs[S] = now;
     let ns = now as *const u8;
@@ -226,29 +227,30 @@ unsafe fn resolve_direct<const S: usize>(
     if off(&raw const OFFSETS.has_ns_id) != 0 {
         out.id[S] = unsafe { load::<u64>(ns, window + 4 * off(&raw const OFFSETS.ns_id_word)) };
     }
-    Ok(())
+    Ok(1 << S)
 }
 
 /// What the current task's set is after a call: `after` holds the set before it (see
 /// [`crate::syscalls::begin`]) and `ptrs` the pointers behind it; both are brought up to date,
 /// every slot but the pid namespace (fixed for a task's life) through [`resolve_direct`].
-/// `task` is [`current_btf`]. On an error both are partly updated: the caller marks the entry
-/// stale.
+/// `task` is [`current_btf`]. Returns the slots whose namespace changed, a bit each. On an
+/// error both are partly updated: the caller marks the entry stale.
 #[inline(always)]
 pub unsafe fn reread_set(
     task: Task,
     ptrs: &mut [u64; NS_SLOTS],
     after: &mut NsSet,
-) -> Result<(), ()> {
+) -> Result<u32, ()> {
     let nsproxy = unsafe { load::<*const u8>(task, off(&raw const OFFSETS.task_nsproxy)) };
     if nsproxy.is_null() {
         // The task is exiting: exit_task_namespaces() has already run.
         return Err(());
     }
+    let mut changed = 0;
     macro_rules! slots {
         ($($s:ident),*) => {$(
             let now = unsafe { load::<u64>(nsproxy, off(&raw const OFFSETS.nsproxy[slot::$s])) };
-            unsafe { resolve_direct::<{ slot::$s }>(now, ptrs, after) }?;
+            changed |= unsafe { resolve_direct::<{ slot::$s }>(now, ptrs, after) }?;
         )*};
     }
     slots!(
@@ -266,7 +268,7 @@ pub unsafe fn reread_set(
         return Err(());
     }
     let user = unsafe { load::<u64>(cred, off(&raw const OFFSETS.cred_user_ns)) };
-    unsafe { resolve_direct::<{ slot::USER }>(user, ptrs, after) }
+    Ok(changed | unsafe { resolve_direct::<{ slot::USER }>(user, ptrs, after) }?)
 }
 
 /// The current syscall's first two arguments, from the user registers saved at its entry;

@@ -361,6 +361,8 @@ pub enum DecodeError {
     UnknownKind(u32),
     #[error("unknown call {0}")]
     UnknownCall(u32),
+    #[error("a move names slots {0:#x}: there are {NS_SLOTS}")]
+    BadSlots(u64),
     #[error("a record claims {len} bytes where {left} are left in its sample")]
     BadLength { len: usize, left: usize },
 }
@@ -448,6 +450,38 @@ pub fn decode_reusing(bytes: &[u8], spare: &mut Spare) -> Result<Record, DecodeE
             fill_transition(bytes, call, &mut t);
             Ok(Record::Transition(t))
         }
+        record::MOVE => {
+            let head = wire::TRANSITION_HEAD + 8;
+            if bytes.len() < head {
+                return Err(DecodeError::Short {
+                    len: bytes.len(),
+                    need: head,
+                });
+            }
+            let call = Call::try_from(field::<u32>(bytes, offset_of!(wire::Transition, call)))?;
+            let changed = field::<u64>(bytes, wire::TRANSITION_HEAD);
+            if changed >> NS_SLOTS != 0 {
+                return Err(DecodeError::BadSlots(changed));
+            }
+            let need = head + changed.count_ones() as usize * wire::MOVE_SLOT_BYTES;
+            if bytes.len() < need {
+                return Err(DecodeError::Short {
+                    len: bytes.len(),
+                    need,
+                });
+            }
+            let mut t = spare.pop().unwrap_or_else(|| Box::new(Transition::blank()));
+            fill_head(bytes, call, &mut t);
+            t.child = None;
+            t.after = t.before;
+            let mut at = head;
+            for slot in (0..NS_SLOTS).filter(|s| changed & (1 << s) != 0) {
+                t.after.inum[slot] = field(bytes, at);
+                t.after.id[slot] = field(bytes, at + 8);
+                at += wire::MOVE_SLOT_BYTES;
+            }
+            Ok(Record::Transition(t))
+        }
         record::FORK => {
             let raw: wire::Lifecycle = read(bytes)?;
             Ok(Record::Fork(Fork {
@@ -508,16 +542,21 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(until_nul(bytes)).into_owned()
 }
 
+/// The wire set at `offset` of a sample checked to hold it.
+fn set_at(bytes: &[u8], offset: usize) -> NsSet {
+    NsSet {
+        inum: field(bytes, offset + offset_of!(wire::NsSet, inum)),
+        id: field(bytes, offset + offset_of!(wire::NsSet, id)),
+    }
+}
+
 /// Fills `t` from a sample holding at least its short part, and its child part when `call` has
 /// a child: field by field, in place (a transition is about 500 bytes).
 fn fill_transition(bytes: &[u8], call: Call, t: &mut Transition) {
     type W = wire::Transition;
-    let set = |offset: usize| -> NsSet {
-        NsSet {
-            inum: field(bytes, offset + offset_of!(wire::NsSet, inum)),
-            id: field(bytes, offset + offset_of!(wire::NsSet, id)),
-        }
-    };
+    let set = |offset: usize| set_at(bytes, offset);
+    fill_head(bytes, call, t);
+    t.after = set(offset_of!(W, after));
     let child_tid: u32 = if call.has_child() {
         field(bytes, offset_of!(W, child_tid))
     } else {
@@ -531,6 +570,12 @@ fn fill_transition(bytes: &[u8], call: Call, t: &mut Transition) {
             ns: set(offset_of!(W, child)),
         })
     });
+}
+
+/// Fills every field of `t` but `after` and `child` from a sample holding at least a
+/// transition's head (see wire::TRANSITION_HEAD).
+fn fill_head(bytes: &[u8], call: Call, t: &mut Transition) {
+    type W = wire::Transition;
     t.ts_ns = field(
         bytes,
         offset_of!(W, header) + offset_of!(wire::Header, ts_ns),
@@ -550,8 +595,7 @@ fn fill_transition(bytes: &[u8], call: Call, t: &mut Transition) {
     if t.comm.as_bytes() != until_nul(&name) {
         t.comm = comm(&name);
     }
-    t.before = set(offset_of!(W, before));
-    t.after = set(offset_of!(W, after));
+    t.before = set_at(bytes, offset_of!(W, before));
     t.before_inferred = false;
 }
 
@@ -589,6 +633,29 @@ pub fn encode<T: aya::Pod>(raw: &T) -> Vec<u8> {
     bytes.to_vec()
 }
 
+/// The bytes of a transition as the programs send a call whose `before` they knew (a
+/// [`record::MOVE`]): its head, then the slots of `after` that differ from `before`. For tests
+/// and benchmarks.
+pub fn encode_move(raw: &wire::Transition) -> Vec<u8> {
+    let (mut changed, mut slots) = (0u64, Vec::new());
+    for slot in 0..NS_SLOTS {
+        let (before, after) = (&raw.before, &raw.after);
+        if (before.inum[slot], before.id[slot]) != (after.inum[slot], after.id[slot]) {
+            changed |= 1 << slot;
+            slots.extend_from_slice(&u64::from(after.inum[slot]).to_ne_bytes());
+            slots.extend_from_slice(&after.id[slot].to_ne_bytes());
+        }
+    }
+    let mut out = encode(raw);
+    out.truncate(wire::TRANSITION_HEAD);
+    out.extend_from_slice(&changed.to_ne_bytes());
+    out.extend_from_slice(&slots);
+    let len = out.len() as u32;
+    out[8..12].copy_from_slice(&record::MOVE.to_ne_bytes());
+    out[12..16].copy_from_slice(&len.to_ne_bytes());
+    out
+}
+
 /// A perf sample of these records as the programs send it: back to back, each with its length
 /// in its header, then the buffer's alignment padding. For tests and benchmarks.
 pub fn encode_batch(records: &[&[u8]]) -> Vec<u8> {
@@ -615,7 +682,8 @@ pub(crate) mod tests {
         exit.header.kind = record::EXIT;
         exit.tid = 43;
         let exit = encode(&exit);
-        let sample = encode_batch(&[&setns[..wire::TRANSITION_SHORT], &exit, &setns]);
+        let moved = encode_move(&setns_record());
+        let sample = encode_batch(&[&setns[..wire::TRANSITION_SHORT], &exit, &moved, &setns]);
         let kinds: Vec<_> = records(&sample)
             .map(|r| match decode(r.expect("a record")) {
                 Ok(Record::Transition(t)) => format!("{:?} {}", t.call, t.tid),
@@ -623,7 +691,69 @@ pub(crate) mod tests {
                 other => panic!("{other:?}"),
             })
             .collect();
-        assert_eq!(kinds, ["Setns 43", "exit 43", "Setns 43"]);
+        assert_eq!(kinds, ["Setns 43", "exit 43", "Setns 43", "Setns 43"]);
+    }
+
+    /// A move decodes to the transition its whole record decodes to, whatever changed.
+    #[test]
+    fn a_move_carries_only_what_changed_and_decodes_whole() {
+        let mut cases = Vec::new();
+        let one = setns_record();
+        cases.push(one);
+        let mut none = one;
+        none.after = none.before;
+        none.ret = -1;
+        cases.push(none);
+        let mut ids = one;
+        ids.before.id = [7; NS_SLOTS];
+        ids.after.id = ids.before.id;
+        // A reused inode: the id alone differs.
+        ids.after.id[slot::NET] = 9;
+        ids.after.inum[slot::TIME_FOR_CHILDREN] += 1;
+        cases.push(ids);
+        let mut all = one;
+        all.call = call::UNSHARE;
+        all.fd = -1;
+        for slot in 0..NS_SLOTS {
+            all.after.inum[slot] += 100;
+            all.after.id[slot] = 1 << 40 | slot as u64;
+        }
+        cases.push(all);
+        for raw in cases {
+            let moved = encode_move(&raw);
+            let changed = decode(&encode(&raw))
+                .map(|r| match r {
+                    Record::Transition(t) => t.changed().len(),
+                    _ => panic!("a transition"),
+                })
+                .unwrap();
+            assert_eq!(
+                moved.len(),
+                wire::TRANSITION_HEAD + 8 + changed * wire::MOVE_SLOT_BYTES
+            );
+            let (whole, part) = (decode(&encode(&raw)).unwrap(), decode(&moved).unwrap());
+            assert_eq!(whole, part);
+        }
+    }
+
+    #[test]
+    fn a_move_naming_slots_it_lacks_or_no_slot_is_an_error() {
+        let moved = encode_move(&setns_record());
+        let head = wire::TRANSITION_HEAD;
+        assert!(matches!(
+            decode(&moved[..moved.len() - 8]),
+            Err(DecodeError::Short { .. })
+        ));
+        assert!(matches!(
+            decode(&moved[..head + 4]),
+            Err(DecodeError::Short { .. })
+        ));
+        let mut bad = moved.clone();
+        bad[head..head + 8].copy_from_slice(&(1u64 << 10 | 1 << slot::UTS).to_ne_bytes());
+        assert!(matches!(decode(&bad), Err(DecodeError::BadSlots(_))));
+        let mut many = moved;
+        many[head..head + 8].copy_from_slice(&0x3ffu64.to_ne_bytes());
+        assert!(matches!(decode(&many), Err(DecodeError::Short { .. })));
     }
 
     #[test]

@@ -214,13 +214,13 @@ fn synth(path: &str, n: u64, binary: bool) {
 fn pipe(n: u64) {
     use nstrace::{
         clock::WallClock,
-        event::encode,
+        event::encode_move,
         output::text::TextSink,
         pipeline::{Filter, Pipeline},
         timeline::{Scope, Timeline},
         transport::Reorder,
     };
-    use nstrace_common::{TRANSITION_SHORT, Transition, call, flags::CLONE_NEWUTS, slot};
+    use nstrace_common::{Transition, call, flags::CLONE_NEWUTS, slot};
 
     let mut raw = Transition::EMPTY;
     raw.call = call::SETNS;
@@ -238,11 +238,12 @@ fn pipe(n: u64) {
     raw.after = raw.before;
     raw.after.inum[slot::UTS] = 4026532400;
     raw.after.id[slot::UTS] = 900;
-    let there = encode(&raw)[..TRANSITION_SHORT].to_vec();
+    // As the programs send a known task's setns: a move.
+    let there = encode_move(&raw);
     // Home again through another fd, as the storm does.
     (raw.before, raw.after) = (raw.after, raw.before);
     raw.fd = 4;
-    let back = encode(&raw)[..TRANSITION_SHORT].to_vec();
+    let back = encode_move(&raw);
 
     let mut sink = TextSink::new(std::io::sink(), WallClock::with_offset(0), true);
     let mut pipeline = Pipeline::new(Timeline::new(Scope::All), Filter::default());
