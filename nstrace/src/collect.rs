@@ -47,6 +47,16 @@ pub fn machine_buffer_pages() -> usize {
 /// reads must not keep the loop from signals and timers.
 const PUMP_BYTES: usize = 4 << 20;
 
+/// Which pump: one of the trace's, or the last one, after the stop.
+#[derive(Clone, Copy)]
+enum Pump {
+    /// Reads at most [`PUMP_BYTES`] of each buffer; staged records older than [`STAGE_AGE`]
+    /// are sent.
+    Running,
+    /// Reads every buffer whole (what it held at the stop, at least), every staged record sent.
+    Last { buffer_bytes: usize },
+}
+
 impl Default for Options {
     fn default() -> Self {
         Self {
@@ -148,11 +158,17 @@ pub async fn collect(
     loop {
         tokio::select! {
             () = rings.ready() => {
-                pump(&mut rings, &mut staged, &mut reorder, &mut summary, pipeline, STAGE_AGE)?;
+                pump(&mut rings, &mut staged, &mut reorder, &mut summary, pipeline, Pump::Running)?;
             }
             _ = tick.tick() => {
-                let now =
-                    pump(&mut rings, &mut staged, &mut reorder, &mut summary, pipeline, STAGE_AGE)?;
+                let now = pump(
+                    &mut rings,
+                    &mut staged,
+                    &mut reorder,
+                    &mut summary,
+                    pipeline,
+                    Pump::Running,
+                )?;
                 pipeline.flush()?;
                 if stopping_until.is_some_and(|until| now >= until) {
                     break;
@@ -180,14 +196,16 @@ pub async fn collect(
         }
     }
     debug!("stopped; releasing the last records");
-    // Every CPU sends what it has staged, however new.
+    // Every CPU sends what it has staged, however new, and every buffer is read whole.
     pump(
         &mut rings,
         &mut staged,
         &mut reorder,
         &mut summary,
         pipeline,
-        0,
+        Pump::Last {
+            buffer_bytes: options.buffer_pages * 4096,
+        },
     )?;
     let mut result = Ok(());
     reorder.drain(|record| {
@@ -240,15 +258,21 @@ fn pump(
     reorder: &mut Reorder,
     summary: &mut Summary,
     pipeline: &mut Pipeline<'_>,
-    age: u64,
+    which: Pump,
 ) -> Result<u64, CollectError> {
-    // Taken before reading: every record stamped earlier is in a buffer by now (see transport),
-    // or still staged, no older than the oldest staged.
-    let now = monotonic_ns();
-    let safe = staged
-        .settle(now.saturating_sub(age))
-        .map_or(now, |oldest| oldest.min(now));
-    for _ in 0..PUMP_BYTES / DRAIN_CHUNK {
+    let (age, bytes) = match which {
+        Pump::Running => (STAGE_AGE, PUMP_BYTES),
+        Pump::Last { buffer_bytes } => (0, buffer_bytes + DRAIN_CHUNK),
+    };
+    let mut now = 0;
+    for _ in 0..bytes.div_ceil(DRAIN_CHUNK) {
+        // Taken before each chunk: every record stamped earlier is in a buffer by now (see
+        // transport), or still staged, no older than the oldest staged. Taken once a pump, a
+        // pump that caught up with a storm would keep every record it read after that.
+        now = monotonic_ns();
+        let safe = staged
+            .settle(now.saturating_sub(age))
+            .map_or(now, |oldest| oldest.min(now));
         let frontier = drain_chunk(rings, reorder, summary);
         // A buffer left unfinished may still hold records as old as its last one read.
         release(reorder, frontier.map_or(safe, |f| f.min(safe)), pipeline)?;
