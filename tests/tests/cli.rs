@@ -522,3 +522,63 @@ fn ctrl_c_while_loading_ends_the_trace_with_the_closing_line() {
         "{rest}"
     );
 }
+
+/// Everything in the buffers when nstrace is stopped is read: a collector frozen while 14 MB
+/// of records pile up in one CPU's 16 MiB buffer, then stopped, shows every one, none lost.
+#[test]
+fn a_stop_reads_whole_buffers_that_a_frozen_collector_left_full() {
+    use std::os::unix::process::CommandExt as _;
+    if !require_root() {
+        return;
+    }
+    // 60,000 setns records of about 232 bytes each, all on CPU 0.
+    const ROUND_TRIPS: u64 = 30_000;
+    let mut nstrace = Command::new(binary("nstrace"))
+        .args([
+            "--comm",
+            "nsstorm",
+            "--buffer-pages",
+            "4096",
+            "--no-summary",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start nstrace");
+    let stdout = nstrace.stdout.take().expect("stdout piped");
+    let lines = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .filter(|l| l.contains(" setns("))
+            .count() as u64
+    });
+    let mut err = attached(&mut nstrace);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(nstrace.id() as i32, libc::SIGSTOP) };
+    let mut storm = Command::new(binary("nsstorm"));
+    storm.args(["setns-ops", &ROUND_TRIPS.to_string()]);
+    // SAFETY: one async-signal-safe call between fork and exec.
+    unsafe {
+        storm.pre_exec(|| {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(0, &mut set);
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+            Ok(())
+        });
+    }
+    let out = storm.output().expect("run nsstorm");
+    assert!(out.status.success(), "{out:?}");
+    // SAFETY: as above. The stop is pending when the collector wakes.
+    unsafe {
+        libc::kill(nstrace.id() as i32, libc::SIGTERM);
+        libc::kill(nstrace.id() as i32, libc::SIGCONT);
+    }
+    let status = nstrace.wait().expect("wait for nstrace");
+    let mut rest = String::new();
+    let _ = err.read_to_string(&mut rest);
+    assert!(status.success(), "{status}: {rest}");
+    assert!(rest.contains(" 0 lost samples"), "{rest}");
+    let shown = lines.join().expect("stdout reader");
+    assert_eq!(shown, 2 * ROUND_TRIPS, "{rest}");
+}

@@ -3,6 +3,7 @@
 //!   nsstorm unshare SECONDS   fork; the child unshares UTS and exits
 //!   nsstorm fork SECONDS      fork and exit, no namespace change
 //!   nsstorm setns SECONDS     setns into a held UTS namespace and back (one op: both)
+//!   nsstorm setns-ops N       the same, exactly N times
 //!   nsstorm clone SECONDS     clone with CLONE_NEWUTS|CLONE_NEWIPC|CLONE_NEWNET; the child exits
 //!   nsstorm synth FILE N      write a record file of N synthetic records (replay benchmark)
 //!   nsstorm pipe N            N kernel setns records through the collector's path (decode,
@@ -60,32 +61,7 @@ fn storm(kind: &str, until: Instant) -> u64 {
                 ops += 1;
             }
         }
-        "setns" => {
-            let home = File::open("/proc/self/ns/uts").unwrap_or_else(|_| fail("open uts"));
-            // SAFETY: plain syscall.
-            if unsafe { libc::unshare(libc::CLONE_NEWUTS) } != 0 {
-                fail("unshare");
-            }
-            let held = File::open("/proc/self/ns/uts").unwrap_or_else(|_| fail("open uts"));
-            let (home, held) = (home.as_raw_fd(), held.as_raw_fd());
-            // Checking the clock every op would cost as much as the op.
-            'outer: loop {
-                for _ in 0..256 {
-                    // SAFETY: valid namespace fds.
-                    unsafe {
-                        if libc::setns(home, libc::CLONE_NEWUTS) != 0
-                            || libc::setns(held, libc::CLONE_NEWUTS) != 0
-                        {
-                            fail("setns");
-                        }
-                    }
-                    ops += 1;
-                }
-                if Instant::now() >= until {
-                    break 'outer;
-                }
-            }
-        }
+        "setns" => ops = setns_round_trips(None, until),
         "clone" => {
             let flags =
                 libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWNET | libc::SIGCHLD;
@@ -107,6 +83,39 @@ fn storm(kind: &str, until: Instant) -> u64 {
         }
     }
     ops
+}
+
+/// setns into a held UTS namespace and back (one op: both), until `until` or, given a count,
+/// exactly that many times.
+fn setns_round_trips(count: Option<u64>, until: Instant) -> u64 {
+    let mut ops = 0u64;
+    let home = File::open("/proc/self/ns/uts").unwrap_or_else(|_| fail("open uts"));
+    // SAFETY: plain syscall.
+    if unsafe { libc::unshare(libc::CLONE_NEWUTS) } != 0 {
+        fail("unshare");
+    }
+    let held = File::open("/proc/self/ns/uts").unwrap_or_else(|_| fail("open uts"));
+    let (home, held) = (home.as_raw_fd(), held.as_raw_fd());
+    // Checking the clock every op would cost as much as the op.
+    loop {
+        for _ in 0..256 {
+            if count.is_some_and(|n| ops == n) {
+                return ops;
+            }
+            // SAFETY: valid namespace fds.
+            unsafe {
+                if libc::setns(home, libc::CLONE_NEWUTS) != 0
+                    || libc::setns(held, libc::CLONE_NEWUTS) != 0
+                {
+                    fail("setns");
+                }
+            }
+            ops += 1;
+        }
+        if count.is_none() && Instant::now() >= until {
+            return ops;
+        }
+    }
 }
 
 /// A record file of `n` records: unshare transitions, forks and exits of many processes; JSON
@@ -289,6 +298,15 @@ fn main() {
         [pipe_cmd, n] if pipe_cmd == "pipe" => {
             pipe(n.parse().unwrap_or_else(|_| fail("bad count")))
         }
+        [cmd, n] if cmd == "setns-ops" => {
+            let n = n.parse().unwrap_or_else(|_| fail("bad count"));
+            let start = Instant::now();
+            setns_round_trips(Some(n), start);
+            println!(
+                "{{\"storm\":\"setns-ops\",\"ops\":{n},\"seconds\":{:.3}}}",
+                start.elapsed().as_secs_f64()
+            );
+        }
         [kind, seconds] => {
             let seconds: f64 = seconds.parse().unwrap_or_else(|_| fail("bad seconds"));
             let start = Instant::now();
@@ -301,8 +319,8 @@ fn main() {
         }
         _ => {
             eprintln!(
-                "usage: nsstorm unshare|fork|setns|clone SECONDS | nsstorm synth FILE N [--binary] | \
-                 nsstorm pipe N"
+                "usage: nsstorm unshare|fork|setns|clone SECONDS | nsstorm setns-ops N | \
+                 nsstorm synth FILE N [--binary] | nsstorm pipe N"
             );
             std::process::exit(2);
         }
