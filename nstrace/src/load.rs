@@ -88,14 +88,15 @@ pub struct Loaded {
 fn has_bpf_capabilities() -> bool {
     const CAP_PERFMON: u32 = 38;
     const CAP_BPF: u32 = 39;
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
-        return false;
-    };
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .is_some_and(|caps| caps & (1 << CAP_BPF) != 0 && caps & (1 << CAP_PERFMON) != 0)
+    own_status()
+        .is_some_and(|s| s.capeff & (1 << CAP_BPF) != 0 && s.capeff & (1 << CAP_PERFMON) != 0)
+}
+
+/// This process's /proc/self/status.
+fn own_status() -> Option<procfs::process::Status> {
+    procfs::process::Process::myself()
+        .and_then(|p| p.status())
+        .ok()
 }
 
 /// Finds tracefs, mounting it at /sys/kernel/tracing when it is not mounted anywhere.
@@ -262,14 +263,7 @@ fn attach_all(
 
 /// This process's peak resident memory so far (VmHWM), for -v.
 pub fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
+    own_status().and_then(|s| s.vmhwm).unwrap_or(0)
 }
 
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer ones ignore it. A failure here
