@@ -17,7 +17,7 @@ use crate::{
     maps::{
         INFLIGHT, SCRATCH, TASKS, TIME_ARMED, TaskState, copy_set, copy_words, count, emit_exec,
         emit_life, emit_with_child, emit_without_child, flush_batch, forget, lifecycle_slot,
-        own_tgid, state, transition_slot,
+        own_tgid, remove_present, state, transition_slot,
     },
     syscalls::{begin, learn, settle},
     task::{self, Task},
@@ -285,13 +285,9 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<(), ()> {
     let group_dead: u64 = ctx.arg(1);
     // Looked up first (see `forget`): most exiting tasks have no entry.
     let tid = pid_tgid as u32;
-    if TIME_ARMED.get_ptr(tid).is_some() {
-        let _ = TIME_ARMED.remove(tid);
-    }
+    remove_present!(TIME_ARMED, tid);
     forget(pid_tgid);
-    if INFLIGHT.get_ptr(pid_tgid).is_some() {
-        let _ = INFLIGHT.remove(&pid_tgid);
-    }
+    remove_present!(INFLIGHT, pid_tgid);
     let life = &mut lifecycle_slot(record::EXIT)?.life;
     life.tid = pid_tgid as u32;
     life.tgid = (pid_tgid >> 32) as u32;

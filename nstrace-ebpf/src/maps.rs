@@ -61,8 +61,7 @@ pub static STAGED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[repr(C)]
 pub struct TaskState {
     pub ev: Transition,
-    /// The pointers behind `ev.before` while a call is in flight from a cold entry, behind
-    /// `ev.after` otherwise.
+    /// The pointers behind `ev.after`.
     pub ptrs: [u64; NS_SLOTS],
     /// One of [`state`].
     pub state: u32,
@@ -72,12 +71,11 @@ pub struct TaskState {
 pub mod state {
     /// No call in flight; `ev.after` and `ptrs` are the task's current set.
     pub const IDLE: u32 = 0;
-    /// A call in flight whose `before` is the entry's `ev.after`.
-    pub const WARM_CALL: u32 = 1;
-    /// A call in flight whose `before` was read at entry.
-    pub const COLD_CALL: u32 = 2;
+    /// A call in flight; `ev.after` and `ptrs` are the task's set before it (the set its last
+    /// call left, or the one read at entry).
+    pub const CALL: u32 = 1;
     /// Nothing in the entry may be trusted (a read failed).
-    pub const STALE: u32 = 3;
+    pub const STALE: u32 = 2;
 }
 
 /// What the programs know of tasks between calls (IDLE entries: the set a task's last call, its
@@ -113,13 +111,21 @@ pub static LIFE_SCRATCH: PerCpuArray<Exec> = PerCpuArray::with_max_entries(1, 0)
 #[map]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 
-/// Drops a task's entry in `TASKS`, if it has one. Looked up first: a delete takes the bucket's
-/// lock even for a key that is not there.
+/// Removes `$key` from the hash map `$map` if it is there. Looked up first: a delete takes the
+/// bucket's lock even for a key that is not there.
+macro_rules! remove_present {
+    ($map:expr, $key:expr) => {
+        if $map.get_ptr($key).is_some() {
+            let _ = $map.remove(&$key);
+        }
+    };
+}
+pub(crate) use remove_present;
+
+/// Drops a task's entry in `TASKS`, if it has one.
 #[inline(always)]
 pub fn forget(pid_tgid: u64) {
-    if TASKS.get_ptr(pid_tgid).is_some() {
-        let _ = TASKS.remove(&pid_tgid);
-    }
+    remove_present!(TASKS, pid_tgid);
 }
 
 #[inline(always)]
@@ -173,9 +179,7 @@ fn stage<C: EbpfContext, const WORDS: usize>(ctx: &C, src: *const u64) {
     stage_with(ctx, |dst| {
         // SAFETY: `dst` has room for the largest record; `src` is a whole wire record.
         unsafe {
-            for i in 0..WORDS {
-                core::ptr::write_volatile(dst.add(i), core::ptr::read_volatile(src.add(i)));
-            }
+            copy_prefix::<WORDS>(dst, src);
             // The header's second word: the kind, then the length the collector splits by.
             let second = dst.add(1);
             core::ptr::write_volatile(second, (*second & 0xffff_ffff) | ((WORDS as u64 * 8) << 32));
@@ -195,9 +199,7 @@ pub fn emit_move<C: EbpfContext>(ctx: &C, ev: &Transition, changed: u32) {
         let src = (ev as *const Transition).cast::<u64>();
         // SAFETY: `dst` has room for the largest record; `src` is a whole wire record.
         unsafe {
-            for i in 0..HEAD_WORDS {
-                core::ptr::write_volatile(dst.add(i), core::ptr::read_volatile(src.add(i)));
-            }
+            copy_prefix::<HEAD_WORDS>(dst, src);
             let mask = dst.add(HEAD_WORDS);
             core::ptr::write_volatile(mask, u64::from(changed));
             let mut words = HEAD_WORDS + 1;
@@ -221,6 +223,18 @@ pub fn emit_move<C: EbpfContext>(ctx: &C, ev: &Transition, changed: u32) {
             words
         }
     });
+}
+
+/// Copies the first `WORDS` words of a record at `src` to `dst`, one load and one store each.
+///
+/// # Safety
+/// Both must hold `WORDS` words.
+#[inline(always)]
+unsafe fn copy_prefix<const WORDS: usize>(dst: *mut u64, src: *const u64) {
+    for i in 0..WORDS {
+        // SAFETY: inside both, as the caller promised.
+        unsafe { core::ptr::write_volatile(dst.add(i), core::ptr::read_volatile(src.add(i))) };
+    }
 }
 
 /// Stages a record in this CPU's batch: `write` writes it at the address it is given (room for

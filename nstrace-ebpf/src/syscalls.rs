@@ -109,7 +109,7 @@ fn try_setns_exit(ctx: &TracePointContext) -> Result<(), ()> {
             t.ev.call = call::SETNS;
             t.ev.flags = nstype;
             t.ev.fd = fd;
-            t.state = state::WARM_CALL;
+            t.state = state::CALL;
             return complete(ctx, task, t, false);
         }
     }
@@ -130,18 +130,24 @@ fn try_setns_exit(ctx: &TracePointContext) -> Result<(), ()> {
 /// keeping nothing, when the set cannot be read.
 #[inline(always)]
 pub fn learn(task: Task, pid_tgid: u64, p: &mut TaskState) -> Result<(), ()> {
-    // SAFETY: `task` is the current task; every read is a probe read.
-    unsafe {
-        task::fill_identity(task, &mut p.ev).and_then(|pid_ns| {
-            task::read_ns_ptrs(task, Some(pid_ns), &mut p.ptrs)?;
-            task::resolve_set(&p.ptrs, &mut p.ev.after, None)
-        })
-    }?;
+    read_whole(task, p)?;
     p.state = state::IDLE;
     if TASKS.insert(pid_tgid, &*p, 0).is_err() {
         count(stat::STASH_FAILED);
     }
     Ok(())
+}
+
+/// Reads the current task's identity and whole set into `p` (its `after`, with the pointers
+/// behind it).
+#[inline(always)]
+fn read_whole(task: Task, p: &mut TaskState) -> Result<(), ()> {
+    // SAFETY: `task` is the current task; every read is a probe read.
+    unsafe {
+        let pid_ns = task::fill_identity(task, &mut p.ev)?;
+        task::read_ns_ptrs(task, Some(pid_ns), &mut p.ptrs)?;
+        task::resolve_set(&p.ptrs, &mut p.ev.after, None)
+    }
 }
 
 /// Records the call at entry, in `INFLIGHT`. A task the programs already know (an IDLE entry of
@@ -175,21 +181,10 @@ fn stash(call: u32, flags: u64) -> Result<(), ()> {
             core::ptr::write_volatile(&raw mut p.ev.child_ns_tid, 0);
             core::ptr::write_volatile(&raw mut p.ev.child_start_boottime_ns, 0);
         }
-        p.state = state::WARM_CALL;
         p
     } else {
         let p = transition_slot(call, pid_tgid)?;
-        p.state = state::COLD_CALL;
-        let task = current();
-        // SAFETY: `task` is the current task; every read is a probe read.
-        if unsafe {
-            task::fill_identity(task, &mut p.ev).and_then(|pid_ns| {
-                task::read_ns_ptrs(task, Some(pid_ns), &mut p.ptrs)?;
-                task::resolve_set(&p.ptrs, &mut p.ev.before, None)
-            })
-        }
-        .is_err()
-        {
+        if read_whole(current(), p).is_err() {
             count(stat::READ_FAILED);
             // No pointer may vouch for a slot that was not read.
             p.ptrs = [0; NS_SLOTS];
@@ -197,6 +192,7 @@ fn stash(call: u32, flags: u64) -> Result<(), ()> {
         p
     };
     p.ev.flags = flags;
+    p.state = state::CALL;
     INFLIGHT
         .insert(&pid_tgid, &*p, 0)
         .map_err(|_| count(stat::STASH_FAILED))
@@ -279,16 +275,14 @@ fn complete(
     Ok(())
 }
 
-/// Takes the call in flight in `t`, leaving `before` and `after` both the set before the call
-/// (the exit then rewrites only the namespaces that changed): for a warm entry, the set the last
-/// call left; for a cold one, the set read at entry. Errs when no call is in flight.
+/// Takes the call in flight in `t`: its `before` is `after`, the set before the call (the exit
+/// then rewrites only the namespaces that changed). Errs when no call is in flight.
 #[inline(always)]
 pub fn begin(t: &mut TaskState) -> Result<(), ()> {
-    let Transition { before, after, .. } = &mut t.ev;
-    match t.state {
-        state::WARM_CALL => copy_set(before, after),
-        state::COLD_CALL => copy_set(after, before),
-        _ => return Err(()),
+    if t.state != state::CALL {
+        return Err(());
     }
+    let Transition { before, after, .. } = &mut t.ev;
+    copy_set(before, after);
     Ok(())
 }
