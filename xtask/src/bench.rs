@@ -1,13 +1,17 @@
 //! `cargo xtask bench`: nstrace's cost, measured against the untraced workload.
 //!
-//! For each storm of `nsstorm`, untraced and traced runs alternate (this machine is noisy: only
-//! ratios from one invocation are honest), several rounds; medians and min-max of the traced /
-//! untraced ratio, events seen against operations done, lost samples, nstrace's start-up time
-//! (launch until attached) and peak RSS; then the replay throughput of a recording through
-//! `nstrace report`. bpftrace runs in the same harness on the same tracepoints when installed.
-//! One table on stdout, the same as JSON in target/bench.json.
+//! For each storm of `nsstorm`, untraced and traced runs alternate, several rounds: untraced,
+//! nstrace, untraced, bpftrace (when installed, on the same hooks), untraced, ... Each traced
+//! run is compared with the mean of the untraced runs either side of it (this machine is noisy:
+//! only ratios from one invocation, taken close together, are honest). Per storm: the median
+//! ratio with a 95% confidence interval and the range, a no-tracer control from the untraced
+//! runs alone, nstrace's own CPU use, events seen against operations done and lost samples;
+//! then nstrace's start-up time (launch until attached) and peak RSS, and the replay
+//! throughput of a recording through `nstrace report`. One table on stdout, saying which
+//! targets are met, and the same as JSON in target/bench.json.
 use std::{
     io::{BufRead as _, BufReader},
+    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -17,19 +21,12 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{run_cmd, step};
 
-/// (storm, target, transitions each op should produce: a setns op is a round trip of two).
-const STORMS: [(&str, &str, u64); 4] = [
-    ("unshare", "≥ 0.95", 1),
-    ("fork", "≥ 0.95", 0),
-    ("setns", "≥ 0.60, 0 lost", 2),
-    ("clone", "≥ 0.98", 1),
-];
-
 struct Tracer {
     child: Child,
     startup: Duration,
     /// The lines of the stream it says it is attached on.
     lines: std::sync::mpsc::Receiver<String>,
+    says: Says,
 }
 
 /// Where a tracer says it is attached: nstrace on stderr (its stdout is the trace, discarded
@@ -75,6 +72,7 @@ fn start(cmd: &mut Command, ready: &str, says: Says) -> Result<Tracer> {
         child,
         startup: began.elapsed(),
         lines: rx,
+        says,
     })
 }
 
@@ -105,13 +103,37 @@ fn sample_rss(pid: u32) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle
     (tx, handle)
 }
 
-/// Stops a tracer with SIGTERM; returns its stderr lines.
-fn stop(mut t: Tracer) -> Vec<String> {
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(t.child.id() as i32, libc::SIGTERM) };
-    let _ = t.child.wait();
+/// Stops a tracer with SIGTERM; returns the lines of the stream it was read on. nstrace must
+/// end within 30 s. bpftrace 0.17 can miss a SIGTERM that lands while it attaches, so it is
+/// sent one every second (SIGKILL after 30 s).
+fn stop(mut t: Tracer) -> Result<Vec<String>> {
+    let says = t.says;
+    let pid = t.child.id() as i32;
+    let began = Instant::now();
+    let mut sent = None::<Instant>;
+    loop {
+        if t.child.try_wait()?.is_some() {
+            break;
+        }
+        if began.elapsed() > Duration::from_secs(30) {
+            let _ = t.child.kill();
+            let _ = t.child.wait();
+            if says == Says::OnStderr {
+                bail!("nstrace did not stop within 30 s of SIGTERM");
+            }
+            break;
+        }
+        let resend =
+            says == Says::OnStdout && sent.is_some_and(|s| s.elapsed() >= Duration::from_secs(1));
+        if sent.is_none() || resend {
+            // SAFETY: signalling our own child, which has not been reaped.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            sent = Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
     std::thread::sleep(Duration::from_millis(50));
-    t.lines.try_iter().collect()
+    Ok(t.lines.try_iter().collect())
 }
 
 /// nstrace's closing line: (transitions shown, lost samples).
@@ -134,8 +156,27 @@ fn closing(lines: &[String]) -> (u64, u64) {
 
 /// Runs `nsstorm ARGS`; its one line of JSON on stdout.
 fn nsstorm(bin: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new(bin.join("nsstorm"))
-        .args(args)
+    nsstorm_on(bin, args, None)
+}
+
+/// Runs `nsstorm ARGS`, on CPU `cpu` only when given; its one line of JSON on stdout.
+fn nsstorm_on(bin: &Path, args: &[&str], cpu: Option<usize>) -> Result<String> {
+    let mut cmd = Command::new(bin.join("nsstorm"));
+    cmd.args(args);
+    if let Some(cpu) = cpu {
+        // SAFETY: between fork and exec this only calls sched_setaffinity on the child itself.
+        unsafe {
+            cmd.pre_exec(move || {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(cpu, &mut set);
+                if libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+        };
+    }
+    let out = cmd
         .output()
         .with_context(|| format!("running nsstorm {}", args.join(" ")))?;
     if !out.status.success() {
@@ -156,27 +197,148 @@ fn field(text: &str, name: &str) -> Option<f64> {
         .and_then(|n| n.trim().parse().ok())
 }
 
-fn storm(bin: &Path, kind: &str, seconds: f64) -> Result<(u64, f64)> {
-    let text = nsstorm(bin, &[kind, &seconds.to_string()])?;
-    let number = |name| field(&text, name).unwrap_or(0.0);
-    Ok((number("ops") as u64, number("rate")))
+/// The CPUs this process may run on.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity fills it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the size is that of the set passed.
+    if unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) } != 0 {
+        return Vec::new();
+    }
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: CPU_ISSET reads within the set.
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect()
 }
 
+/// The CPU time a process (all its threads) has used, in clock ticks (/proc/PID/stat).
+fn cpu_ticks(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name, which is in parentheses and may hold spaces.
+            let rest = s.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            // utime and stime are fields 14 and 15; `rest` starts at field 3.
+            let utime: u64 = fields.get(11)?.parse().ok()?;
+            let stime: u64 = fields.get(12)?.parse().ok()?;
+            Some(utime + stime)
+        })
+        .unwrap_or(0)
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 { hz as f64 } else { 100.0 }
+}
+
+/// The middle of the values (the mean of the middle two of an even count); 0 when empty.
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// The harness's own noise: each untraced run between two others, as a ratio to their mean,
+/// as though it had been a traced run. A tracer that cost nothing would score these.
+fn control_ratios(untraced: &[f64]) -> Vec<f64> {
+    untraced
+        .windows(3)
+        .map(|w| w[1] / ((w[0] + w[2]) / 2.0).max(1.0))
+        .collect()
+}
+
+/// A distribution-free 95% confidence interval for the median of sorted values: the order
+/// statistics j and n-j+1 for the largest j with 2·P(Bin(n, 1/2) ≤ j-1) ≤ 0.05. `None` below
+/// six values, where no such j exists.
+fn median_ci(sorted: &[f64]) -> Option<(f64, f64)> {
+    let n = sorted.len();
+    let mut below = 0.0; // P(X ≤ i-1)
+    let mut p = 0.5f64.powi(n as i32); // P(X = i)
+    let mut j = 0;
+    for i in 0..n {
+        if 2.0 * (below + p) > 0.05 {
+            break;
+        }
+        below += p;
+        j = i + 1;
+        p *= (n - i) as f64 / (i + 1) as f64;
+    }
+    (j >= 1).then(|| (sorted[j - 1], sorted[n - j]))
 }
 
 #[derive(Default)]
 struct Row {
     storm: String,
-    target: String,
+    target: Target,
     ratios: Vec<f64>,
+    /// Every untraced run's rate, in the order run.
     untraced: Vec<f64>,
     events: u64,
     ops: u64,
     lost: u64,
+    /// nstrace's CPU time during the traced runs, in clock ticks, and those runs' seconds.
+    tracer_ticks: u64,
+    traced_seconds: f64,
 }
+
+/// A storm's target: the least median ratio, and whether a lost sample fails it.
+#[derive(Default, Clone, Copy)]
+struct Target {
+    ratio: f64,
+    none_lost: bool,
+}
+
+impl Target {
+    fn text(self) -> String {
+        let lost = if self.none_lost { ", 0 lost" } else { "" };
+        format!("≥ {:.2}{lost}", self.ratio)
+    }
+
+    fn met(self, median: f64, lost: u64) -> bool {
+        median >= self.ratio && (!self.none_lost || lost == 0)
+    }
+}
+
+/// (storm, target, transitions each op should produce: a setns op is a round trip of two).
+const STORMS: [(&str, Target, u64); 4] = [
+    (
+        "unshare",
+        Target {
+            ratio: 0.95,
+            none_lost: false,
+        },
+        1,
+    ),
+    (
+        "fork",
+        Target {
+            ratio: 0.95,
+            none_lost: false,
+        },
+        0,
+    ),
+    (
+        "setns",
+        Target {
+            ratio: 0.60,
+            none_lost: true,
+        },
+        2,
+    ),
+    (
+        "clone",
+        Target {
+            ratio: 0.98,
+            none_lost: false,
+        },
+        1,
+    ),
+];
 
 /// The bpftrace program: nstrace's hooks (its sched hooks as the sched tracepoints; setns at
 /// its exit only, as nstrace), counting in the kernel (no record per event reaches userspace:
@@ -189,7 +351,40 @@ tracepoint:sched:sched_process_fork,tracepoint:sched:sched_process_exec,\
 tracepoint:sched:sched_process_exit { @[probe] = count(); } \
 BEGIN { printf(\"attached\\n\"); }";
 
-pub fn bench(rounds: usize, seconds: f64) -> Result<()> {
+/// How the storms are run.
+pub struct Options {
+    pub rounds: usize,
+    pub seconds: f64,
+    /// The CPU every storm run is pinned to (the tracers are not pinned); `None` lets the
+    /// scheduler place the storm, the default.
+    pub cpu: Option<usize>,
+    /// The storms to run; empty for all.
+    pub storms: Vec<String>,
+}
+
+pub fn bench(opts: &Options) -> Result<()> {
+    let Options {
+        rounds,
+        seconds,
+        cpu,
+        ..
+    } = *opts;
+    if rounds == 0 || seconds <= 0.0 {
+        bail!("--rounds and --seconds must be above zero");
+    }
+    if let Some(cpu) = cpu {
+        let allowed = allowed_cpus();
+        if !allowed.contains(&cpu) {
+            bail!("--cpu {cpu}: this process may run only on CPUs {allowed:?}; pick one of those");
+        }
+    }
+    if let Some(unknown) = opts
+        .storms
+        .iter()
+        .find(|s| !STORMS.iter().any(|(k, ..)| k == s))
+    {
+        bail!("no storm named {unknown}: the storms are unshare, fork, setns and clone");
+    }
     step("building release binaries (nstrace, nsstorm)");
     run_cmd(Command::new("cargo").args([
         "build",
@@ -210,64 +405,107 @@ pub fn bench(rounds: usize, seconds: f64) -> Result<()> {
         .filter(|o| o.status.success())
         .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
 
+    let secs = seconds.to_string();
+    let storm = |kind: &str| -> Result<(u64, f64)> {
+        let text = nsstorm_on(&bin, &[kind, &secs], cpu)?;
+        let number = |name| field(&text, name).unwrap_or(0.0);
+        Ok((number("ops") as u64, number("rate")))
+    };
+    let start_nstrace = || {
+        start(
+            Command::new(&nstrace).args(["--no-summary"]),
+            "nstrace: tracing",
+            Says::OnStderr,
+        )
+    };
+
     let mut rows = Vec::new();
     let mut peer_rows = Vec::new();
     let mut startups = Vec::new();
     let mut peer_startups = Vec::new();
     let mut peak_rss = 0u64;
     let mut storm_rss = 0u64;
-    for (kind, target, per_op) in STORMS {
+    let chosen = STORMS
+        .iter()
+        .filter(|(kind, ..)| opts.storms.is_empty() || opts.storms.iter().any(|s| s == kind));
+    for &(kind, target, per_op) in chosen {
         step(&format!(
-            "storm {kind}: {rounds} rounds of {seconds} s, untraced and traced"
+            "storm {kind}: {rounds} rounds of {seconds} s, each traced run between two untraced{}",
+            match cpu {
+                Some(cpu) => format!(", the storm on CPU {cpu}"),
+                None => String::new(),
+            }
         ));
         let mut row = Row {
             storm: kind.into(),
-            target: target.into(),
+            target,
             ..Row::default()
         };
         let mut peer = Row {
             storm: kind.into(),
             ..Row::default()
         };
+        // Untraced, then per round: nstrace, untraced, bpftrace, untraced. A traced run's
+        // ratio is to the mean of the untraced runs either side of it, so a drift of the
+        // machine's speed over the round cancels.
+        let (_, mut before) = storm(kind)?;
+        row.untraced.push(before);
         for _ in 0..rounds {
-            let (_, base) = storm(&bin, kind, seconds)?;
-            let tracer = start(
-                Command::new(&nstrace).args(["--no-summary"]),
-                "nstrace: tracing",
-                Says::OnStderr,
-            )?;
+            let tracer = start_nstrace()?;
             startups.push(tracer.startup.as_secs_f64());
-            let (sampler, sampled) = sample_rss(tracer.child.id());
-            let (ops, traced) = storm(&bin, kind, seconds)?;
+            let pid = tracer.child.id();
+            let (sampler, sampled) = sample_rss(pid);
+            let ticks = cpu_ticks(pid);
+            let (ops, traced) = storm(kind)?;
+            row.tracer_ticks += cpu_ticks(pid).saturating_sub(ticks);
+            row.traced_seconds += seconds;
             let _ = sampler.send(());
             storm_rss = storm_rss.max(sampled.join().unwrap_or(0));
-            peak_rss = peak_rss.max(status_kib(tracer.child.id(), "VmHWM:"));
-            let (events, lost) = closing(&stop(tracer));
-            row.ratios.push(traced / base.max(1.0));
-            row.untraced.push(base);
+            peak_rss = peak_rss.max(status_kib(pid, "VmHWM:"));
+            let (events, lost) = closing(&stop(tracer)?);
+            let (_, after) = storm(kind)?;
+            row.ratios.push(traced / ((before + after) / 2.0).max(1.0));
+            row.untraced.push(after);
             row.events += events;
             row.ops += ops * per_op;
             row.lost += lost;
+            before = after;
             if let Some(bpftrace) = &bpftrace {
-                let (_, base) = storm(&bin, kind, seconds)?;
                 let t = start(
                     Command::new(bpftrace).args(["-e", BPFTRACE]),
                     "attached",
                     Says::OnStdout,
                 )?;
                 peer_startups.push(t.startup.as_secs_f64());
-                let (_, traced) = storm(&bin, kind, seconds)?;
-                stop(t);
-                peer.ratios.push(traced / base.max(1.0));
+                let (_, traced) = storm(kind)?;
+                stop(t)?;
+                let (_, after) = storm(kind)?;
+                peer.ratios.push(traced / ((before + after) / 2.0).max(1.0));
+                row.untraced.push(after);
+                before = after;
             }
         }
+        // Memory under a storm needs a run long enough for a lagging collector to pile up
+        // records: one traced run of at least 3 s.
+        let tracer = start_nstrace()?;
+        let (sampler, sampled) = sample_rss(tracer.child.id());
+        let long = seconds.max(3.0).to_string();
+        let text = nsstorm_on(&bin, &[kind, &long], cpu)?;
+        let _ = sampler.send(());
+        storm_rss = storm_rss.max(sampled.join().unwrap_or(0));
+        let (events, lost) = closing(&stop(tracer)?);
+        row.events += events;
+        row.ops += field(&text, "ops").unwrap_or(0.0) as u64 * per_op;
+        row.lost += lost;
         rows.push(row);
         peer_rows.push(peer);
     }
 
     step("collector: 1M setns records through decode, reorder, timeline and text (nsstorm pipe)");
+    // The collector and the replay vary little from run to run: fewer repeats than storm rounds.
+    let repeats = rounds.min(5);
     let mut per_record = Vec::new();
-    for _ in 0..rounds {
+    for _ in 0..repeats {
         let text = nsstorm(&bin, &["pipe", "1000000"])?;
         if let Some(ns) = field(&text, "ns_per_record") {
             per_record.push(ns);
@@ -277,7 +515,7 @@ pub fn bench(rounds: usize, seconds: f64) -> Result<()> {
     let pipe = median(&mut per_record);
 
     step("replay: a 1M-record file through `nstrace report`, binary and JSON Lines");
-    // (records/s binary, records/s JSON Lines): medians of `rounds` runs each.
+    // (records/s binary, records/s JSON Lines): medians of `repeats` runs each.
     let mut replay = [Vec::new(), Vec::new()];
     for (binary, rates) in [true, false].into_iter().zip(&mut replay) {
         let file = root.join(if binary {
@@ -293,7 +531,7 @@ pub fn bench(rounds: usize, seconds: f64) -> Result<()> {
         run_cmd(Command::new(bin.join("nsstorm")).args(&args))?;
         // Written back before timing: the flush of hundreds of MB would compete with the replay.
         run_cmd(&mut Command::new("sync"))?;
-        for _ in 0..rounds {
+        for _ in 0..repeats {
             let began = Instant::now();
             let status = Command::new(&nstrace)
                 .args(["report", "--no-summary", "--findings"])
@@ -311,26 +549,58 @@ pub fn bench(rounds: usize, seconds: f64) -> Result<()> {
     let [mut replay_bin, mut replay_json] = replay;
     let (replay_bin, replay_json) = (median(&mut replay_bin), median(&mut replay_json));
 
+    let ticks_per_second = clock_ticks_per_second();
     let mut table = String::new();
-    table.push_str("| storm | untraced ops/s | traced/untraced (median, min-max) | bpftrace | transitions seen / made | lost | target |\n");
-    table.push_str("|---|---|---|---|---|---|---|\n");
+    let mut met = (0, 0);
+    let mut verdict = |ok: bool| {
+        met.1 += 1;
+        met.0 += usize::from(ok);
+        if ok { "yes" } else { "no" }
+    };
+    table.push_str("| storm | untraced ops/s | traced/untraced: median (95% CI of the median; min-max) | bpftrace | control (untraced/untraced) | nstrace CPU | transitions seen / made | lost | target | met |\n");
+    table.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
+    let mut storms_json = Vec::new();
     for (row, peer) in rows.iter_mut().zip(&mut peer_rows) {
-        let min = row.ratios.iter().copied().fold(f64::MAX, f64::min);
-        let max = row.ratios.iter().copied().fold(0.0, f64::max);
+        let ratio = median(&mut row.ratios);
+        let (min, max) = (row.ratios[0], row.ratios[row.ratios.len() - 1]);
+        let ci = median_ci(&row.ratios);
+        let ci_text = ci.map_or_else(String::new, |(lo, hi)| format!("{lo:.2}-{hi:.2}; "));
         let peer_ratio = if peer.ratios.is_empty() {
             "not installed".into()
         } else {
             format!("{:.2}", median(&mut peer.ratios))
         };
+        // The share of one CPU nstrace (collector and all its threads) used while traced.
+        let tracer_cpu = row.tracer_ticks as f64 / ticks_per_second / row.traced_seconds;
+        let mut control = control_ratios(&row.untraced);
+        let control_ratio = median(&mut control);
+        let control_text = match median_ci(&control) {
+            Some((lo, hi)) => format!("{control_ratio:.2} ({lo:.2}-{hi:.2})"),
+            None if control.is_empty() => "-".into(),
+            None => format!("{control_ratio:.2}"),
+        };
+        let ok = row.target.met(ratio, row.lost);
         table.push_str(&format!(
-            "| {} | {:.0} | {:.2} ({min:.2}-{max:.2}) | {peer_ratio} | {} / {} | {} | {} |\n",
+            "| {} | {:.0} | {ratio:.2} ({ci_text}{min:.2}-{max:.2}) | {peer_ratio} | {control_text} | {:.1}% | {} / {} | {} | {} | {} |\n",
             row.storm,
             median(&mut row.untraced),
-            median(&mut row.ratios),
+            tracer_cpu * 100.0,
             row.events,
             row.ops,
             row.lost,
-            row.target
+            row.target.text(),
+            verdict(ok),
+        ));
+        storms_json.push(format!(
+            "{{\"storm\":\"{}\",\"ratio_median\":{ratio:.4},\"ratio_ci95\":{},\"ratios\":{:?},\"bpftrace_ratios\":{:?},\"control_ratios\":{:?},\"tracer_cpu\":{tracer_cpu:.4},\"events\":{},\"ops\":{},\"lost\":{},\"met\":{ok}}}",
+            row.storm,
+            ci.map_or_else(|| "null".into(), |(lo, hi)| format!("[{lo:.4},{hi:.4}]")),
+            row.ratios,
+            peer.ratios,
+            control,
+            row.events,
+            row.ops,
+            row.lost,
         ));
     }
     let startup = median(&mut startups);
@@ -340,44 +610,103 @@ pub fn bench(rounds: usize, seconds: f64) -> Result<()> {
         format!("{:.3} s", median(&mut peer_startups))
     };
     table.push_str(&format!(
-        "| start-up until attached | {startup:.3} s | | {peer_startup} | | | ≤ 0.15 s |\n"
+        "| start-up until attached | {startup:.3} s | | {peer_startup} | | | | | ≤ 0.15 s | {} |\n",
+        verdict(startup <= 0.15)
+    ));
+    let storm_mib = storm_rss as f64 / 1024.0;
+    table.push_str(&format!(
+        "| peak RSS under the storms | {storm_mib:.1} MiB | | | | | | | ≤ 16 MiB | {} |\n",
+        verdict(storm_mib <= 16.0)
     ));
     table.push_str(&format!(
-        "| peak RSS under the storms | {:.1} MiB | | | | | ≤ 16 MiB |\n",
-        storm_rss as f64 / 1024.0
-    ));
-    table.push_str(&format!(
-        "| peak RSS including start-up (VmHWM) | {:.1} MiB | | | | | |\n",
+        "| peak RSS including start-up (VmHWM) | {:.1} MiB | | | | | | | | |\n",
         peak_rss as f64 / 1024.0
     ));
     table.push_str(&format!(
-        "| `report` replay, binary record (`--binary`) | {replay_bin:.0} records/s | | | | | ≥ 1M/s |\n"
+        "| `report` replay, binary record (`--binary`) | {replay_bin:.0} records/s | | | | | | | ≥ 1M/s | {} |\n",
+        verdict(replay_bin >= 1e6)
     ));
     table.push_str(&format!(
-        "| `report` replay, JSON Lines record | {replay_json:.0} records/s | | | | | |\n"
+        "| `report` replay, JSON Lines record | {replay_json:.0} records/s | | | | | | | | |\n"
     ));
     table.push_str(&format!(
-        "| collector per setns record, no kernel (median, min) | {pipe:.0} ns ({pipe_min:.0} ns) | | | | | |\n"
+        "| collector per setns record, no kernel (median, min) | {pipe:.0} ns ({pipe_min:.0} ns) | | | | | | | | |\n"
     ));
     println!("{table}");
+    let pinned = match cpu {
+        Some(cpu) => format!("each storm pinned to CPU {cpu}, the tracers free"),
+        None => "the storms not pinned".into(),
+    };
+    println!(
+        "{rounds} rounds of {seconds} s, {pinned}; targets met: {} of {}",
+        met.0, met.1
+    );
 
     let json = format!(
-        "{{\"rounds\":{rounds},\"seconds\":{seconds},\"storms\":[{}],\"startup_s\":{startup:.4},\"storm_rss_kib\":{storm_rss},\"peak_rss_kib\":{peak_rss},\"replay_records_per_s\":{replay_bin:.0},\"replay_json_records_per_s\":{replay_json:.0},\"collector_ns_per_record\":{pipe:.1}}}\n",
-        rows.iter()
-            .map(|r| format!(
-                "{{\"storm\":\"{}\",\"ratio_median\":{:.4},\"ratios\":{:?},\"events\":{},\"ops\":{},\"lost\":{}}}",
-                r.storm,
-                median(&mut r.ratios.clone()),
-                r.ratios,
-                r.events,
-                r.ops,
-                r.lost
-            ))
-            .collect::<Vec<_>>()
-            .join(",")
+        "{{\"rounds\":{rounds},\"seconds\":{seconds},\"cpu\":{},\"storms\":[{}],\"startup_s\":{startup:.4},\"storm_rss_kib\":{storm_rss},\"peak_rss_kib\":{peak_rss},\"replay_records_per_s\":{replay_bin:.0},\"replay_json_records_per_s\":{replay_json:.0},\"collector_ns_per_record\":{pipe:.1},\"targets_met\":{},\"targets\":{}}}\n",
+        cpu.map_or_else(|| "null".into(), |c| c.to_string()),
+        storms_json.join(","),
+        met.0,
+        met.1,
     );
     let out = root.join("target/bench.json");
     std::fs::write(&out, json).with_context(|| format!("writing {}", out.display()))?;
     step(&format!("wrote {}", out.display()));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(&mut []), 0.0);
+    }
+
+    #[test]
+    fn control_ratios_bracket_each_inner_run() {
+        assert_eq!(control_ratios(&[1.0, 2.0]), Vec::<f64>::new());
+        assert_eq!(control_ratios(&[1.0, 2.0, 3.0, 1.0]), vec![1.0, 2.0]);
+    }
+
+    #[test]
+    fn median_ci_takes_the_binomial_order_statistics() {
+        let values: Vec<f64> = (1..=30).map(f64::from).collect();
+        // P(Bin(30, 1/2) ≤ 9) = 0.0214 and P(≤ 10) = 0.0494: the 10th and 21st values.
+        assert_eq!(median_ci(&values), Some((10.0, 21.0)));
+        // P(Bin(6, 1/2) ≤ 0) = 1/64: the extremes, the smallest count with an interval.
+        let six: Vec<f64> = (1..=6).map(f64::from).collect();
+        assert_eq!(median_ci(&six), Some((1.0, 6.0)));
+        // 2·P(Bin(5, 1/2) = 0) = 1/16 > 0.05: no 95% interval from five values.
+        assert_eq!(median_ci(&six[..5]), None);
+        assert_eq!(median_ci(&[]), None);
+    }
+
+    #[test]
+    fn allowed_cpus_include_the_current_one() {
+        // SAFETY: sched_getcpu has no preconditions.
+        let now = unsafe { libc::sched_getcpu() };
+        assert!(now >= 0);
+        assert!(allowed_cpus().contains(&(now as usize)));
+    }
+
+    #[test]
+    fn a_target_needs_the_ratio_and_for_setns_no_loss() {
+        let setns = Target {
+            ratio: 0.60,
+            none_lost: true,
+        };
+        assert!(setns.met(0.61, 0));
+        assert!(!setns.met(0.61, 1));
+        assert!(!setns.met(0.59, 0));
+        let fork = Target {
+            ratio: 0.95,
+            none_lost: false,
+        };
+        assert!(fork.met(0.95, 3));
+        assert_eq!(setns.text(), "≥ 0.60, 0 lost");
+    }
 }

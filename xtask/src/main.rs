@@ -39,12 +39,19 @@ enum Cmd {
     /// Measure nstrace against the untraced workload (as root): storms, start-up, memory,
     /// replay; prints a table and writes target/bench.json.
     Bench {
-        /// Rounds of each storm (untraced and traced alternate).
-        #[arg(long, default_value_t = 5)]
+        /// Rounds of each storm: a traced run each, between untraced runs.
+        #[arg(long, default_value_t = 30)]
         rounds: usize,
         /// Seconds of each storm run.
-        #[arg(long, default_value_t = 2.0)]
+        #[arg(long, default_value_t = 0.5)]
         seconds: f64,
+        /// Pin every storm run to this CPU (the tracers stay free); by default the scheduler
+        /// places them.
+        #[arg(long)]
+        cpu: Option<usize>,
+        /// Run only this storm (unshare, fork, setns, clone); repeatable.
+        #[arg(long = "storm")]
+        storms: Vec<String>,
     },
     /// Fuzz the record decoder and the record-file reader (cargo fuzz, nightly), keeping the
     /// corpus in nstrace/fuzz/corpus.
@@ -95,13 +102,23 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Bench { rounds, seconds } => {
+        Cmd::Bench {
+            rounds,
+            seconds,
+            cpu,
+            storms,
+        } => {
             bootstrap::toolchain()?;
             if !is_root() {
                 bail!("the benchmark loads eBPF and makes namespaces: run it as root");
             }
             bootstrap::bench_peer();
-            bench::bench(rounds, seconds)
+            bench::bench(&bench::Options {
+                rounds,
+                seconds,
+                cpu,
+                storms,
+            })
         }
         Cmd::Fuzz { seconds } => {
             bootstrap::toolchain()?;
