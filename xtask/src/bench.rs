@@ -76,16 +76,11 @@ fn start(cmd: &mut Command, ready: &str, says: Says) -> Result<Tracer> {
     })
 }
 
-/// A memory figure of a live process from /proc/PID/status (VmHWM: peak; VmRSS: now), in KiB.
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
+/// A live process's /proc/PID/status (VmHWM: peak memory; VmRSS: now, in KiB).
+fn status(pid: u32) -> Option<procfs::process::Status> {
+    procfs::process::Process::new(pid as i32)
+        .and_then(|p| p.status())
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(field))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// Samples a process's resident memory every 50 ms until told to stop; returns the largest.
@@ -94,7 +89,7 @@ fn sample_rss(pid: u32) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle
     let handle = std::thread::spawn(move || {
         let mut max = 0;
         loop {
-            max = max.max(status_kib(pid, "VmRSS:"));
+            max = max.max(status(pid).and_then(|s| s.vmrss).unwrap_or(0));
             if rx.recv_timeout(Duration::from_millis(50)).is_ok() {
                 return max;
             }
@@ -213,24 +208,9 @@ fn allowed_cpus() -> Vec<usize> {
 
 /// The CPU time a process (all its threads) has used, in clock ticks (/proc/PID/stat).
 fn cpu_ticks(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            // Fields after the command name, which is in parentheses and may hold spaces.
-            let rest = s.rsplit_once(')')?.1;
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            // utime and stime are fields 14 and 15; `rest` starts at field 3.
-            let utime: u64 = fields.get(11)?.parse().ok()?;
-            let stime: u64 = fields.get(12)?.parse().ok()?;
-            Some(utime + stime)
-        })
-        .unwrap_or(0)
-}
-
-fn clock_ticks_per_second() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if hz > 0 { hz as f64 } else { 100.0 }
+    procfs::process::Process::new(pid as i32)
+        .and_then(|p| p.stat())
+        .map_or(0, |s| s.utime + s.stime)
 }
 
 /// The middle of the values (the mean of the middle two of an even count); 0 when empty.
@@ -284,6 +264,32 @@ struct Row {
     /// nstrace's CPU time during the traced runs, in clock ticks, and those runs' seconds.
     tracer_ticks: u64,
     traced_seconds: f64,
+}
+
+impl Row {
+    /// Adds a traced run's transitions seen, made (`per_op` an operation) and lost.
+    fn count(&mut self, run: &TracedRun, per_op: u64) {
+        self.events += run.events;
+        self.ops += run.ops * per_op;
+        self.lost += run.lost;
+    }
+}
+
+/// What one storm run under nstrace gave.
+struct TracedRun {
+    ops: u64,
+    /// Operations a second.
+    rate: f64,
+    /// Seconds from launch until nstrace said it was tracing.
+    startup: f64,
+    /// nstrace's CPU time during the storm, in clock ticks.
+    ticks: u64,
+    /// nstrace's largest resident memory during the storm, and its peak (VmHWM) after it.
+    rss_kib: u64,
+    hwm_kib: u64,
+    /// Transitions shown and samples lost, from nstrace's closing line.
+    events: u64,
+    lost: u64,
 }
 
 /// A storm's target: the least median ratio, and whether a lost sample fails it.
@@ -383,7 +389,11 @@ pub fn bench(opts: &Options) -> Result<()> {
         .iter()
         .find(|s| !STORMS.iter().any(|(k, ..)| k == s))
     {
-        bail!("no storm named {unknown}: the storms are unshare, fork, setns and clone");
+        let names: Vec<&str> = STORMS.iter().map(|(k, ..)| *k).collect();
+        bail!(
+            "no storm named {unknown}: the storms are {}",
+            names.join(", ")
+        );
     }
     step("building release binaries (nstrace, nsstorm)");
     run_cmd(Command::new("cargo").args([
@@ -406,17 +416,40 @@ pub fn bench(opts: &Options) -> Result<()> {
         .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
 
     let secs = seconds.to_string();
-    let storm = |kind: &str| -> Result<(u64, f64)> {
-        let text = nsstorm_on(&bin, &[kind, &secs], cpu)?;
+    // One storm run of `seconds`: (operations, operations a second).
+    let storm_for = |kind: &str, seconds: &str| -> Result<(u64, f64)> {
+        let text = nsstorm_on(&bin, &[kind, seconds], cpu)?;
         let number = |name| field(&text, name).unwrap_or(0.0);
         Ok((number("ops") as u64, number("rate")))
     };
-    let start_nstrace = || {
-        start(
+    let storm = |kind: &str| storm_for(kind, &secs);
+    // One storm run of `seconds` under a freshly started nstrace, stopped after it.
+    let traced = |kind: &str, seconds: &str| -> Result<TracedRun> {
+        let tracer = start(
             Command::new(&nstrace).args(["--no-summary"]),
             "nstrace: tracing",
             Says::OnStderr,
-        )
+        )?;
+        let startup = tracer.startup.as_secs_f64();
+        let pid = tracer.child.id();
+        let (sampler, sampled) = sample_rss(pid);
+        let ticks = cpu_ticks(pid);
+        let (ops, rate) = storm_for(kind, seconds)?;
+        let ticks = cpu_ticks(pid).saturating_sub(ticks);
+        let _ = sampler.send(());
+        let rss_kib = sampled.join().unwrap_or(0);
+        let hwm_kib = status(pid).and_then(|s| s.vmhwm).unwrap_or(0);
+        let (events, lost) = closing(&stop(tracer)?);
+        Ok(TracedRun {
+            ops,
+            rate,
+            startup,
+            ticks,
+            rss_kib,
+            hwm_kib,
+            events,
+            lost,
+        })
     };
 
     let mut rows = Vec::new();
@@ -451,24 +484,17 @@ pub fn bench(opts: &Options) -> Result<()> {
         let (_, mut before) = storm(kind)?;
         row.untraced.push(before);
         for _ in 0..rounds {
-            let tracer = start_nstrace()?;
-            startups.push(tracer.startup.as_secs_f64());
-            let pid = tracer.child.id();
-            let (sampler, sampled) = sample_rss(pid);
-            let ticks = cpu_ticks(pid);
-            let (ops, traced) = storm(kind)?;
-            row.tracer_ticks += cpu_ticks(pid).saturating_sub(ticks);
+            let run = traced(kind, &secs)?;
+            startups.push(run.startup);
+            row.tracer_ticks += run.ticks;
             row.traced_seconds += seconds;
-            let _ = sampler.send(());
-            storm_rss = storm_rss.max(sampled.join().unwrap_or(0));
-            peak_rss = peak_rss.max(status_kib(pid, "VmHWM:"));
-            let (events, lost) = closing(&stop(tracer)?);
+            storm_rss = storm_rss.max(run.rss_kib);
+            peak_rss = peak_rss.max(run.hwm_kib);
+            row.count(&run, per_op);
             let (_, after) = storm(kind)?;
-            row.ratios.push(traced / ((before + after) / 2.0).max(1.0));
+            row.ratios
+                .push(run.rate / ((before + after) / 2.0).max(1.0));
             row.untraced.push(after);
-            row.events += events;
-            row.ops += ops * per_op;
-            row.lost += lost;
             before = after;
             if let Some(bpftrace) = &bpftrace {
                 let t = start(
@@ -487,16 +513,10 @@ pub fn bench(opts: &Options) -> Result<()> {
         }
         // Memory under a storm needs a run long enough for a lagging collector to pile up
         // records: one traced run of at least 3 s.
-        let tracer = start_nstrace()?;
-        let (sampler, sampled) = sample_rss(tracer.child.id());
-        let long = seconds.max(3.0).to_string();
-        let text = nsstorm_on(&bin, &[kind, &long], cpu)?;
-        let _ = sampler.send(());
-        storm_rss = storm_rss.max(sampled.join().unwrap_or(0));
-        let (events, lost) = closing(&stop(tracer)?);
-        row.events += events;
-        row.ops += field(&text, "ops").unwrap_or(0.0) as u64 * per_op;
-        row.lost += lost;
+        let run = traced(kind, &seconds.max(3.0).to_string())?;
+        storm_rss = storm_rss.max(run.rss_kib);
+        peak_rss = peak_rss.max(run.hwm_kib);
+        row.count(&run, per_op);
         rows.push(row);
         peer_rows.push(peer);
     }
@@ -549,7 +569,7 @@ pub fn bench(opts: &Options) -> Result<()> {
     let [mut replay_bin, mut replay_json] = replay;
     let (replay_bin, replay_json) = (median(&mut replay_bin), median(&mut replay_json));
 
-    let ticks_per_second = clock_ticks_per_second();
+    let ticks_per_second = procfs::ticks_per_second() as f64;
     let mut table = String::new();
     let mut met = (0, 0);
     let mut verdict = |ok: bool| {
@@ -561,6 +581,7 @@ pub fn bench(opts: &Options) -> Result<()> {
     table.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
     let mut storms_json = Vec::new();
     for (row, peer) in rows.iter_mut().zip(&mut peer_rows) {
+        // Sorts the ratios: the range and the interval below read them in order.
         let ratio = median(&mut row.ratios);
         let (min, max) = (row.ratios[0], row.ratios[row.ratios.len() - 1]);
         let ci = median_ci(&row.ratios);
@@ -583,7 +604,8 @@ pub fn bench(opts: &Options) -> Result<()> {
         table.push_str(&format!(
             "| {} | {:.0} | {ratio:.2} ({ci_text}{min:.2}-{max:.2}) | {peer_ratio} | {control_text} | {:.1}% | {} / {} | {} | {} | {} |\n",
             row.storm,
-            median(&mut row.untraced),
+            // A copy: the control above reads the untraced runs in the order they ran.
+            median(&mut row.untraced.clone()),
             tracer_cpu * 100.0,
             row.events,
             row.ops,
