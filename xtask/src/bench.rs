@@ -26,32 +26,32 @@ struct Tracer {
     startup: Duration,
     /// The lines of the stream it says it is attached on.
     lines: std::sync::mpsc::Receiver<String>,
-    says: Says,
+    kind: Kind,
 }
 
-/// Where a tracer says it is attached: nstrace on stderr (its stdout is the trace, discarded
-/// here), bpftrace on stdout (its printf).
+/// Which tracer runs: each says it is attached on its own stream (nstrace on stderr, its stdout
+/// being the trace, discarded here; bpftrace on stdout, its printf) and stops its own way.
 #[derive(Clone, Copy, PartialEq)]
-enum Says {
-    OnStderr,
-    OnStdout,
+enum Kind {
+    Nstrace,
+    Bpftrace,
 }
 
 /// Starts a tracer and waits until it says it is attached.
-fn start(cmd: &mut Command, ready: &str, says: Says) -> Result<Tracer> {
+fn start(cmd: &mut Command, ready: &str, kind: Kind) -> Result<Tracer> {
     let began = Instant::now();
-    let (out, err) = match says {
-        Says::OnStderr => (Stdio::null(), Stdio::piped()),
-        Says::OnStdout => (Stdio::piped(), Stdio::null()),
+    let (out, err) = match kind {
+        Kind::Nstrace => (Stdio::null(), Stdio::piped()),
+        Kind::Bpftrace => (Stdio::piped(), Stdio::null()),
     };
     let mut child = cmd
         .stdout(out)
         .stderr(err)
         .spawn()
         .with_context(|| format!("starting {cmd:?}"))?;
-    let stream: Box<dyn std::io::Read + Send> = match says {
-        Says::OnStderr => Box::new(child.stderr.take().context("stderr")?),
-        Says::OnStdout => Box::new(child.stdout.take().context("stdout")?),
+    let stream: Box<dyn std::io::Read + Send> = match kind {
+        Kind::Nstrace => Box::new(child.stderr.take().context("stderr")?),
+        Kind::Bpftrace => Box::new(child.stdout.take().context("stdout")?),
     };
     let (tx, rx) = std::sync::mpsc::channel();
     let ready = ready.to_owned();
@@ -72,7 +72,7 @@ fn start(cmd: &mut Command, ready: &str, says: Says) -> Result<Tracer> {
         child,
         startup: began.elapsed(),
         lines: rx,
-        says,
+        kind,
     })
 }
 
@@ -102,7 +102,7 @@ fn sample_rss(pid: u32) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle
 /// end within 30 s. bpftrace 0.17 can miss a SIGTERM that lands while it attaches, so it is
 /// sent one every second (SIGKILL after 30 s).
 fn stop(mut t: Tracer) -> Result<Vec<String>> {
-    let says = t.says;
+    let kind = t.kind;
     let pid = t.child.id() as i32;
     let began = Instant::now();
     let mut sent = None::<Instant>;
@@ -113,13 +113,13 @@ fn stop(mut t: Tracer) -> Result<Vec<String>> {
         if began.elapsed() > Duration::from_secs(30) {
             let _ = t.child.kill();
             let _ = t.child.wait();
-            if says == Says::OnStderr {
+            if kind == Kind::Nstrace {
                 bail!("nstrace did not stop within 30 s of SIGTERM");
             }
             break;
         }
         let resend =
-            says == Says::OnStdout && sent.is_some_and(|s| s.elapsed() >= Duration::from_secs(1));
+            kind == Kind::Bpftrace && sent.is_some_and(|s| s.elapsed() >= Duration::from_secs(1));
         if sent.is_none() || resend {
             // SAFETY: signalling our own child, which has not been reaped.
             unsafe { libc::kill(pid, libc::SIGTERM) };
@@ -251,6 +251,50 @@ fn median_ci(sorted: &[f64]) -> Option<(f64, f64)> {
     (j >= 1).then(|| (sorted[j - 1], sorted[n - j]))
 }
 
+/// Resamples drawn by [`median_ci_drift`]: enough for its 2.5% and 97.5% points to settle.
+const RESAMPLES: usize = 4000;
+
+/// A 95% confidence interval for the median of rounds run one after another, from a
+/// moving-block bootstrap (Künsch 1989): each resample strings together runs of ⌈n^⅓⌉
+/// consecutive rounds, so it keeps the slow swings of this machine that carry over from one
+/// round to the next. The binomial interval ([`median_ci`]) takes the rounds as independent and
+/// comes out too narrow when they are not. The seed is fixed: the same rounds give the same
+/// interval. `None` below six rounds.
+fn median_ci_drift(in_order: &[f64]) -> Option<(f64, f64)> {
+    let n = in_order.len();
+    if n < 6 {
+        return None;
+    }
+    let block = (n as f64).cbrt().ceil() as usize;
+    let mut rng = fastrand::Rng::with_seed(0x6e73_7472_6163_6521);
+    let mut medians = Vec::with_capacity(RESAMPLES);
+    let mut sample = Vec::with_capacity(n + block);
+    for _ in 0..RESAMPLES {
+        sample.clear();
+        while sample.len() < n {
+            let start = rng.usize(..=n - block);
+            sample.extend_from_slice(&in_order[start..start + block]);
+        }
+        sample.truncate(n);
+        medians.push(median(&mut sample));
+    }
+    medians.sort_by(f64::total_cmp);
+    let at = |q: f64| medians[((RESAMPLES - 1) as f64 * q).round() as usize];
+    Some((at(0.025), at(0.975)))
+}
+
+/// The interval the table shows for a median of rounds in run order: the wider of the
+/// binomial one and the block bootstrap's at each end. The bootstrap keeps the drift between
+/// rounds; over few rounds it runs narrow, and there the binomial one holds.
+fn ratio_ci(in_order: &[f64]) -> Option<(f64, f64)> {
+    let mut sorted = in_order.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match (median_ci(&sorted), median_ci_drift(in_order)) {
+        (Some((a, b)), Some((c, d))) => Some((a.min(c), b.max(d))),
+        (one, other) => one.or(other),
+    }
+}
+
 #[derive(Default)]
 struct Row {
     storm: String,
@@ -307,6 +351,68 @@ impl Target {
 
     fn met(self, median: f64, lost: u64) -> bool {
         median >= self.ratio && (!self.none_lost || lost == 0)
+    }
+
+    /// Whether the median meets the target, and whether its interval (`ci`) clears the
+    /// target or straddles it: a run can only say "met" as surely as its noise allows. No
+    /// interval (under six rounds) is no certainty.
+    fn verdict(self, median: f64, ci: Option<(f64, f64)>, lost: u64) -> Verdict {
+        if self.none_lost && lost > 0 {
+            return Verdict::Missed;
+        }
+        let (lo, hi) = ci.unwrap_or((f64::NEG_INFINITY, f64::INFINITY));
+        match (self.met(median, lost), lo >= self.ratio, hi < self.ratio) {
+            (true, true, _) => Verdict::Met,
+            (true, false, _) => Verdict::MetWithinNoise,
+            (false, _, true) => Verdict::Missed,
+            (false, _, false) => Verdict::MissedWithinNoise,
+        }
+    }
+}
+
+/// A storm's target against its median ratio and that median's interval.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Verdict {
+    /// The whole interval is at or above the target.
+    Met,
+    /// The median meets the target; the interval reaches below it.
+    MetWithinNoise,
+    /// The median misses the target; the interval reaches it.
+    MissedWithinNoise,
+    /// The whole interval is below the target, or a sample was lost where none may be.
+    Missed,
+}
+
+impl Verdict {
+    /// A measurement with no interval: met or missed.
+    fn of(met: bool) -> Self {
+        if met { Self::Met } else { Self::Missed }
+    }
+
+    fn met(self) -> bool {
+        matches!(self, Self::Met | Self::MetWithinNoise)
+    }
+
+    fn clear(self) -> bool {
+        matches!(self, Self::Met | Self::Missed)
+    }
+
+    fn text(self) -> &'static str {
+        match self {
+            Self::Met => "yes",
+            Self::MetWithinNoise => "yes, within the noise",
+            Self::MissedWithinNoise => "no, within the noise",
+            Self::Missed => "no",
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            Self::Met => "met",
+            Self::MetWithinNoise => "met_within_noise",
+            Self::MissedWithinNoise => "missed_within_noise",
+            Self::Missed => "missed",
+        }
     }
 }
 
@@ -428,7 +534,7 @@ pub fn bench(opts: &Options) -> Result<()> {
         let tracer = start(
             Command::new(&nstrace).args(["--no-summary"]),
             "nstrace: tracing",
-            Says::OnStderr,
+            Kind::Nstrace,
         )?;
         let startup = tracer.startup.as_secs_f64();
         let pid = tracer.child.id();
@@ -500,7 +606,7 @@ pub fn bench(opts: &Options) -> Result<()> {
                 let t = start(
                     Command::new(bpftrace).args(["-e", BPFTRACE]),
                     "attached",
-                    Says::OnStdout,
+                    Kind::Bpftrace,
                 )?;
                 peer_startups.push(t.startup.as_secs_f64());
                 let (_, traced) = storm(kind)?;
@@ -571,20 +677,23 @@ pub fn bench(opts: &Options) -> Result<()> {
 
     let ticks_per_second = procfs::ticks_per_second() as f64;
     let mut table = String::new();
-    let mut met = (0, 0);
-    let mut verdict = |ok: bool| {
-        met.1 += 1;
-        met.0 += usize::from(ok);
-        if ok { "yes" } else { "no" }
+    // (met, clear of the noise, targets)
+    let mut met = (0, 0, 0);
+    let mut tally = |v: Verdict| {
+        met.0 += usize::from(v.met());
+        met.1 += usize::from(v.clear());
+        met.2 += 1;
+        v.text()
     };
     table.push_str("| storm | untraced ops/s | traced/untraced: median (95% CI of the median; min-max) | bpftrace | control (untraced/untraced) | nstrace CPU | transitions seen / made | lost | target | met |\n");
     table.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
     let mut storms_json = Vec::new();
     for (row, peer) in rows.iter_mut().zip(&mut peer_rows) {
-        // Sorts the ratios: the range and the interval below read them in order.
-        let ratio = median(&mut row.ratios);
-        let (min, max) = (row.ratios[0], row.ratios[row.ratios.len() - 1]);
-        let ci = median_ci(&row.ratios);
+        // From a copy: the interval reads the ratios in the order they ran.
+        let mut sorted = row.ratios.clone();
+        let ratio = median(&mut sorted);
+        let (min, max) = (sorted[0], sorted[sorted.len() - 1]);
+        let ci = ratio_ci(&row.ratios);
         let ci_text = ci.map_or_else(String::new, |(lo, hi)| format!("{lo:.2}-{hi:.2}; "));
         let peer_ratio = if peer.ratios.is_empty() {
             "not installed".into()
@@ -593,14 +702,14 @@ pub fn bench(opts: &Options) -> Result<()> {
         };
         // The share of one CPU nstrace (collector and all its threads) used while traced.
         let tracer_cpu = row.tracer_ticks as f64 / ticks_per_second / row.traced_seconds;
-        let mut control = control_ratios(&row.untraced);
-        let control_ratio = median(&mut control);
-        let control_text = match median_ci(&control) {
+        let control = control_ratios(&row.untraced);
+        let control_ratio = median(&mut control.clone());
+        let control_text = match ratio_ci(&control) {
             Some((lo, hi)) => format!("{control_ratio:.2} ({lo:.2}-{hi:.2})"),
             None if control.is_empty() => "-".into(),
             None => format!("{control_ratio:.2}"),
         };
-        let ok = row.target.met(ratio, row.lost);
+        let v = row.target.verdict(ratio, ci, row.lost);
         table.push_str(&format!(
             "| {} | {:.0} | {ratio:.2} ({ci_text}{min:.2}-{max:.2}) | {peer_ratio} | {control_text} | {:.1}% | {} / {} | {} | {} | {} |\n",
             row.storm,
@@ -611,10 +720,10 @@ pub fn bench(opts: &Options) -> Result<()> {
             row.ops,
             row.lost,
             row.target.text(),
-            verdict(ok),
+            tally(v),
         ));
         storms_json.push(format!(
-            "{{\"storm\":\"{}\",\"ratio_median\":{ratio:.4},\"ratio_ci95\":{},\"ratios\":{:?},\"bpftrace_ratios\":{:?},\"control_ratios\":{:?},\"tracer_cpu\":{tracer_cpu:.4},\"events\":{},\"ops\":{},\"lost\":{},\"met\":{ok}}}",
+            "{{\"storm\":\"{}\",\"ratio_median\":{ratio:.4},\"ratio_ci95\":{},\"ratios\":{:?},\"bpftrace_ratios\":{:?},\"control_ratios\":{:?},\"tracer_cpu\":{tracer_cpu:.4},\"events\":{},\"ops\":{},\"lost\":{},\"met\":{},\"verdict\":\"{}\"}}",
             row.storm,
             ci.map_or_else(|| "null".into(), |(lo, hi)| format!("[{lo:.4},{hi:.4}]")),
             row.ratios,
@@ -623,6 +732,8 @@ pub fn bench(opts: &Options) -> Result<()> {
             row.events,
             row.ops,
             row.lost,
+            v.met(),
+            v.key(),
         ));
     }
     let startup = median(&mut startups);
@@ -633,12 +744,12 @@ pub fn bench(opts: &Options) -> Result<()> {
     };
     table.push_str(&format!(
         "| start-up until attached | {startup:.3} s | | {peer_startup} | | | | | ≤ 0.15 s | {} |\n",
-        verdict(startup <= 0.15)
+        tally(Verdict::of(startup <= 0.15))
     ));
     let storm_mib = storm_rss as f64 / 1024.0;
     table.push_str(&format!(
         "| peak RSS under the storms | {storm_mib:.1} MiB | | | | | | | ≤ 16 MiB | {} |\n",
-        verdict(storm_mib <= 16.0)
+        tally(Verdict::of(storm_mib <= 16.0))
     ));
     table.push_str(&format!(
         "| peak RSS including start-up (VmHWM) | {:.1} MiB | | | | | | | | |\n",
@@ -646,7 +757,7 @@ pub fn bench(opts: &Options) -> Result<()> {
     ));
     table.push_str(&format!(
         "| `report` replay, binary record (`--binary`) | {replay_bin:.0} records/s | | | | | | | ≥ 1M/s | {} |\n",
-        verdict(replay_bin >= 1e6)
+        tally(Verdict::of(replay_bin >= 1e6))
     ));
     table.push_str(&format!(
         "| `report` replay, JSON Lines record | {replay_json:.0} records/s | | | | | | | | |\n"
@@ -660,16 +771,17 @@ pub fn bench(opts: &Options) -> Result<()> {
         None => "the storms not pinned".into(),
     };
     println!(
-        "{rounds} rounds of {seconds} s, {pinned}; targets met: {} of {}",
-        met.0, met.1
+        "{rounds} rounds of {seconds} s, {pinned}; targets met: {} of {}; {} of {} verdicts clear of the run's noise",
+        met.0, met.2, met.1, met.2
     );
 
     let json = format!(
-        "{{\"rounds\":{rounds},\"seconds\":{seconds},\"cpu\":{},\"storms\":[{}],\"startup_s\":{startup:.4},\"storm_rss_kib\":{storm_rss},\"peak_rss_kib\":{peak_rss},\"replay_records_per_s\":{replay_bin:.0},\"replay_json_records_per_s\":{replay_json:.0},\"collector_ns_per_record\":{pipe:.1},\"targets_met\":{},\"targets\":{}}}\n",
+        "{{\"rounds\":{rounds},\"seconds\":{seconds},\"cpu\":{},\"storms\":[{}],\"startup_s\":{startup:.4},\"storm_rss_kib\":{storm_rss},\"peak_rss_kib\":{peak_rss},\"replay_records_per_s\":{replay_bin:.0},\"replay_json_records_per_s\":{replay_json:.0},\"collector_ns_per_record\":{pipe:.1},\"targets_met\":{},\"targets_clear\":{},\"targets\":{}}}\n",
         cpu.map_or_else(|| "null".into(), |c| c.to_string()),
         storms_json.join(","),
         met.0,
         met.1,
+        met.2,
     );
     let out = root.join("target/bench.json");
     std::fs::write(&out, json).with_context(|| format!("writing {}", out.display()))?;
@@ -705,6 +817,68 @@ mod tests {
         // 2·P(Bin(5, 1/2) = 0) = 1/16 > 0.05: no 95% interval from five values.
         assert_eq!(median_ci(&six[..5]), None);
         assert_eq!(median_ci(&[]), None);
+    }
+
+    #[test]
+    fn the_block_bootstrap_widens_the_interval_of_drifting_rounds() {
+        let constant = [0.97; 30];
+        assert_eq!(median_ci_drift(&constant), Some((0.97, 0.97)));
+        assert_eq!(median_ci_drift(&constant[..5]), None);
+        // The same thirty values: rising round after round (a drift), and interleaved low and
+        // high (none). Blocks of consecutive rounds carry the drift into every resample.
+        let drifting: Vec<f64> = (1..=30).map(f64::from).collect();
+        let interleaved: Vec<f64> = (1..=15)
+            .flat_map(|i| [f64::from(i), f64::from(31 - i)])
+            .collect();
+        let width = |v: &[f64]| {
+            let (lo, hi) = median_ci_drift(v).unwrap();
+            assert!(lo <= 15.5 && 15.5 <= hi, "{lo}-{hi} holds the median");
+            hi - lo
+        };
+        assert!(
+            width(&drifting) > 1.5 * width(&interleaved),
+            "{} vs {}",
+            width(&drifting),
+            width(&interleaved)
+        );
+        // A fixed seed: the same rounds, the same interval.
+        assert_eq!(median_ci_drift(&drifting), median_ci_drift(&drifting));
+    }
+
+    #[test]
+    fn the_table_interval_is_the_wider_of_the_two_at_each_end() {
+        let drifting: Vec<f64> = (1..=30).map(f64::from).collect();
+        let (lo, hi) = ratio_ci(&drifting).unwrap();
+        let (blo, bhi) = median_ci(&drifting).unwrap();
+        let (dlo, dhi) = median_ci_drift(&drifting).unwrap();
+        assert_eq!((lo, hi), (blo.min(dlo), bhi.max(dhi)));
+        assert_eq!(ratio_ci(&drifting[..5]), None);
+    }
+
+    #[test]
+    fn a_verdict_says_whether_the_interval_clears_the_target() {
+        let fork = Target {
+            ratio: 0.95,
+            none_lost: false,
+        };
+        assert_eq!(fork.verdict(0.97, Some((0.96, 0.99)), 0), Verdict::Met);
+        assert_eq!(
+            fork.verdict(0.97, Some((0.93, 0.99)), 0),
+            Verdict::MetWithinNoise
+        );
+        assert_eq!(
+            fork.verdict(0.94, Some((0.91, 0.96)), 0),
+            Verdict::MissedWithinNoise
+        );
+        assert_eq!(fork.verdict(0.90, Some((0.88, 0.94)), 0), Verdict::Missed);
+        assert_eq!(fork.verdict(0.97, None, 0), Verdict::MetWithinNoise);
+        let setns = Target {
+            ratio: 0.60,
+            none_lost: true,
+        };
+        assert_eq!(setns.verdict(0.70, Some((0.65, 0.75)), 1), Verdict::Missed);
+        assert!(Verdict::MetWithinNoise.met() && !Verdict::MetWithinNoise.clear());
+        assert!(!Verdict::Missed.met() && Verdict::Missed.clear());
     }
 
     #[test]
