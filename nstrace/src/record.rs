@@ -588,6 +588,11 @@ pub enum ReplayError {
         "{0} is not an nstrace record: its first line is not a header (record one with `nstrace record -o FILE`)"
     )]
     NoHeader(String),
+    #[error(
+        "{path} is a binary nstrace record of version {found}, and this nstrace reads version \
+         {reads}: replay it with the nstrace that recorded it, or record it again"
+    )]
+    BinaryVersion { path: String, found: u8, reads: u8 },
 }
 
 /// Reads a record file, handing every good entry to `each`; returns the header and the bad
@@ -596,11 +601,7 @@ pub fn replay(
     path: &Path,
     mut each: impl FnMut(&Entry) -> io::Result<()>,
 ) -> Result<(Header, Vec<BadLine>), ReplayError> {
-    let file = File::open(path).map_err(|source| ReplayError::Open {
-        path: path.display().to_string(),
-        source,
-    })?;
-    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut reader = open_record(path, 1 << 20)?;
     let binary = is_binary(&mut reader).map_err(|source| ReplayError::Read { line: 1, source })?;
     let unit = if binary { "frame" } else { "line" };
     // Parsing is much of the work: one thread parses while this one applies, batch by batch.
@@ -668,9 +669,38 @@ enum Parsed {
     Failed(usize, io::Error),
 }
 
+/// Opens a record file for reading, with a buffer of `capacity` bytes; refuses a binary record
+/// of another version by name.
+fn open_record(path: &Path, capacity: usize) -> Result<BufReader<File>, ReplayError> {
+    let file = File::open(path).map_err(|source| ReplayError::Open {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let mut reader = BufReader::with_capacity(capacity, file);
+    if let Some(found) = other_binary_version(&mut reader) {
+        return Err(ReplayError::BinaryVersion {
+            path: path.display().to_string(),
+            found,
+            reads: BIN_MAGIC[BIN_MAGIC.len() - 1],
+        });
+    }
+    Ok(reader)
+}
+
 /// Whether the file is in the binary encoding (its first bytes, left unread).
 fn is_binary(reader: &mut impl BufRead) -> io::Result<bool> {
     Ok(reader.fill_buf()?.starts_with(&BIN_MAGIC))
+}
+
+/// The version of a binary record file this nstrace does not read (its first bytes, left
+/// unread): [`BIN_MAGIC`] but for the last byte, the version.
+fn other_binary_version(reader: &mut impl BufRead) -> Option<u8> {
+    let (prefix, [ours]) = BIN_MAGIC.split_at(BIN_MAGIC.len() - 1) else {
+        unreachable!("the magic ends with its version byte")
+    };
+    let head = reader.fill_buf().ok()?;
+    let version = *head.strip_prefix(prefix)?.first()?;
+    (version != *ours).then_some(version)
 }
 
 const BATCH: usize = 1024;
@@ -811,13 +841,10 @@ fn read_lines(mut reader: impl BufRead, each: &mut Each<'_>) -> Result<(), (usiz
 
 /// The header of a record file (its first line).
 pub fn read_header(path: &Path) -> Result<Header, ReplayError> {
-    let file = File::open(path).map_err(|source| ReplayError::Open {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let reader = open_record(path, 8 * 1024)?;
     // The first entry of either encoding, and no further; it must be the first line or frame.
     let mut first = None;
-    read_entries(BufReader::new(file), &mut |number, entry| {
+    read_entries(reader, &mut |number, entry| {
         first = Some((number, entry));
         false
     })
@@ -972,7 +999,10 @@ mod tests {
 
     /// A binary record file of a header, a process line and `records()`, as bytes.
     fn binary_file() -> Vec<u8> {
-        let path = std::env::temp_dir().join(format!("nstrace-bin-{}", std::process::id()));
+        // One file per call: the tests run on parallel threads of one process.
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("nstrace-bin-{}-{call}", std::process::id()));
         let mut sink = BinSink::new(RecordFile::create(&path).unwrap()).unwrap();
         let header = Header::new("6.18".into(), 0, 0, BTreeMap::new(), false, vec![], false);
         sink.note(&serde_json::to_value(&header).unwrap()).unwrap();
@@ -1024,6 +1054,53 @@ mod tests {
         assert!(matches!(entries[1], (2, Ok(Entry::Process(ref p))) if p.pid == 42));
         assert_eq!(records_of(&entries), records());
         assert_eq!(entries.len(), 2 + records().len());
+    }
+
+    /// Files recorded by earlier builds must read the same: the encoding follows the records'
+    /// field order, so a change to a record type shows here. After a deliberate change, bump
+    /// [`BIN_MAGIC`]'s version byte and regenerate with NSTRACE_BLESS=1.
+    #[test]
+    fn the_binary_encoding_matches_the_golden_file() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/testdata/record.golden.bin"
+        );
+        let got = binary_file();
+        if std::env::var_os("NSTRACE_BLESS").is_some() {
+            std::fs::write(path, &got).unwrap();
+        }
+        let want = std::fs::read(path).expect("the golden file");
+        assert_eq!(records_of(&read_all(&want)), records());
+        assert!(
+            got == want,
+            "the binary record encoding changed: bump BIN_MAGIC's version byte so that older \
+             files are refused by name, then NSTRACE_BLESS=1 to accept"
+        );
+    }
+
+    #[test]
+    fn a_binary_file_of_another_version_is_refused_by_name() {
+        let mut bytes = binary_file();
+        let at = BIN_MAGIC.len() - 1;
+        bytes[at] = 1;
+        let path = std::env::temp_dir().join(format!("nstrace-v1-{}", std::process::id()));
+        std::fs::write(&path, &bytes).unwrap();
+        let result = replay(&path, |_| Ok(()));
+        let header = read_header(&path);
+        let _ = std::fs::remove_file(&path);
+        assert!(matches!(
+            header,
+            Err(ReplayError::BinaryVersion { found: 1, .. })
+        ));
+        let Err(err) = result else {
+            panic!("a version-1 file was read");
+        };
+        let err = err.to_string();
+        assert!(
+            err.contains("binary nstrace record of version 1")
+                && err.contains(&format!("reads version {}", BIN_MAGIC[at])),
+            "{err}"
+        );
     }
 
     #[test]
