@@ -582,3 +582,98 @@ fn a_stop_reads_whole_buffers_that_a_frozen_collector_left_full() {
     let shown = lines.join().expect("stdout reader");
     assert_eq!(shown, 2 * ROUND_TRIPS, "{rest}");
 }
+
+/// Runs nstrace with `args` as root in a mount namespace of its own, after `setup` (sh) has
+/// changed that namespace's mounts: the machine's own are left alone.
+fn nstrace_in_own_mounts(setup: &str, args: &[&str]) -> std::process::Output {
+    Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-ec"])
+        .arg(format!("{setup}\nexec \"$0\" \"$@\""))
+        .arg(binary("nstrace"))
+        .args(args)
+        .output()
+        .expect("run unshare (util-linux)")
+}
+
+/// Unmounts tracefs wherever it is, and debugfs (whose tracing directory mounts tracefs when
+/// looked at).
+const NO_TRACEFS: &str = "umount -l /sys/kernel/tracing 2>/dev/null || true
+umount -l /sys/kernel/debug 2>/dev/null || true
+test ! -e /sys/kernel/tracing/events";
+
+#[test]
+fn tracefs_not_mounted_is_mounted_by_nstrace_which_then_traces() {
+    if !require_root() {
+        return;
+    }
+    let out = nstrace_in_own_mounts(
+        NO_TRACEFS,
+        &["--no-summary", "run", "unshare", "--uts", "true"],
+    );
+    let (text, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("nstrace: tracing"), "{err}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("unshare(CLONE_NEWUTS) = 0") && l.contains("uts ")),
+        "{text}\n{err}"
+    );
+}
+
+#[test]
+fn tracefs_that_cannot_be_mounted_gets_the_command_that_mounts_it() {
+    if !require_root() {
+        return;
+    }
+    // A tmpfs over /sys/kernel: no tracing directory to mount tracefs on.
+    let setup = format!("{NO_TRACEFS}\nmount -t tmpfs none /sys/kernel");
+    let out = nstrace_in_own_mounts(&setup, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("tracefs is not mounted and mounting it failed")
+            && err.contains("mount -t tracefs nodev /sys/kernel/tracing"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn a_missing_syscall_tracepoint_is_named_with_the_kernel_option() {
+    if !require_root() {
+        return;
+    }
+    // A tracefs stand-in with the first syscall tracepoint and not the second.
+    let setup = format!(
+        "{NO_TRACEFS}\nmount -t tmpfs none /sys/kernel/tracing\n\
+         mkdir -p /sys/kernel/tracing/events/syscalls/sys_enter_clone"
+    );
+    let out = nstrace_in_own_mounts(&setup, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("no tracepoint syscalls/sys_enter_clone3")
+            && err.contains("CONFIG_FTRACE_SYSCALLS=y"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn a_kernel_without_btf_is_told_the_kernel_option() {
+    if !require_root() {
+        return;
+    }
+    let out = nstrace_in_own_mounts("mount -t tmpfs none /sys/kernel/btf", &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("/sys/kernel/btf/vmlinux is missing")
+            && err.contains("CONFIG_DEBUG_INFO_BTF=y"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
