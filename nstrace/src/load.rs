@@ -52,7 +52,8 @@ pub enum LoadError {
     Btf(#[from] BtfError),
     #[error(
         "tracefs is not mounted and mounting it failed ({0}): run `mount -t tracefs nodev \
-         /sys/kernel/tracing` as root"
+         /sys/kernel/tracing` as root; if /sys/kernel/tracing does not exist, this kernel was \
+         built without tracing (CONFIG_FTRACE)"
     )]
     NoTracefs(std::io::Error),
     #[error(

@@ -116,7 +116,6 @@ fn without_privileges_it_says_to_run_as_root() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("needs root"), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
 }
 
 #[test]
@@ -586,20 +585,32 @@ fn a_stop_reads_whole_buffers_that_a_frozen_collector_left_full() {
 /// Runs nstrace with `args` as root in a mount namespace of its own, after `setup` (sh) has
 /// changed that namespace's mounts: the machine's own are left alone.
 fn nstrace_in_own_mounts(setup: &str, args: &[&str]) -> std::process::Output {
-    Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-ec"])
-        .arg(format!("{setup}\nexec \"$0\" \"$@\""))
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "( set -e\n{setup}\n) || {{ echo 'the test set-up failed' >&2; exit 99; }}\n\
+             exec \"$0\" \"$@\""
+        ))
         .arg(binary("nstrace"))
         .args(args)
         .output()
-        .expect("run unshare (util-linux)")
+        .expect("run unshare (util-linux)");
+    assert_ne!(
+        out.status.code(),
+        Some(99),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 /// Unmounts tracefs wherever it is, and debugfs (whose tracing directory mounts tracefs when
-/// looked at).
-const NO_TRACEFS: &str = "umount -l /sys/kernel/tracing 2>/dev/null || true
-umount -l /sys/kernel/debug 2>/dev/null || true
-test ! -e /sys/kernel/tracing/events";
+/// looked at), however many times each is mounted.
+const NO_TRACEFS: &str = "while umount -l /sys/kernel/tracing 2>/dev/null; do :; done
+while umount -l /sys/kernel/debug/tracing 2>/dev/null; do :; done
+while umount -l /sys/kernel/debug 2>/dev/null; do :; done
+test ! -e /sys/kernel/tracing/events
+test ! -e /sys/kernel/debug/tracing/events";
 
 #[test]
 fn tracefs_not_mounted_is_mounted_by_nstrace_which_then_traces() {
@@ -608,13 +619,14 @@ fn tracefs_not_mounted_is_mounted_by_nstrace_which_then_traces() {
     }
     let out = nstrace_in_own_mounts(
         NO_TRACEFS,
-        &["--no-summary", "run", "unshare", "--uts", "true"],
+        &["-v", "--no-summary", "run", "unshare", "--uts", "true"],
     );
     let (text, err) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
     );
     assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("tracefs is not mounted: mounting it"), "{err}");
     assert!(err.contains("nstrace: tracing"), "{err}");
     assert!(
         text.lines()
@@ -635,10 +647,10 @@ fn tracefs_that_cannot_be_mounted_gets_the_command_that_mounts_it() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
         err.contains("tracefs is not mounted and mounting it failed")
-            && err.contains("mount -t tracefs nodev /sys/kernel/tracing"),
+            && err.contains("mount -t tracefs nodev /sys/kernel/tracing")
+            && err.contains("CONFIG_FTRACE"),
         "{err}"
     );
-    assert!(!err.contains("panicked"), "{err}");
 }
 
 #[test]
@@ -659,7 +671,6 @@ fn a_missing_syscall_tracepoint_is_named_with_the_kernel_option() {
             && err.contains("CONFIG_FTRACE_SYSCALLS=y"),
         "{err}"
     );
-    assert!(!err.contains("panicked"), "{err}");
 }
 
 #[test]
@@ -675,5 +686,4 @@ fn a_kernel_without_btf_is_told_the_kernel_option() {
             && err.contains("CONFIG_DEBUG_INFO_BTF=y"),
         "{err}"
     );
-    assert!(!err.contains("panicked"), "{err}");
 }
