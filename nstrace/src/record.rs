@@ -925,9 +925,8 @@ mod tests {
         }
     }
 
-    /// One record of each kind, with every optional part present somewhere.
-    /// One record of each kind. Fields of the same type hold different values, so that the
-    /// golden file notices two of them trading places.
+    /// One record of each kind, with every optional part present somewhere. Fields of the same
+    /// type hold different values, so that the golden file notices two of them trading places.
     fn records() -> Vec<Record> {
         let setns = Transition {
             ts_ns: 5_000,

@@ -604,6 +604,17 @@ fn nstrace_in_own_mounts(setup: &str, args: &[&str]) -> std::process::Output {
     out
 }
 
+/// Runs nstrace with no arguments after `setup` (see [`nstrace_in_own_mounts`]) and checks that
+/// it refuses to start, exit status 1, with an error holding every one of `says`.
+fn refused_in_own_mounts(setup: &str, says: &[&str]) {
+    let out = nstrace_in_own_mounts(setup, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for part in says {
+        assert!(err.contains(part), "{part:?} missing from: {err}");
+    }
+}
+
 /// Unmounts tracefs wherever it is, and debugfs (whose tracing directory mounts tracefs when
 /// looked at), however many times each is mounted.
 const NO_TRACEFS: &str = "while umount -l /sys/kernel/tracing 2>/dev/null; do :; done
@@ -641,15 +652,13 @@ fn tracefs_that_cannot_be_mounted_gets_the_command_that_mounts_it() {
         return;
     }
     // A tmpfs over /sys/kernel: no tracing directory to mount tracefs on.
-    let setup = format!("{NO_TRACEFS}\nmount -t tmpfs none /sys/kernel");
-    let out = nstrace_in_own_mounts(&setup, &[]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("tracefs is not mounted and mounting it failed")
-            && err.contains("mount -t tracefs nodev /sys/kernel/tracing")
-            && err.contains("CONFIG_FTRACE"),
-        "{err}"
+    refused_in_own_mounts(
+        &format!("{NO_TRACEFS}\nmount -t tmpfs none /sys/kernel"),
+        &[
+            "tracefs is not mounted and mounting it failed",
+            "mount -t tracefs nodev /sys/kernel/tracing",
+            "CONFIG_FTRACE",
+        ],
     );
 }
 
@@ -663,13 +672,12 @@ fn a_missing_syscall_tracepoint_is_named_with_the_kernel_option() {
         "{NO_TRACEFS}\nmount -t tmpfs none /sys/kernel/tracing\n\
          mkdir -p /sys/kernel/tracing/events/syscalls/sys_enter_clone"
     );
-    let out = nstrace_in_own_mounts(&setup, &[]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("no tracepoint syscalls/sys_enter_clone3")
-            && err.contains("CONFIG_FTRACE_SYSCALLS=y"),
-        "{err}"
+    refused_in_own_mounts(
+        &setup,
+        &[
+            "no tracepoint syscalls/sys_enter_clone3",
+            "CONFIG_FTRACE_SYSCALLS=y",
+        ],
     );
 }
 
@@ -678,12 +686,11 @@ fn a_kernel_without_btf_is_told_the_kernel_option() {
     if !require_root() {
         return;
     }
-    let out = nstrace_in_own_mounts("mount -t tmpfs none /sys/kernel/btf", &[]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("/sys/kernel/btf/vmlinux is missing")
-            && err.contains("CONFIG_DEBUG_INFO_BTF=y"),
-        "{err}"
+    refused_in_own_mounts(
+        "mount -t tmpfs none /sys/kernel/btf",
+        &[
+            "/sys/kernel/btf/vmlinux is missing",
+            "CONFIG_DEBUG_INFO_BTF=y",
+        ],
     );
 }

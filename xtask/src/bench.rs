@@ -223,12 +223,17 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
+/// A run's rate as a ratio to the mean of the untraced runs either side of it.
+fn bracketed(rate: f64, before: f64, after: f64) -> f64 {
+    rate / ((before + after) / 2.0).max(1.0)
+}
+
 /// The harness's own noise: each untraced run between two others, as a ratio to their mean,
 /// as though it had been a traced run. A tracer that cost nothing would score these.
 fn control_ratios(untraced: &[f64]) -> Vec<f64> {
     untraced
         .windows(3)
-        .map(|w| w[1] / ((w[0] + w[2]) / 2.0).max(1.0))
+        .map(|w| bracketed(w[1], w[0], w[2]))
         .collect()
 }
 
@@ -335,7 +340,8 @@ struct TracedRun {
     startup: f64,
     /// nstrace's CPU time during the storm, in clock ticks.
     ticks: u64,
-    /// nstrace's largest resident memory during the storm, and its peak (VmHWM) after it.
+    /// nstrace's largest resident memory during the storm (0 when not sampled), and its peak
+    /// (VmHWM) after it.
     rss_kib: u64,
     hwm_kib: u64,
     /// Transitions shown and samples lost, from nstrace's closing line.
@@ -606,12 +612,10 @@ pub fn bench(opts: &Options) -> Result<()> {
             startups.push(run.startup);
             row.tracer_ticks += run.ticks;
             row.traced_seconds += seconds;
-            storm_rss = storm_rss.max(run.rss_kib);
             peak_rss = peak_rss.max(run.hwm_kib);
             row.count(&run, per_op);
             let (_, after) = storm(kind)?;
-            row.ratios
-                .push(run.rate / ((before + after) / 2.0).max(1.0));
+            row.ratios.push(bracketed(run.rate, before, after));
             row.untraced.push(after);
             before = after;
             if let Some(bpftrace) = &bpftrace {
@@ -624,7 +628,7 @@ pub fn bench(opts: &Options) -> Result<()> {
                 let (_, traced) = storm(kind)?;
                 stop(t)?;
                 let (_, after) = storm(kind)?;
-                peer.ratios.push(traced / ((before + after) / 2.0).max(1.0));
+                peer.ratios.push(bracketed(traced, before, after));
                 row.untraced.push(after);
                 before = after;
             }
@@ -703,7 +707,7 @@ pub fn bench(opts: &Options) -> Result<()> {
     table.push_str("| storm | untraced ops/s | traced/untraced: median (95% CI of the median; min-max) | bpftrace | control (untraced/untraced) | nstrace CPU | transitions seen / made | lost | target | met |\n");
     table.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
     let mut storms_json = Vec::new();
-    for (row, peer) in rows.iter_mut().zip(&mut peer_rows) {
+    for (row, peer) in rows.iter().zip(&peer_rows) {
         // From a copy: the interval reads the ratios in the order they ran.
         let mut sorted = row.ratios.clone();
         let ratio = median(&mut sorted);
