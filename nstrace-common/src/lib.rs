@@ -257,6 +257,13 @@ pub struct KernelOffsets {
     /// si; arm64: orig_x0 and regs[1]).
     pub regs_arg0: u32,
     pub regs_arg1: u32,
+    /// Where `struct pt_regs` keeps the number of the syscall in progress (x86_64: orig_ax;
+    /// arm64: syscallno).
+    pub regs_nr: u32,
+    /// This architecture's numbers of clone and clone3: a fork's caller is read at the fork.
+    pub nr_clone: u32,
+    pub nr_clone3: u32,
+    pub _pad: u32,
     pub binprm_filename: u32,
     /// Offset within `struct nsproxy` of each slot's namespace pointer (u32::MAX: not in nsproxy).
     pub nsproxy: [u32; NS_SLOTS],
@@ -278,7 +285,7 @@ pub struct KernelOffsets {
     pub upid_nr_word: u32,
     pub upid_ns_word: u32,
 }
-const _: () = assert!(size_of::<KernelOffsets>() == 176);
+const _: () = assert!(size_of::<KernelOffsets>() == 192);
 
 /// Bytes of `ns_common` and of `struct upid` the programs read in one probe read.
 pub const WINDOW: usize = 16;
@@ -300,6 +307,10 @@ impl KernelOffsets {
         task_comm: 0,
         regs_arg0: 0,
         regs_arg1: 0,
+        regs_nr: 0,
+        nr_clone: 0,
+        nr_clone3: 0,
+        _pad: 0,
         binprm_filename: 0,
         nsproxy: [0; NS_SLOTS],
         ns_common: [0; NS_SLOTS],
@@ -322,8 +333,8 @@ pub mod stat {
     pub const BUILD_FAILED: u32 = 0;
     /// A task's namespace set could not be read.
     pub const READ_FAILED: u32 = 1;
-    /// A syscall's entry could not be stashed until its exit.
-    pub const STASH_FAILED: u32 = 2;
+    /// A task's set could not be kept for its next call (`TASKS` refused the entry).
+    pub const KEEP_FAILED: u32 = 2;
     /// Records in batches the perf buffer had no room for.
     pub const LOST: u32 = 3;
     pub const COUNT: u32 = 4;

@@ -15,11 +15,11 @@ use nstrace_common::{Transition, call, record, slot, stat};
 
 use crate::{
     maps::{
-        INFLIGHT, SCRATCH, TASKS, TIME_ARMED, TaskState, copy_set, copy_words, count, emit_exec,
-        emit_life, emit_with_child, emit_without_child, flush_batch, forget, lifecycle_slot,
-        own_tgid, remove_present, state, transition_slot,
+        SCRATCH, TIME_ARMED, copy_set, count, emit_exec, emit_life, emit_with_child,
+        emit_without_child, flush_batch, forget, lifecycle_slot, own_tgid, remove_present,
+        transition_slot,
     },
-    syscalls::{begin, learn, settle},
+    syscalls::learn,
     task::{self, Task},
 };
 
@@ -31,7 +31,6 @@ pub fn sched_fork(ctx: RawTracePointContext) -> i32 {
 }
 
 fn try_fork(ctx: &RawTracePointContext) -> Result<(), ()> {
-    let parent: Task = ctx.arg(0);
     let child: Task = ctx.arg(1);
     let pid_tgid = bpf_get_current_pid_tgid();
     // The collector's own new threads are noise; the commands it starts (`nstrace run`) are not.
@@ -40,29 +39,23 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), ()> {
     if child_tgid == own_tgid() {
         return Ok(());
     }
-    if let Some(t) = INFLIGHT.get_ptr_mut(pid_tgid) {
-        // SAFETY: the entry is this task's own: only the task itself touches it.
-        let t = unsafe { &mut *t };
-        if (t.ev.call == call::CLONE || t.ev.call == call::CLONE3) && begin(t).is_ok() {
-            // SAFETY: probe reads of both tasks.
-            unsafe { complete_clone(ctx, t, child) };
-            settle(pid_tgid, t);
-            return Ok(());
-        }
-    }
-    // The parent is the current task: its side is plain loads. A child born into another pid
-    // namespace than its parent's is a level deeper (setns and unshare of CLONE_NEWPID only
-    // reach descendants), so levels compare as the namespaces would.
+    // The parent is the current task: its side is plain loads.
     let me = task::current_btf();
+    if let Some((call, flags)) = task::clone_call(me) {
+        // SAFETY: probe reads of the new task.
+        return unsafe { emit_fork_transition(ctx, me, child, pid_tgid, call, flags) };
+    }
+    // A child born into another pid namespace than its parent's is a level deeper (setns and
+    // unshare of CLONE_NEWPID only reach descendants), so levels compare as the namespaces
+    // would.
     // SAFETY: probe reads of the new task.
     unsafe {
         let (child_time, child_time_for_children) = task::time_pair(child)?;
         let born_elsewhere = task::pid_level(child)? != task::pid_level_direct(me)
             || task::nsproxy_ns_direct::<{ slot::TIME }>(me) != child_time;
         if born_elsewhere {
-            emit_fork_transition(ctx, parent, child, pid_tgid)?;
+            emit_fork_transition(ctx, me, child, pid_tgid, call::FORK, 0)?;
         } else {
-            inherit(pid_tgid, me, child);
             emit_fork(ctx, me, child, child_tgid, pid_tgid)?;
         }
         // A CLONE_VM child (vfork, posix_spawn) keeps the parent's time namespace and enters
@@ -78,91 +71,32 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), ()> {
     Ok(())
 }
 
-/// A child born into its parent's set: when the programs know the parent (`TASKS`), they know
-/// the child too, and its first setns has an exact `before` (see `syscalls::setns_exit`).
-/// `parent` is [`task::current_btf`].
-#[inline(always)]
-unsafe fn inherit(pid_tgid: u64, parent: Task, child: Task) {
-    let Some(t) = TASKS.get_ptr_mut(pid_tgid) else {
-        return;
-    };
-    let Some(p) = SCRATCH.get_ptr_mut(0) else {
-        return;
-    };
-    // SAFETY: the parent's own entry (the parent is the current task) and this CPU's scratch;
-    // probe reads of both tasks.
-    unsafe {
-        let (t, p) = (&*t, &mut *p);
-        if t.state != state::IDLE || task::start_boottime_direct(parent) != t.ev.start_boottime_ns {
-            return;
-        }
-        copy_words(p, t);
-        let Ok(()) = (|| {
-            let (_, nr, level) = task::pid_ns(child)?;
-            p.ev.ns_tid = nr;
-            p.ev.pid_level = level;
-            p.ev.tid = task::tid(child)?;
-            p.ev.tgid = task::tgid(child)?;
-            p.ev.start_boottime_ns = task::start_boottime(child)?;
-            Ok::<(), ()>(())
-        })() else {
-            return;
-        };
-        let key = (u64::from(p.ev.tgid) << 32) | u64::from(p.ev.tid);
-        if TASKS.insert(key, &*p, 0).is_err() {
-            count(stat::STASH_FAILED);
-        }
-    }
-}
-
-/// Completes a pending clone/clone3 with CLONE_NEW* at its child's birth. The caller's own set
-/// does not change in a clone; the return value is the child's pid as the caller sees it.
-#[inline(always)]
-unsafe fn complete_clone(ctx: &RawTracePointContext, t: &mut TaskState, child: Task) {
-    let ev = &mut t.ev;
-    // The child's namespaces that are its parent's are not read again.
-    // SAFETY: probe reads of the new task.
-    if unsafe { task::fill_child(child, ev, Some(&t.ptrs)) }
-        .and_then(|()| task::fill_exit_identity(task::current_btf(), ev))
-        .is_err()
-    {
-        count(stat::READ_FAILED);
-    }
-    // The caller's own set does not change: the entry stays current.
-    let Transition { before, after, .. } = &mut *ev;
-    copy_set(after, before);
-    t.state = state::IDLE;
-    // SAFETY: probe reads of the new task.
-    ev.ret =
-        unsafe { task::pid_nr_at(child, ev.pid_level) }.map_or(i64::from(ev.child_tid), i64::from);
-    ev.header.ts_ns = unsafe { bpf_ktime_get_ns() };
-    emit_with_child(ctx, ev);
-}
-
-/// A plain fork whose child was born into the parent's pid_for_children or time_for_children.
+/// A child whose set is not its parent's: a clone/clone3 with CLONE_NEW* (`call` and `flags`),
+/// or a plain fork whose child was born into the parent's pid_for_children or time_for_children
+/// (`call::FORK`). The caller's own set does not change; the return value is the child's pid as
+/// the caller sees it. `parent` is [`task::current_btf`].
 #[inline(always)]
 unsafe fn emit_fork_transition(
     ctx: &RawTracePointContext,
     parent: Task,
     child: Task,
     pid_tgid: u64,
+    call: u32,
+    flags: u64,
 ) -> Result<(), ()> {
-    let p = transition_slot(call::FORK, pid_tgid)?;
-    let ev = &mut p.ev;
-    let ptrs = &mut p.ptrs;
-    // SAFETY: probe reads of both tasks.
-    let read = unsafe {
-        task::fill_identity(parent, ev).and_then(|pid_ns| {
-            task::read_ns_ptrs(parent, Some(pid_ns), ptrs)?;
-            task::resolve_set(ptrs, &mut ev.before, None)?;
-            task::fill_child(child, ev, Some(ptrs))
-        })
-    };
+    let p = transition_slot(call, pid_tgid)?;
+    p.ev.flags = flags;
+    let read = task::read_current(parent, &mut p.ev, &mut p.ptrs).and_then(|()| {
+        let Transition { before, after, .. } = &mut p.ev;
+        copy_set(before, after);
+        // The child's namespaces that are its parent's are not read again.
+        // SAFETY: probe reads of the new task.
+        unsafe { task::fill_child(child, &mut p.ev, Some(&p.ptrs)) }
+    });
     if read.is_err() {
         count(stat::READ_FAILED);
     }
-    let Transition { before, after, .. } = &mut *ev;
-    copy_set(after, before);
+    let ev = &mut p.ev;
     // SAFETY: probe reads of the new task.
     ev.ret =
         unsafe { task::pid_nr_at(child, ev.pid_level) }.map_or(i64::from(ev.child_tid), i64::from);
@@ -207,7 +141,6 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
     if (pid_tgid >> 32) as u32 == own_tgid() {
         return Ok(());
     }
-    let task: Task = ctx.arg(0);
     // The tid before exec: a non-leader thread that execs takes over the leader's.
     let old_tid: i32 = ctx.arg(1);
     let old_tid = old_tid as u32;
@@ -218,47 +151,40 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
     if old_tid != pid_tgid as u32 {
         forget((pid_tgid & !0xffff_ffff) | u64::from(old_tid));
     }
-    remember(task, pid_tgid);
+    remember(pid_tgid);
     let rec = lifecycle_slot(record::EXEC)?;
     rec.life.tid = pid_tgid as u32;
     rec.life.tgid = (pid_tgid >> 32) as u32;
     rec.life.parent_tid = old_tid;
-    // SAFETY: probe reads of the current task and its binprm.
+    rec.life.start_boottime_ns = task::start_boottime_direct(task::current_btf());
+    // SAFETY: probe reads of the binprm.
     unsafe {
-        rec.life.start_boottime_ns = task::start_boottime(task).unwrap_or(0);
         task::read_filename(bprm, &mut rec.filename);
         rec.life.header.ts_ns = bpf_ktime_get_ns();
     }
     emit_exec(ctx, &*rec);
-    time_move(ctx, task, old_tid, pid_tgid)
+    time_move(ctx, old_tid, pid_tgid)
 }
 
 /// Keeps the task's set as it leaves exec, for its next call: a setns then starts from it
 /// (see `syscalls::setns_exit`).
 #[inline(always)]
-fn remember(task: Task, pid_tgid: u64) {
+fn remember(pid_tgid: u64) {
     if let Ok(p) = transition_slot(call::EXEC, pid_tgid) {
-        let _ = learn(task, pid_tgid, p);
+        let _ = learn(task::current_btf(), pid_tgid, p);
     }
 }
 
 /// Reports the move into time_for_children that an earlier unshare/setns prepared.
 #[inline(always)]
-fn time_move(
-    ctx: &RawTracePointContext,
-    task: Task,
-    old_tid: u32,
-    pid_tgid: u64,
-) -> Result<(), ()> {
+fn time_move(ctx: &RawTracePointContext, old_tid: u32, pid_tgid: u64) -> Result<(), ()> {
     // SAFETY: the map value is copied out before the entry is removed.
     let armed = unsafe { TIME_ARMED.get(old_tid) }.copied().ok_or(())?;
     let _ = TIME_ARMED.remove(old_tid);
-    let ev = &mut transition_slot(call::EXEC, pid_tgid)?.ev;
+    let p = transition_slot(call::EXEC, pid_tgid)?;
+    let ev = &mut p.ev;
     ev.before = armed;
-    // SAFETY: probe reads of the current task.
-    if unsafe { task::fill_identity(task, ev).and_then(|_| task::read_ns_set(task, &mut ev.after)) }
-        .is_err()
-    {
+    if task::read_current(task::current_btf(), ev, &mut p.ptrs).is_err() {
         count(stat::READ_FAILED);
         return Err(());
     }
@@ -287,7 +213,6 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<(), ()> {
     let tid = pid_tgid as u32;
     remove_present!(TIME_ARMED, tid);
     forget(pid_tgid);
-    remove_present!(INFLIGHT, pid_tgid);
     let life = &mut lifecycle_slot(record::EXIT)?.life;
     life.tid = pid_tgid as u32;
     life.tgid = (pid_tgid >> 32) as u32;

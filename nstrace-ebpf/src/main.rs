@@ -1,8 +1,8 @@
 //! nstrace's kernel programs.
 //!
-//! `syscalls` stashes each clone/clone3/unshare/setns at entry and completes it at exit;
-//! `lifecycle` watches fork and exec for the moves those syscalls set up; `task` reads a task's
-//! namespace set; `maps` declares every map and global.
+//! `syscalls` reports clone, clone3, unshare and setns at their exits; `lifecycle` watches fork
+//! (where a clone with CLONE_NEW* is reported), exec and exit; `task` reads a task's namespace
+//! set; `maps` declares every map and global.
 #![no_std]
 #![no_main]
 

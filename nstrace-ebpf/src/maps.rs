@@ -4,7 +4,7 @@ use aya_ebpf::{
     bindings::BPF_F_CURRENT_CPU,
     helpers::generated::bpf_perf_event_output,
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, PerfEventByteArray},
+    maps::{LruHashMap, PerCpuArray, PerfEventByteArray},
 };
 use nstrace_common::{
     BATCH_BYTES, Exec, KernelOffsets, Lifecycle, MOVE_MAX, NS_SLOTS, NsSet, TRANSITION_HEAD,
@@ -53,11 +53,11 @@ pub static BATCH: PerCpuArray<Batch> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub static STAGED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// What the programs keep of a task that made a clone/clone3/unshare/setns call: the call in
-/// flight, and between calls the set it left the task in (`ev.after`) with the pointers behind
+/// What the programs keep of a task (see `TASKS`): the set its last call, its exec or its birth
+/// left it in (`ev.after`, with the rest of `ev` as that call's record), and the pointers behind
 /// that set. A task's namespaces change only through these calls (whose exits keep the entry
-/// current) and exec (which drops it), so the next call starts from the entry without reading
-/// the set again, and its exit reads only the namespaces whose pointer changed.
+/// current) and exec (which reads it again), so a call's exit starts from the entry without
+/// reading the set again, and reads only the namespaces whose pointer changed.
 #[repr(C)]
 pub struct TaskState {
     pub ev: Transition,
@@ -69,29 +69,18 @@ pub struct TaskState {
 }
 
 pub mod state {
-    /// No call in flight; `ev.after` and `ptrs` are the task's current set.
+    /// `ev.after` and `ptrs` are the task's current set.
     pub const IDLE: u32 = 0;
-    /// A call in flight; `ev.after` and `ptrs` are the task's set before it (the set its last
-    /// call left, or the one read at entry).
-    pub const CALL: u32 = 1;
-    /// Nothing in the entry may be trusted (a read failed).
+    /// Nothing in the entry may be trusted (a read failed): the next call reads the set whole.
     pub const STALE: u32 = 2;
 }
 
-/// What the programs know of tasks between calls (IDLE entries: the set a task's last call, its
-/// exec or its parent's fork left it in), keyed by pid_tgid; removed at exec and exit. LRU: a
-/// task whose exit was missed must not keep its entry forever, and an evicted entry only costs
-/// the next call a full read of the set (or, for a setns, a `before` the collector fills in and
-/// marks).
+/// What the programs know of each task, keyed by pid_tgid: kept from its birth (its first return
+/// from clone), its exec or its first call on, and removed at its exit. LRU: a task whose exit
+/// was missed must not keep its entry forever, and an evicted entry only costs the task's next
+/// call a `before` the collector fills in and marks.
 #[map]
 pub static TASKS: LruHashMap<u64, TaskState> = LruHashMap::with_max_entries(10240, 0);
-
-/// clone/clone3/unshare calls in flight, from their entry to their exit (or to the child's
-/// birth), keyed by pid_tgid. Not LRU: an in-flight call is never evicted by other tasks'
-/// entries, so a call is followed to its end or, when this map is full at its entry, counted
-/// (`stat::STASH_FAILED`). A few calls are in flight at once; 2048 is room for a storm of them.
-#[map]
-pub static INFLIGHT: HashMap<u64, TaskState> = HashMap::with_max_entries(2048, 0);
 
 /// Tasks whose time_for_children differs from their time namespace, keyed by tid, with their set
 /// at that moment: their next exec moves them, and exec is where the move is reported.

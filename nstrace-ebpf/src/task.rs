@@ -3,9 +3,13 @@
 //! Offsets come from the `OFFSETS` global (the running kernel's BTF); every read goes through
 //! `bpf_probe_read_kernel`, so a torn or exiting task yields an error, never a fault.
 use aya_ebpf::helpers::{
-    bpf_get_current_task, bpf_get_current_uid_gid, bpf_probe_read_kernel, generated,
+    bpf_get_current_uid_gid, bpf_probe_read_kernel, bpf_probe_read_user, generated,
 };
-use nstrace_common::{NS_SLOTS, NSPROXY_MAX, NsSet, Transition, slot};
+use nstrace_common::{
+    NS_SLOTS, NSPROXY_MAX, NsSet, Transition, call,
+    flags::{CLONE_NS_MASK, NS_MASK},
+    slot,
+};
 
 use crate::maps::OFFSETS;
 
@@ -24,12 +28,6 @@ fn off(field: *const u32) -> usize {
 unsafe fn read<T>(base: *const u8, offset: usize) -> Result<T, ()> {
     // SAFETY: probe_read_kernel validates the address.
     unsafe { bpf_probe_read_kernel(base.wrapping_add(offset).cast::<T>()) }.map_err(|_| ())
-}
-
-#[inline(always)]
-pub fn current() -> Task {
-    // SAFETY: the helper has no preconditions.
-    unsafe { bpf_get_current_task() as Task }
 }
 
 /// The current task as a BTF pointer: the verifier knows its type, so fields reached from it
@@ -205,7 +203,7 @@ pub unsafe fn pid_ns(task: Task) -> Result<(*const u8, u32, u32), ()> {
 }
 
 /// Slot `S` of a set from the BTF-typed namespace pointer `now` (the exit's fast path): when it
-/// is the one in `ptrs`, `out` already holds that namespace (see [`crate::syscalls::begin`]);
+/// is the one in `ptrs`, `out` already holds that namespace (the set before the call);
 /// any other is read with two plain loads, and its pointer kept in `ptrs`. Returns the slot's
 /// bit when it changed.
 #[inline(always)]
@@ -231,7 +229,7 @@ unsafe fn resolve_direct<const S: usize>(
 }
 
 /// What the current task's set is after a call: `after` holds the set before it (see
-/// [`crate::syscalls::begin`]) and `ptrs` the pointers behind it; both are brought up to date,
+/// the entry the call started from) and `ptrs` the pointers behind it; both are brought up to date,
 /// every slot but the pid namespace (fixed for a task's life) through [`resolve_direct`].
 /// `task` is [`current_btf`]. Returns the slots whose namespace changed, a bit each. On an
 /// error both are partly updated: the caller marks the entry stale.
@@ -283,6 +281,33 @@ pub fn syscall_args(task: Task) -> (u64, u64) {
             load::<u64>(regs, off(&raw const OFFSETS.regs_arg0)),
             load::<u64>(regs, off(&raw const OFFSETS.regs_arg1)),
         )
+    }
+}
+
+/// The call [`current_btf`] is in, when it is a clone or clone3 with CLONE_NEW* flags: the call
+/// and its flags, from the syscall number and first argument in its saved user registers.
+#[inline(always)]
+pub fn clone_call(task: Task) -> Option<(u32, u64)> {
+    // SAFETY: the helper returns the task's saved user registers as a BTF pointer (never null);
+    // the loads are BTF-checked.
+    let (nr, arg0) = unsafe {
+        let regs = generated::bpf_task_pt_regs(task.cast_mut().cast()) as *const u8;
+        (
+            load::<u64>(regs, off(&raw const OFFSETS.regs_nr)),
+            load::<u64>(regs, off(&raw const OFFSETS.regs_arg0)),
+        )
+    };
+    if nr == off(&raw const OFFSETS.nr_clone) as u64 {
+        // clone's low byte is the exit signal: CLONE_NEWTIME's bit is not a flag there.
+        (arg0 & CLONE_NS_MASK != 0).then_some((call::CLONE, arg0))
+    } else if nr == off(&raw const OFFSETS.nr_clone3) as u64 {
+        // `struct clone_args` lives in user memory, its u64 flags first; the kernel has just
+        // copied it, so it is paged in.
+        // SAFETY: probe_read_user validates the address.
+        let flags = unsafe { bpf_probe_read_user(arg0 as *const u64) }.ok()?;
+        (flags & NS_MASK != 0).then_some((call::CLONE3, flags))
+    } else {
+        None
     }
 }
 
@@ -437,26 +462,35 @@ pub unsafe fn tid(task: Task) -> Result<u32, ()> {
     unsafe { read::<i32>(task, off(&raw const OFFSETS.task_pid)) }.map(|t| t as u32)
 }
 
-/// Global tgid of the task's parent (`real_parent`).
+/// The current task's identity (ppid, start time, pid level and tid there) and whole set into
+/// `ev.after`, with the pointers behind it into `ptrs`, by plain loads: only its active pid
+/// namespace, at a level known only at run time, takes probe reads. `task` is [`current_btf`].
 #[inline(always)]
-unsafe fn ppid(task: Task) -> Result<u32, ()> {
+pub fn read_current(task: Task, ev: &mut Transition, ptrs: &mut [u64; NS_SLOTS]) -> Result<(), ()> {
+    // SAFETY: BTF-checked loads of the current task and what it points to; probe reads of its
+    // upid and pid namespace.
     unsafe {
-        let parent = read::<*const u8>(task, off(&raw const OFFSETS.task_real_parent))?;
-        read::<i32>(parent, off(&raw const OFFSETS.task_tgid)).map(|t| t as u32)
-    }
-}
-
-/// Fills the caller's identity fields of a record: ppid, ns_tid, pid level, start time.
-/// Returns the task's active pid namespace.
-#[inline(always)]
-pub unsafe fn fill_identity(task: Task, ev: &mut Transition) -> Result<u64, ()> {
-    unsafe {
-        ev.ppid = ppid(task)?;
-        ev.start_boottime_ns = read::<u64>(task, off(&raw const OFFSETS.task_start_boottime))?;
-        let (ns, nr, level) = pid_ns(task)?;
+        let parent = load::<*const u8>(task, off(&raw const OFFSETS.task_real_parent));
+        if parent.is_null() {
+            return Err(());
+        }
+        ev.ppid = load::<i32>(parent, off(&raw const OFFSETS.task_tgid)) as u32;
+        ev.start_boottime_ns = start_boottime_direct(task);
+        let pid = load::<*const u8>(task, off(&raw const OFFSETS.task_thread_pid));
+        if pid.is_null() {
+            return Err(());
+        }
+        let level = load::<u32>(pid, off(&raw const OFFSETS.pid_level));
+        let (ns, nr) = upid(pid, level)?;
         ev.ns_tid = nr;
         ev.pid_level = level;
-        Ok(ns as u64)
+        // Zeroed pointers differ from every namespace: each slot is read.
+        for i in 0..NS_SLOTS {
+            core::ptr::write_volatile(&raw mut ptrs[i], 0);
+        }
+        reread_set(task, ptrs, &mut ev.after)?;
+        ptrs[slot::PID] = ns as u64;
+        read_common::<{ slot::PID }>(ns, &mut ev.after)
     }
 }
 

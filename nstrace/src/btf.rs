@@ -98,18 +98,21 @@ impl KernelBtf {
     }
 
     /// Where `struct pt_regs` holds a syscall's first two arguments once it has returned.
-    fn syscall_args(&self) -> Result<(u32, u32), BtfError> {
+    /// Where `struct pt_regs` keeps a syscall's first two arguments and its number.
+    fn syscall_regs(&self) -> Result<(u32, u32, u32), BtfError> {
         let member = |m| self.optional_offset("pt_regs", m);
         match (
             member("di")?,
             member("si")?,
+            member("orig_ax")?,
             member("orig_x0")?,
             member("regs")?,
+            member("syscallno")?,
         ) {
             // x86_64: the argument registers survive the call.
-            (Some(di), Some(si), ..) => Ok((di, si)),
+            (Some(di), Some(si), Some(orig_ax), ..) => Ok((di, si, orig_ax)),
             // arm64: x0 holds the return value, its argument is kept in orig_x0.
-            (_, _, Some(orig_x0), Some(regs)) => Ok((orig_x0, regs + 8)),
+            (.., Some(orig_x0), Some(regs), Some(nr)) => Ok((orig_x0, regs + 8, nr)),
             _ => Err(BtfError::Layout {
                 what: "struct pt_regs (syscall arguments on this architecture)".into(),
             }),
@@ -213,7 +216,7 @@ impl KernelBtf {
         if upid_size as usize > WINDOW || upid_nr % 4 != 0 || upid_ns % 4 != 0 || upid_ns + 8 > 16 {
             return Err(layout("struct upid"));
         }
-        let (regs_arg0, regs_arg1) = self.syscall_args()?;
+        let (regs_arg0, regs_arg1, regs_nr) = self.syscall_regs()?;
         Ok(KernelOffsets {
             task_nsproxy: self.offset("task_struct", "nsproxy")?,
             task_real_cred: self.offset("task_struct", "real_cred")?,
@@ -228,6 +231,10 @@ impl KernelBtf {
             task_comm: self.offset("task_struct", "comm")?,
             regs_arg0,
             regs_arg1,
+            regs_nr,
+            nr_clone: libc::SYS_clone as u32,
+            nr_clone3: libc::SYS_clone3 as u32,
+            _pad: 0,
             binprm_filename: self.offset("linux_binprm", "filename")?,
             nsproxy,
             ns_common,

@@ -81,7 +81,7 @@ pub struct Summary {
     /// Kernel-side failures (see `nstrace_common::stat`).
     pub build_failed: u64,
     pub read_failed: u64,
-    pub stash_failed: u64,
+    pub keep_failed: u64,
 }
 
 impl Summary {
@@ -97,8 +97,8 @@ impl Summary {
             (self.build_failed, "records the kernel could not build"),
             (self.read_failed, "namespace sets the kernel could not read"),
             (
-                self.stash_failed,
-                "syscalls the kernel could not follow to their exit",
+                self.keep_failed,
+                "task sets the kernel could not keep (those tasks' next `before` is inferred)",
             ),
         ] {
             if count > 0 {
@@ -349,7 +349,7 @@ fn kernel_stats(loaded: &Loaded, summary: &mut Summary) {
     };
     summary.build_failed = sum(stat::BUILD_FAILED);
     summary.read_failed = sum(stat::READ_FAILED);
-    summary.stash_failed = sum(stat::STASH_FAILED);
+    summary.keep_failed = sum(stat::KEEP_FAILED);
     // The perf buffer counts lost batches, the programs the records in them.
     summary.lost = summary.lost.max(sum(stat::LOST));
 }

@@ -26,14 +26,12 @@ enum Hook {
 
 /// Every program and where it attaches. Program names are unique in their first 15 bytes, which
 /// is all the kernel keeps.
-const PROBES: [(&str, Hook); 9] = [
-    ("clone_enter", Hook::Syscalls(&["sys_enter_clone"])),
-    ("clone3_enter", Hook::Syscalls(&["sys_enter_clone3"])),
-    ("unshare_enter", Hook::Syscalls(&["sys_enter_unshare"])),
+const PROBES: [(&str, Hook); 7] = [
     (
-        "ns_exit",
-        Hook::Syscalls(&["sys_exit_clone", "sys_exit_clone3", "sys_exit_unshare"]),
+        "clone_exit",
+        Hook::Syscalls(&["sys_exit_clone", "sys_exit_clone3"]),
     ),
+    ("unshare_exit", Hook::Syscalls(&["sys_exit_unshare"])),
     ("setns_exit", Hook::Syscalls(&["sys_exit_setns"])),
     ("sched_fork", Hook::Raw("sched_process_fork")),
     ("sched_exec", Hook::Raw("sched_process_exec")),

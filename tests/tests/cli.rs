@@ -670,12 +670,12 @@ fn a_missing_syscall_tracepoint_is_named_with_the_kernel_option() {
     // A tracefs stand-in with the first syscall tracepoint and not the second.
     let setup = format!(
         "{NO_TRACEFS}\nmount -t tmpfs none /sys/kernel/tracing\n\
-         mkdir -p /sys/kernel/tracing/events/syscalls/sys_enter_clone"
+         mkdir -p /sys/kernel/tracing/events/syscalls/sys_exit_clone"
     );
     refused_in_own_mounts(
         &setup,
         &[
-            "no tracepoint syscalls/sys_enter_clone3",
+            "no tracepoint syscalls/sys_exit_clone3",
             "CONFIG_FTRACE_SYSCALLS=y",
         ],
     );

@@ -192,6 +192,58 @@ fn a_setns_by_a_process_older_than_the_trace_is_marked_and_matches_proc() {
     target.finish();
 }
 
+/// An unshare by a process that was running before the trace began and has neither exec'd nor
+/// called since: the kernel has no `before` for it (the programs learn a task at its birth, its
+/// exec or its first call), so the collector fills it in from the /proc snapshot and marks it.
+/// Its next call starts from the set the kernel learnt.
+#[test]
+fn an_unshare_by_a_process_older_than_the_trace_is_marked_and_matches_proc() {
+    if !require_root() {
+        return;
+    }
+    let mut early = Helper::spawn(&["pause", "unshare", "uts,ipc", "unshare", "net", "hold"]);
+    let e = early.wait_paused();
+    let before = proc_ns(e);
+    let tracer = Tracer::start(&[]);
+    early.resume();
+    early.wait_ready();
+
+    let mut calls = tracer.wait_for_n(2, "both unshares", by(e, "unshare"));
+    let second = calls.pop().expect("two calls");
+    let first = calls.pop().expect("two calls");
+    assert_eq!(first["before_inferred"], true, "{first}");
+    assert_same_ns("inferred before", &first["before"], &before);
+    assert_eq!(changed(&first), ["uts", "ipc"]);
+    assert_eq!(second.get("before_inferred"), None, "{second}");
+    assert_eq!(second["before"], first["after"]);
+    assert_eq!(changed(&second), ["net"]);
+    assert_same_ns("after", &second["after"], &proc_ns(e));
+    early.finish();
+}
+
+/// A clone3 with CLONE_NEW* flags that the kernel refuses makes no child: it is reported from
+/// the caller's exit with its errno, and the caller's set before and after is what /proc shows.
+#[test]
+fn a_refused_clone3_is_reported_with_its_errno_and_no_child() {
+    if !require_root() {
+        return;
+    }
+    let tracer = Tracer::start(&[]);
+    let mut helper = Helper::spawn(&["try-clone3", "uts,net", "hold"]);
+    assert_eq!(helper.line(), "errno EINVAL");
+    let h = helper.wait_ready();
+
+    let ev = tracer.wait_for("clone3", by(h, "clone3"));
+    assert_eq!(ev["ret"], -22);
+    assert_eq!(ev["errno"], "EINVAL");
+    assert_eq!(strings(&ev["flag_names"]), ["CLONE_NEWUTS", "CLONE_NEWNET"]);
+    assert_eq!(ev["child"], Value::Null, "{ev}");
+    assert!(changed(&ev).is_empty());
+    assert_eq!(ev["before"], ev["after"]);
+    assert_same_ns("after", &ev["after"], &proc_ns(h));
+    helper.finish();
+}
+
 /// A pidfd enters several types at once: the types come from what changed.
 #[test]
 fn setns_with_pidfd_enters_uts_ipc_and_net_at_once() {

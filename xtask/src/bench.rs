@@ -465,12 +465,10 @@ const STORMS: [(&str, Target, u64); 4] = [
     ),
 ];
 
-/// The bpftrace program: nstrace's hooks (its sched hooks as the sched tracepoints; setns at
-/// its exit only, as nstrace), counting in the kernel (no record per event reaches userspace:
-/// a floor for any tracer of these hooks, not a like-for-like tracer).
-const BPFTRACE: &str = "tracepoint:syscalls:sys_enter_clone,tracepoint:syscalls:sys_enter_clone3,\
-tracepoint:syscalls:sys_enter_unshare,\
-tracepoint:syscalls:sys_exit_clone,tracepoint:syscalls:sys_exit_clone3,\
+/// The bpftrace program: nstrace's hooks (the four syscalls' exits; its sched hooks as the sched
+/// tracepoints), counting in the kernel (no record per event reaches userspace: a floor for any
+/// tracer of these hooks, not a like-for-like tracer).
+const BPFTRACE: &str = "tracepoint:syscalls:sys_exit_clone,tracepoint:syscalls:sys_exit_clone3,\
 tracepoint:syscalls:sys_exit_unshare,tracepoint:syscalls:sys_exit_setns,\
 tracepoint:sched:sched_process_fork,tracepoint:sched:sched_process_exec,\
 tracepoint:sched:sched_process_exit { @[probe] = count(); } \

@@ -9,6 +9,8 @@
 //!   setns-pidfd PID TYPES  setns(pidfd_open(PID), flags of TYPES)
 //!   clone3 TYPES           clone3(2) with those flags; the child goes on with the next actions,
 //!                          the parent waits for it and exits with its status
+//!   try-clone3 TYPES       clone3(2) with those flags and an exit signal the kernel refuses
+//!                          (EINVAL): prints `errno NAME` and goes on
 //!   fork                   fork(2), likewise
 //!   exec-self ACTIONS...   execve this helper with the remaining actions
 //!   pause                  print `paused PID` and wait for a line on stdin, then go on
@@ -140,6 +142,20 @@ fn main() {
                     0 => {}
                     child => wait_and_exit(child as libc::pid_t),
                 }
+            }
+            "try-clone3" => {
+                let mut clone_args = [0u64; 8];
+                clone_args[0] = flags(&next(&mut i));
+                // Not a signal: clone3 refuses it before it makes anything.
+                clone_args[4] = 0xff;
+                // SAFETY: the call fails before any child exists.
+                let ret =
+                    unsafe { libc::syscall(libc::SYS_clone3, clone_args.as_mut_ptr(), 64usize) };
+                if ret >= 0 {
+                    fail("try-clone3 made a child");
+                }
+                println!("errno {}", errno_name());
+                let _ = std::io::stdout().flush();
             }
             "fork" => {
                 // SAFETY: single-threaded process.
