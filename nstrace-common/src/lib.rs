@@ -260,10 +260,11 @@ pub struct KernelOffsets {
     /// Where `struct pt_regs` keeps the number of the syscall in progress (x86_64: orig_ax;
     /// arm64: syscallno).
     pub regs_nr: u32,
-    /// This architecture's numbers of clone and clone3: a fork's caller is read at the fork.
+    /// This architecture's numbers of clone and clone3 (a fork's caller is read at the fork), and
+    /// of setns (one program serves the exits of unshare and setns).
     pub nr_clone: u32,
     pub nr_clone3: u32,
-    pub _pad: u32,
+    pub nr_setns: u32,
     pub binprm_filename: u32,
     /// Offset within `struct nsproxy` of each slot's namespace pointer (u32::MAX: not in nsproxy).
     pub nsproxy: [u32; NS_SLOTS],
@@ -310,7 +311,7 @@ impl KernelOffsets {
         regs_nr: 0,
         nr_clone: 0,
         nr_clone3: 0,
-        _pad: 0,
+        nr_setns: 0,
         binprm_filename: 0,
         nsproxy: [0; NS_SLOTS],
         ns_common: [0; NS_SLOTS],

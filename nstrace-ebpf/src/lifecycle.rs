@@ -41,34 +41,33 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), ()> {
     }
     // The parent is the current task: its side is plain loads.
     let me = task::current_btf();
-    if let Some((call, flags)) = task::clone_call(me) {
+    let (call, flags) = match task::clone_call(me) {
+        Some(clone) => clone,
         // SAFETY: probe reads of the new task.
-        return unsafe { emit_fork_transition(ctx, me, child, pid_tgid, call, flags) };
-    }
-    // A child born into another pid namespace than its parent's is a level deeper (setns and
-    // unshare of CLONE_NEWPID only reach descendants), so levels compare as the namespaces
-    // would.
-    // SAFETY: probe reads of the new task.
-    unsafe {
-        let (child_time, child_time_for_children) = task::time_pair(child)?;
-        let born_elsewhere = task::pid_level(child)? != task::pid_level_direct(me)
-            || task::nsproxy_ns_direct::<{ slot::TIME }>(me) != child_time;
-        if born_elsewhere {
-            emit_fork_transition(ctx, me, child, pid_tgid, call::FORK, 0)?;
-        } else {
-            emit_fork(ctx, me, child, child_tgid, pid_tgid)?;
-        }
-        // A CLONE_VM child (vfork, posix_spawn) keeps the parent's time namespace and enters
-        // time_for_children at its exec.
-        if child_time != child_time_for_children {
-            let p = SCRATCH.get_ptr_mut(0).ok_or(())?;
-            let ev = &mut (*p).ev;
-            if task::read_ns_set(child, &mut ev.after).is_ok() {
-                let _ = TIME_ARMED.insert(task::tid(child)?, ev.after, 0);
+        None => unsafe {
+            let (child_time, child_time_for_children) = task::time_pair(child)?;
+            // A CLONE_VM child (vfork, posix_spawn) keeps the parent's time namespace and
+            // enters time_for_children at its exec.
+            if child_time != child_time_for_children {
+                let p = SCRATCH.get_ptr_mut(0).ok_or(())?;
+                let ev = &mut (*p).ev;
+                if task::read_ns_set(child, &mut ev.after).is_ok() {
+                    let _ = TIME_ARMED.insert(task::tid(child)?, ev.after, 0);
+                }
             }
-        }
-    }
-    Ok(())
+            // A child born into another pid namespace than its parent's is a level deeper
+            // (setns and unshare of CLONE_NEWPID only reach descendants), so levels compare as
+            // the namespaces would.
+            let born_elsewhere = task::pid_level(child)? != task::pid_level_direct(me)
+                || task::nsproxy_ns_direct::<{ slot::TIME }>(me) != child_time;
+            if !born_elsewhere {
+                return emit_fork(ctx, me, child, child_tgid, pid_tgid);
+            }
+            (call::FORK, 0)
+        },
+    };
+    // SAFETY: probe reads of the new task.
+    unsafe { emit_fork_transition(ctx, me, child, pid_tgid, call, flags) }
 }
 
 /// A child whose set is not its parent's: a clone/clone3 with CLONE_NEW* (`call` and `flags`),
@@ -145,52 +144,40 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
     let old_tid: i32 = ctx.arg(1);
     let old_tid = old_tid as u32;
     let bprm: *const u8 = ctx.arg(2);
-    // exec may move the task (time_for_children) and renames it: what the programs knew of it
-    // is dropped, under its tid before and after, and read again below.
-    forget(pid_tgid);
+    // A thread that took over its leader's tid leaves its own entry behind.
     if old_tid != pid_tgid as u32 {
         forget((pid_tgid & !0xffff_ffff) | u64::from(old_tid));
     }
-    remember(pid_tgid);
+    // The set as the task leaves exec, kept for its next call (it replaces what the programs
+    // knew of the task: exec may move it, into time_for_children).
+    let p = transition_slot(call::EXEC, pid_tgid)?;
+    let me = task::current_btf();
+    let known = learn(me, pid_tgid, p).is_ok();
+    if !known {
+        count(stat::READ_FAILED);
+        forget(pid_tgid);
+    }
     let rec = lifecycle_slot(record::EXEC)?;
     rec.life.tid = pid_tgid as u32;
     rec.life.tgid = (pid_tgid >> 32) as u32;
     rec.life.parent_tid = old_tid;
-    rec.life.start_boottime_ns = task::start_boottime_direct(task::current_btf());
+    rec.life.start_boottime_ns = task::start_boottime_direct(me);
     // SAFETY: probe reads of the binprm.
     unsafe {
         task::read_filename(bprm, &mut rec.filename);
         rec.life.header.ts_ns = bpf_ktime_get_ns();
     }
     emit_exec(ctx, &*rec);
-    time_move(ctx, old_tid, pid_tgid)
-}
-
-/// Keeps the task's set as it leaves exec, for its next call: a setns then starts from it
-/// (see `syscalls::setns_exit`).
-#[inline(always)]
-fn remember(pid_tgid: u64) {
-    if let Ok(p) = transition_slot(call::EXEC, pid_tgid) {
-        let _ = learn(task::current_btf(), pid_tgid, p);
-    }
-}
-
-/// Reports the move into time_for_children that an earlier unshare/setns prepared.
-#[inline(always)]
-fn time_move(ctx: &RawTracePointContext, old_tid: u32, pid_tgid: u64) -> Result<(), ()> {
+    // The move into time_for_children that an earlier unshare/setns prepared: from the set
+    // armed then to the one just read.
     // SAFETY: the map value is copied out before the entry is removed.
     let armed = unsafe { TIME_ARMED.get(old_tid) }.copied().ok_or(())?;
     let _ = TIME_ARMED.remove(old_tid);
-    let p = transition_slot(call::EXEC, pid_tgid)?;
     let ev = &mut p.ev;
-    ev.before = armed;
-    if task::read_current(task::current_btf(), ev, &mut p.ptrs).is_err() {
-        count(stat::READ_FAILED);
-        return Err(());
-    }
-    if ev.after.inum[slot::TIME] == ev.before.inum[slot::TIME] {
+    if !known || ev.after.inum[slot::TIME] == armed.inum[slot::TIME] {
         return Ok(());
     }
+    ev.before = armed;
     ev.header.ts_ns = unsafe { bpf_ktime_get_ns() };
     emit_without_child(ctx, ev);
     Ok(())

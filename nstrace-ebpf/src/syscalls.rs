@@ -12,9 +12,10 @@
 //! its own view of the task (the /proc snapshot and every record since) and marks it so. A
 //! failed call changes nothing, so its `before` is its `after`, known or not.
 //!
-//! The `ret` offset mirrors the tracefs format files
+//! The record offsets mirror the tracefs format files
 //! (`/sys/kernel/tracing/events/syscalls/sys_exit_*/format`, from
-//! include/trace/events/syscalls.h): every exit's `ret` is at offset 16.
+//! include/trace/events/syscalls.h): every exit's syscall number is an int at offset 8, and its
+//! `ret` is at offset 16.
 use aya_ebpf::{
     EbpfContext as _,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
@@ -31,6 +32,7 @@ use crate::{
     task::{self, Task},
 };
 
+const NR: usize = 8;
 const RET: usize = 16;
 
 #[inline(always)]
@@ -40,50 +42,34 @@ fn ret(ctx: &TracePointContext) -> i64 {
     unsafe { core::ptr::read_volatile(ctx.as_ptr().cast::<u8>().add(RET).cast::<i64>()) }
 }
 
-/// sys_exit of setns: the call made in storms (a setns loop, `ip netns exec`, container
+/// sys_exit of unshare and setns: one program attached twice, told apart by the record's
+/// syscall number. setns is the call made in storms (a setns loop, `ip netns exec`, container
 /// runtimes).
 #[tracepoint]
-pub fn setns_exit(ctx: TracePointContext) -> u32 {
-    let _ = try_setns_exit(&ctx);
+pub fn ns_exit(ctx: TracePointContext) -> u32 {
+    let _ = try_ns_exit(&ctx);
     0
 }
 
-fn try_setns_exit(ctx: &TracePointContext) -> Result<(), ()> {
+fn try_ns_exit(ctx: &TracePointContext) -> Result<(), ()> {
     let pid_tgid = bpf_get_current_pid_tgid();
     if (pid_tgid >> 32) as u32 == own_tgid() {
         return Ok(());
     }
     let task = task::current_btf();
-    let (fd, nstype) = task::syscall_args(task);
-    // Both are ints: keep the low 32 bits.
-    exit(
-        ctx,
-        task,
-        pid_tgid,
-        call::SETNS,
-        u64::from(nstype as u32),
-        fd as u32 as i32,
-    )
-}
-
-/// sys_exit of unshare.
-#[tracepoint]
-pub fn unshare_exit(ctx: TracePointContext) -> u32 {
-    let _ = try_unshare_exit(&ctx);
-    0
-}
-
-fn try_unshare_exit(ctx: &TracePointContext) -> Result<(), ()> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if (pid_tgid >> 32) as u32 == own_tgid() {
+    let (arg0, arg1) = task::syscall_args(task);
+    // SAFETY: inside the tracepoint's record (see the module docs).
+    let nr = unsafe { core::ptr::read_volatile(ctx.as_ptr().cast::<u8>().add(NR).cast::<i32>()) };
+    let (call, flags, fd) = if nr as u32 == task::nr_setns() {
+        // setns(int fd, int nstype): keep the low 32 bits of each.
+        (call::SETNS, u64::from(arg1 as u32), arg0 as u32 as i32)
+    } else if arg0 & NS_MASK != 0 {
+        (call::UNSHARE, arg0, -1)
+    } else {
         return Ok(());
-    }
-    let task = task::current_btf();
-    let flags = task::syscall_args(task).0;
-    if flags & NS_MASK == 0 {
-        return Ok(());
-    }
-    exit(ctx, task, pid_tgid, call::UNSHARE, flags, -1)
+    };
+    // One way on from here for both calls: the verifier walks it once.
+    exit(ctx, task, pid_tgid, call, flags, fd)
 }
 
 /// Reports an unshare or setns at its exit; `task` is [`task::current_btf`]. A task the
@@ -144,24 +130,26 @@ fn try_clone_exit(ctx: &TracePointContext) -> Result<(), ()> {
         return Ok(());
     }
     let task = task::current_btf();
-    if ret == 0 {
-        let p = transition_slot(call::FORK, pid_tgid)?;
-        if learn(task, pid_tgid, p).is_err() {
-            count(stat::READ_FAILED);
-        }
-        return Ok(());
-    }
-    let (call, flags) = task::clone_call(task).ok_or(())?;
-    let p = transition_slot(call, pid_tgid)?;
-    p.ev.flags = flags;
-    p.ev.ret = ret;
-    if task::read_current(task, &mut p.ev, &mut p.ptrs).is_err() {
+    // A refused call with CLONE_NEW* flags: reported. The child: learns its set.
+    let refused = if ret < 0 {
+        Some(task::clone_call(task).ok_or(())?)
+    } else {
+        None
+    };
+    let p = transition_slot(call::FORK, pid_tgid)?;
+    if learn(task, pid_tgid, p).is_err() {
         count(stat::READ_FAILED);
     }
-    let Transition { before, after, .. } = &mut p.ev;
-    copy_set(before, after);
-    p.ev.header.ts_ns = unsafe { bpf_ktime_get_ns() };
-    emit_with_child(ctx, &p.ev);
+    let Some((call, flags)) = refused else {
+        return Ok(());
+    };
+    let ev = &mut p.ev;
+    ev.call = call;
+    ev.flags = flags;
+    ev.ret = ret;
+    copy_set(&mut ev.before, &ev.after);
+    ev.header.ts_ns = unsafe { bpf_ktime_get_ns() };
+    emit_with_child(ctx, ev);
     Ok(())
 }
 

@@ -284,6 +284,12 @@ pub fn syscall_args(task: Task) -> (u64, u64) {
     }
 }
 
+/// This architecture's number of setns.
+#[inline(always)]
+pub fn nr_setns() -> u32 {
+    off(&raw const OFFSETS.nr_setns) as u32
+}
+
 /// The call [`current_btf`] is in, when it is a clone or clone3 with CLONE_NEW* flags: the call
 /// and its flags, from the syscall number and first argument in its saved user registers.
 #[inline(always)]

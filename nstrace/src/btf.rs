@@ -234,7 +234,7 @@ impl KernelBtf {
             regs_nr,
             nr_clone: libc::SYS_clone as u32,
             nr_clone3: libc::SYS_clone3 as u32,
-            _pad: 0,
+            nr_setns: libc::SYS_setns as u32,
             binprm_filename: self.offset("linux_binprm", "filename")?,
             nsproxy,
             ns_common,

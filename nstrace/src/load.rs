@@ -26,13 +26,15 @@ enum Hook {
 
 /// Every program and where it attaches. Program names are unique in their first 15 bytes, which
 /// is all the kernel keeps.
-const PROBES: [(&str, Hook); 7] = [
+const PROBES: [(&str, Hook); 6] = [
     (
         "clone_exit",
         Hook::Syscalls(&["sys_exit_clone", "sys_exit_clone3"]),
     ),
-    ("unshare_exit", Hook::Syscalls(&["sys_exit_unshare"])),
-    ("setns_exit", Hook::Syscalls(&["sys_exit_setns"])),
+    (
+        "ns_exit",
+        Hook::Syscalls(&["sys_exit_unshare", "sys_exit_setns"]),
+    ),
     ("sched_fork", Hook::Raw("sched_process_fork")),
     ("sched_exec", Hook::Raw("sched_process_exec")),
     ("sched_exit", Hook::Raw("sched_process_exit")),
@@ -189,15 +191,15 @@ pub fn load() -> Result<Loaded, LoadError> {
         peak_rss_kib()
     );
 
-    // Verifying the programs is most of the start-up: the largest, sched_fork, is verified on
-    // a thread of its own while the others are verified here.
+    // Verifying the programs is most of the start-up: the fork, exec and clone programs are
+    // verified on a thread of their own while unshare/setns's, about as long, is verified here.
     let mut programs: std::collections::HashMap<&str, &mut Program> = ebpf.programs_mut().collect();
     let (mut alone, mut rest) = (Vec::new(), Vec::new());
     for (program, hook) in &PROBES {
         let prog = programs
             .remove(program)
             .ok_or(LoadError::NoProgram(program))?;
-        let group = if *program == "sched_fork" {
+        let group = if matches!(*program, "sched_fork" | "sched_exec" | "clone_exit") {
             &mut alone
         } else {
             &mut rest
