@@ -233,9 +233,9 @@ pub struct Transition {
     pub after: NsSet,
     /// Boxed: most transitions have none, and a record is smaller for it.
     pub child: Option<Box<Child>>,
-    /// `before` is not the kernel's: the call was a setns by a task the kernel programs did not
-    /// know yet (see the programs' `setns_exit`), and the collector filled it in from what it
-    /// knew of the task (the /proc snapshot and every record since).
+    /// `before` is not the kernel's: the call was an unshare or setns by a task the kernel
+    /// programs did not know yet (see the programs' `ns_exit`), and the collector filled it in
+    /// from what it knew of the task (the /proc snapshot and every record since).
     #[serde(default)]
     pub before_inferred: bool,
 }
