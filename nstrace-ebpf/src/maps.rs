@@ -76,7 +76,7 @@ pub mod state {
 }
 
 /// What the programs know of each task, keyed by pid_tgid: kept from its birth (its first return
-/// from clone), its exec or its first call on, and removed at its exit. LRU: a task whose exit
+/// from fork, vfork, clone or clone3), its exec or its first call on, and removed at its exit. LRU: a task whose exit
 /// was missed must not keep its entry forever, and an evicted entry only costs the task's next
 /// call a `before` the collector fills in and marks.
 #[map]

@@ -104,14 +104,17 @@ fn exit(
     } else if p.ev.ret < 0 {
         let Transition { before, after, .. } = &mut p.ev;
         copy_set(before, after);
+    } else {
+        arm_time(&p.ev);
     }
     p.ev.header.ts_ns = unsafe { bpf_ktime_get_ns() };
     emit_without_child(ctx, &p.ev);
     Ok(())
 }
 
-/// sys_exit of clone and clone3: one program attached twice. It fires in the new child too
-/// (ret 0), before the child runs a line of its own: the child learns its set there, so its
+/// sys_exit of clone and clone3, and of fork and vfork where they exist (x86_64): one program
+/// attached to each. It fires in the new child too (ret 0), before the child runs a line of its
+/// own: the child learns its set there, so its
 /// first call starts from it. A clone that made its child was reported at the child's birth;
 /// one that failed is reported here, with the caller's set before and after.
 #[tracepoint]
@@ -126,7 +129,9 @@ fn try_clone_exit(ctx: &TracePointContext) -> Result<(), ()> {
         return Ok(());
     }
     let ret = ret(ctx);
-    if ret > 0 {
+    // A clone interrupted by a signal is restarted (-ERESTARTNOINTR and kin, never seen by the
+    // caller) and reported when it makes its child.
+    if ret > 0 || (-516..=-512).contains(&ret) {
         return Ok(());
     }
     let task = task::current_btf();
@@ -137,10 +142,15 @@ fn try_clone_exit(ctx: &TracePointContext) -> Result<(), ()> {
         None
     };
     let p = transition_slot(call::FORK, pid_tgid)?;
-    if learn(task, pid_tgid, p).is_err() {
+    let learnt = learn(task, pid_tgid, p);
+    if learnt.is_err() {
         count(stat::READ_FAILED);
     }
     let Some((call, flags)) = refused else {
+        // A CLONE_VM child keeps its parent's time namespace until its exec.
+        if learnt.is_ok() {
+            arm_time(&p.ev);
+        }
         return Ok(());
     };
     let ev = &mut p.ev;
@@ -189,12 +199,20 @@ fn complete(ctx: &TracePointContext, task: Task, t: &mut TaskState) -> Result<()
     } else {
         state::STALE
     };
-    // The task's own time namespace follows time_for_children at its next exec.
-    if ev.ret == 0 && ev.after.inum[slot::TIME] != ev.after.inum[slot::TIME_FOR_CHILDREN] {
-        let _ = TIME_ARMED.insert(ev.tid, ev.after, 0);
+    if ev.ret == 0 {
+        arm_time(ev);
     }
     // Sent last: the verifier walks what follows a send once per way through it.
     ev.header.ts_ns = unsafe { bpf_ktime_get_ns() };
     emit_move(ctx, ev, changed);
     Ok(())
+}
+
+/// The task's own time namespace follows time_for_children at its next exec, where the move is
+/// reported: a task whose set (just read, in `ev`) has the two apart is armed for it.
+#[inline(always)]
+fn arm_time(ev: &Transition) {
+    if ev.after.inum[slot::TIME] != ev.after.inum[slot::TIME_FOR_CHILDREN] {
+        let _ = TIME_ARMED.insert(ev.tid, ev.after, 0);
+    }
 }

@@ -299,14 +299,15 @@ pub fn clone_call(task: Task) -> Option<(u32, u64)> {
     let (nr, arg0) = unsafe {
         let regs = generated::bpf_task_pt_regs(task.cast_mut().cast()) as *const u8;
         (
-            load::<u64>(regs, off(&raw const OFFSETS.regs_nr)),
+            // The number's low 32 bits: arm64 keeps it in an s32 (syscallno), x86_64 in a long.
+            load::<u32>(regs, off(&raw const OFFSETS.regs_nr)),
             load::<u64>(regs, off(&raw const OFFSETS.regs_arg0)),
         )
     };
-    if nr == off(&raw const OFFSETS.nr_clone) as u64 {
+    if nr == off(&raw const OFFSETS.nr_clone) as u32 {
         // clone's low byte is the exit signal: CLONE_NEWTIME's bit is not a flag there.
         (arg0 & CLONE_NS_MASK != 0).then_some((call::CLONE, arg0))
-    } else if nr == off(&raw const OFFSETS.nr_clone3) as u64 {
+    } else if nr == off(&raw const OFFSETS.nr_clone3) as u32 {
         // `struct clone_args` lives in user memory, its u64 flags first; the kernel has just
         // copied it, so it is paged in.
         // SAFETY: probe_read_user validates the address.

@@ -97,7 +97,6 @@ impl KernelBtf {
             })
     }
 
-    /// Where `struct pt_regs` holds a syscall's first two arguments once it has returned.
     /// Where `struct pt_regs` keeps a syscall's first two arguments and its number.
     fn syscall_regs(&self) -> Result<(u32, u32, u32), BtfError> {
         let member = |m| self.optional_offset("pt_regs", m);

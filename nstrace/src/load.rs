@@ -16,8 +16,12 @@ const TRACEFS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
 /// How one program attaches.
 enum Hook {
-    /// syscalls/<name> tracepoints (one program may serve several).
-    Syscalls(&'static [&'static str]),
+    /// syscalls/<name> tracepoints (one program may serve several), then those of `optional`
+    /// that this architecture has.
+    Syscalls {
+        names: &'static [&'static str],
+        optional: &'static [&'static str],
+    },
     /// A raw tracepoint (raw_tp/<name>): the tracepoint's own arguments, and no BTF to load.
     Raw(&'static str),
     /// A raw tracepoint program attached nowhere: the collector runs it when it needs it.
@@ -27,13 +31,21 @@ enum Hook {
 /// Every program and where it attaches. Program names are unique in their first 15 bytes, which
 /// is all the kernel keeps.
 const PROBES: [(&str, Hook); 6] = [
+    // fork(2) and vfork(2) exist on x86_64, not on arm64: there their children learn their set
+    // as a clone's do.
     (
         "clone_exit",
-        Hook::Syscalls(&["sys_exit_clone", "sys_exit_clone3"]),
+        Hook::Syscalls {
+            names: &["sys_exit_clone", "sys_exit_clone3"],
+            optional: &["sys_exit_fork", "sys_exit_vfork"],
+        },
     ),
     (
         "ns_exit",
-        Hook::Syscalls(&["sys_exit_unshare", "sys_exit_setns"]),
+        Hook::Syscalls {
+            names: &["sys_exit_unshare", "sys_exit_setns"],
+            optional: &[],
+        },
     ),
     ("sched_fork", Hook::Raw("sched_process_fork")),
     ("sched_exec", Hook::Raw("sched_process_exec")),
@@ -140,10 +152,16 @@ pub fn load() -> Result<Loaded, LoadError> {
     }
     let began = std::time::Instant::now();
     let tracefs = tracefs()?;
+    let syscalls = tracefs.join("events/syscalls");
+    let mut optional = Vec::new();
     for (_, hook) in &PROBES {
-        if let Hook::Syscalls(names) = hook {
+        if let Hook::Syscalls {
+            names,
+            optional: maybe,
+        } = hook
+        {
             for name in *names {
-                let path = tracefs.join("events/syscalls").join(name);
+                let path = syscalls.join(name);
                 if !path.is_dir() {
                     return Err(LoadError::NoTracepoint {
                         name: (*name).into(),
@@ -151,6 +169,7 @@ pub fn load() -> Result<Loaded, LoadError> {
                     });
                 }
             }
+            optional.extend(maybe.iter().filter(|name| syscalls.join(name).is_dir()));
         }
     }
     raise_memlock();
@@ -207,8 +226,8 @@ pub fn load() -> Result<Loaded, LoadError> {
         group.push((*program, hook, prog));
     }
     let (here, there) = std::thread::scope(|scope| {
-        let there = scope.spawn(|| attach_all(alone, began));
-        (attach_all(rest, began), there.join())
+        let there = scope.spawn(|| attach_all(alone, &optional, began));
+        (attach_all(rest, &optional, began), there.join())
     });
     let mut hooks = here?;
     // A panic there is a bug in nstrace: it is raised here as it was.
@@ -217,21 +236,24 @@ pub fn load() -> Result<Loaded, LoadError> {
     Ok(Loaded { ebpf, hooks })
 }
 
-/// Loads and attaches each program of `programs` to its hook; returns the hooks attached.
+/// Loads and attaches each program of `programs` to its hook (optional syscall tracepoints
+/// only when in `present`); returns the hooks attached.
 fn attach_all(
     programs: Vec<(&'static str, &Hook, &mut Program)>,
+    present: &[&'static str],
     began: std::time::Instant,
 ) -> Result<Vec<String>, LoadError> {
     let mut hooks = Vec::new();
     for (program, hook, prog) in programs {
         match hook {
-            Hook::Syscalls(names) => {
+            Hook::Syscalls { names, optional } => {
                 let tp: &mut TracePoint = prog
                     .try_into()
                     .map_err(|source| LoadError::Program { program, source })?;
                 tp.load()
                     .map_err(|source| LoadError::Program { program, source })?;
-                for name in *names {
+                let present = optional.iter().filter(|name| present.contains(name));
+                for name in names.iter().chain(present) {
                     tp.attach("syscalls", name)
                         .map_err(|source| LoadError::Attach {
                             program,

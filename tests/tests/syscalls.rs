@@ -221,6 +221,30 @@ fn an_unshare_by_a_process_older_than_the_trace_is_marked_and_matches_proc() {
     early.finish();
 }
 
+/// unshare(CLONE_NEWTIME) by a process older than the trace: its `before` is inferred, and the
+/// exec that enters the new time namespace is still reported (the programs arm it from the set
+/// they read at the unshare's exit).
+#[test]
+fn an_older_process_that_unshares_time_enters_it_at_exec() {
+    if !require_root() {
+        return;
+    }
+    let mut early = Helper::spawn(&["pause", "unshare", "time", "exec-self", "hold"]);
+    let e = early.wait_paused();
+    let tracer = Tracer::start(&[]);
+    early.resume();
+    early.wait_ready();
+
+    let unshare = tracer.wait_for("unshare", by(e, "unshare"));
+    assert_eq!(unshare["before_inferred"], true, "{unshare}");
+    assert_eq!(changed(&unshare), ["time_for_children"]);
+    let exec = tracer.wait_for("exec", by(e, "exec"));
+    assert_eq!(changed(&exec), ["time"]);
+    assert_eq!(exec["after"]["time"], unshare["after"]["time_for_children"]);
+    assert_same_ns("exec after", &exec["after"], &proc_ns(e));
+    early.finish();
+}
+
 /// A clone3 with CLONE_NEW* flags that the kernel refuses makes no child: it is reported from
 /// the caller's exit with its errno, and the caller's set before and after is what /proc shows.
 #[test]
