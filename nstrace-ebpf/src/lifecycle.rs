@@ -154,7 +154,6 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
     let me = task::current_btf();
     let known = learn(me, pid_tgid, p).is_ok();
     if !known {
-        count(stat::READ_FAILED);
         forget(pid_tgid);
     }
     let rec = lifecycle_slot(record::EXEC)?;

@@ -76,9 +76,9 @@ pub mod state {
 }
 
 /// What the programs know of each task, keyed by pid_tgid: kept from its birth (its first return
-/// from fork, vfork, clone or clone3), its exec or its first call on, and removed at its exit. LRU: a task whose exit
-/// was missed must not keep its entry forever, and an evicted entry only costs the task's next
-/// call a `before` the collector fills in and marks.
+/// from fork, vfork, clone or clone3), its exec or its first call on, and removed at its exit.
+/// LRU: a task whose exit was missed must not keep its entry forever, and an evicted entry only
+/// costs the task's next call a `before` the collector fills in and marks.
 #[map]
 pub static TASKS: LruHashMap<u64, TaskState> = LruHashMap::with_max_entries(10240, 0);
 

@@ -12,10 +12,9 @@
 //! its own view of the task (the /proc snapshot and every record since) and marks it so. A
 //! failed call changes nothing, so its `before` is its `after`, known or not.
 //!
-//! The record offsets mirror the tracefs format files
+//! The `ret` offset mirrors the tracefs format files
 //! (`/sys/kernel/tracing/events/syscalls/sys_exit_*/format`, from
-//! include/trace/events/syscalls.h): every exit's syscall number is an int at offset 8, and its
-//! `ret` is at offset 16.
+//! include/trace/events/syscalls.h): every exit's `ret` is at offset 16.
 use aya_ebpf::{
     EbpfContext as _,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
@@ -32,7 +31,6 @@ use crate::{
     task::{self, Task},
 };
 
-const NR: usize = 8;
 const RET: usize = 16;
 
 #[inline(always)]
@@ -42,8 +40,8 @@ fn ret(ctx: &TracePointContext) -> i64 {
     unsafe { core::ptr::read_volatile(ctx.as_ptr().cast::<u8>().add(RET).cast::<i64>()) }
 }
 
-/// sys_exit of unshare and setns: one program attached twice, told apart by the record's
-/// syscall number. setns is the call made in storms (a setns loop, `ip netns exec`, container
+/// sys_exit of unshare and setns: one program attached twice, told apart by the syscall
+/// number. setns is the call made in storms (a setns loop, `ip netns exec`, container
 /// runtimes).
 #[tracepoint]
 pub fn ns_exit(ctx: TracePointContext) -> u32 {
@@ -57,10 +55,8 @@ fn try_ns_exit(ctx: &TracePointContext) -> Result<(), ()> {
         return Ok(());
     }
     let task = task::current_btf();
-    let (arg0, arg1) = task::syscall_args(task);
-    // SAFETY: inside the tracepoint's record (see the module docs).
-    let nr = unsafe { core::ptr::read_volatile(ctx.as_ptr().cast::<u8>().add(NR).cast::<i32>()) };
-    let (call, flags, fd) = if nr as u32 == task::nr_setns() {
+    let (nr, arg0, arg1) = task::syscall(task);
+    let (call, flags, fd) = if nr == task::nr_setns() {
         // setns(int fd, int nstype): keep the low 32 bits of each.
         (call::SETNS, u64::from(arg1 as u32), arg0 as u32 as i32)
     } else if arg0 & NS_MASK != 0 {
@@ -99,13 +95,12 @@ fn exit(
     p.ev.flags = flags;
     p.ev.fd = fd;
     p.ev.ret = ret(ctx);
-    if learn(task, pid_tgid, p).is_err() {
-        count(stat::READ_FAILED);
-    } else if p.ev.ret < 0 {
-        let Transition { before, after, .. } = &mut p.ev;
-        copy_set(before, after);
-    } else {
-        arm_time(&p.ev);
+    if learn(task, pid_tgid, p).is_ok() {
+        if p.ev.ret < 0 {
+            copy_set(&mut p.ev.before, &p.ev.after);
+        } else {
+            arm_time(&p.ev);
+        }
     }
     p.ev.header.ts_ns = unsafe { bpf_ktime_get_ns() };
     emit_without_child(ctx, &p.ev);
@@ -114,8 +109,7 @@ fn exit(
 
 /// sys_exit of clone and clone3, and of fork and vfork where they exist (x86_64): one program
 /// attached to each. It fires in the new child too (ret 0), before the child runs a line of its
-/// own: the child learns its set there, so its
-/// first call starts from it. A clone that made its child was reported at the child's birth;
+/// own: the child learns its set there, so its first call starts from it. A clone that made its child was reported at the child's birth;
 /// one that failed is reported here, with the caller's set before and after.
 #[tracepoint]
 pub fn clone_exit(ctx: TracePointContext) -> u32 {
@@ -143,9 +137,6 @@ fn try_clone_exit(ctx: &TracePointContext) -> Result<(), ()> {
     };
     let p = transition_slot(call::FORK, pid_tgid)?;
     let learnt = learn(task, pid_tgid, p);
-    if learnt.is_err() {
-        count(stat::READ_FAILED);
-    }
     let Some((call, flags)) = refused else {
         // A CLONE_VM child keeps its parent's time namespace until its exec.
         if learnt.is_ok() {
@@ -165,10 +156,11 @@ fn try_clone_exit(ctx: &TracePointContext) -> Result<(), ()> {
 
 /// Reads the current task's identity and whole set into `p` (its `after`, with the pointers
 /// behind it) and keeps `p` in `TASKS`, idle: the entry the task's next call starts from. Errs,
-/// keeping nothing, when the set cannot be read. `task` is [`task::current_btf`].
+/// keeping nothing and counting the failure, when the set cannot be read. `task` is
+/// [`task::current_btf`].
 #[inline(always)]
 pub fn learn(task: Task, pid_tgid: u64, p: &mut TaskState) -> Result<(), ()> {
-    task::read_current(task, &mut p.ev, &mut p.ptrs)?;
+    task::read_current(task, &mut p.ev, &mut p.ptrs).map_err(|()| count(stat::READ_FAILED))?;
     p.state = state::IDLE;
     if TASKS.insert(pid_tgid, &*p, 0).is_err() {
         count(stat::KEEP_FAILED);

@@ -269,15 +269,17 @@ pub unsafe fn reread_set(
     Ok(changed | unsafe { resolve_direct::<{ slot::USER }>(user, ptrs, after) }?)
 }
 
-/// The current syscall's first two arguments, from the user registers saved at its entry;
-/// `task` is [`current_btf`].
+/// The syscall [`current_btf`] is in, from the user registers saved at its entry: its number
+/// (the low 32 bits: arm64 keeps it in an s32, syscallno; x86_64 in a long) and its first two
+/// arguments.
 #[inline(always)]
-pub fn syscall_args(task: Task) -> (u64, u64) {
+pub fn syscall(task: Task) -> (u32, u64, u64) {
     // SAFETY: the helper returns the task's saved user registers as a BTF pointer (never null);
     // the loads are BTF-checked.
     unsafe {
         let regs = generated::bpf_task_pt_regs(task.cast_mut().cast()) as *const u8;
         (
+            load::<u32>(regs, off(&raw const OFFSETS.regs_nr)),
             load::<u64>(regs, off(&raw const OFFSETS.regs_arg0)),
             load::<u64>(regs, off(&raw const OFFSETS.regs_arg1)),
         )
@@ -294,16 +296,7 @@ pub fn nr_setns() -> u32 {
 /// and its flags, from the syscall number and first argument in its saved user registers.
 #[inline(always)]
 pub fn clone_call(task: Task) -> Option<(u32, u64)> {
-    // SAFETY: the helper returns the task's saved user registers as a BTF pointer (never null);
-    // the loads are BTF-checked.
-    let (nr, arg0) = unsafe {
-        let regs = generated::bpf_task_pt_regs(task.cast_mut().cast()) as *const u8;
-        (
-            // The number's low 32 bits: arm64 keeps it in an s32 (syscallno), x86_64 in a long.
-            load::<u32>(regs, off(&raw const OFFSETS.regs_nr)),
-            load::<u64>(regs, off(&raw const OFFSETS.regs_arg0)),
-        )
-    };
+    let (nr, arg0, _) = syscall(task);
     if nr == off(&raw const OFFSETS.nr_clone) as u32 {
         // clone's low byte is the exit signal: CLONE_NEWTIME's bit is not a flag there.
         (arg0 & CLONE_NS_MASK != 0).then_some((call::CLONE, arg0))
