@@ -20,7 +20,7 @@ use crate::{
         transition_slot,
     },
     syscalls::learn,
-    task::{self, Task},
+    task::{self, Current, Task},
 };
 
 /// `sched_process_fork(struct task_struct *parent, struct task_struct *child)`, in the parent.
@@ -40,8 +40,8 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), ()> {
         return Ok(());
     }
     // The parent is the current task: its side is plain loads.
-    let me = task::current_btf();
-    let (call, flags) = match task::clone_call(me) {
+    let me = Current::get();
+    let (call, flags) = match task::clone_call(me.task) {
         Some(clone) => clone,
         // SAFETY: probe reads of the new task.
         None => unsafe {
@@ -58,26 +58,26 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), ()> {
             // A child born into another pid namespace than its parent's is a level deeper
             // (setns and unshare of CLONE_NEWPID only reach descendants), so levels compare as
             // the namespaces would.
-            let born_elsewhere = task::pid_level(child)? != task::pid_level_direct(me)
-                || task::nsproxy_ns_direct::<{ slot::TIME }>(me) != child_time;
+            let born_elsewhere = task::pid_level(child)? != task::pid_level_direct(&me)
+                || task::nsproxy_ns_direct::<{ slot::TIME }>(&me) != child_time;
             if !born_elsewhere {
-                return emit_fork(ctx, me, child, child_tgid, pid_tgid);
+                return emit_fork(ctx, me.task, child, child_tgid, pid_tgid);
             }
             (call::FORK, 0)
         },
     };
     // SAFETY: probe reads of the new task.
-    unsafe { emit_fork_transition(ctx, me, child, pid_tgid, call, flags) }
+    unsafe { emit_fork_transition(ctx, &me, child, pid_tgid, call, flags) }
 }
 
 /// A child whose set is not its parent's: a clone/clone3 with CLONE_NEW* (`call` and `flags`),
 /// or a plain fork whose child was born into the parent's pid_for_children or time_for_children
 /// (`call::FORK`). The caller's own set does not change; the return value is the child's pid as
-/// the caller sees it. `parent` is [`task::current_btf`].
+/// the caller sees it. `parent` is the current task.
 #[inline(always)]
 unsafe fn emit_fork_transition(
     ctx: &RawTracePointContext,
-    parent: Task,
+    parent: &Current,
     child: Task,
     pid_tgid: u64,
     call: u32,
@@ -144,6 +144,7 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
     let old_tid: i32 = ctx.arg(1);
     let old_tid = old_tid as u32;
     let bprm: *const u8 = ctx.arg(2);
+    let me = Current::get();
     // A thread that took over its leader's tid leaves its own entry behind.
     if old_tid != pid_tgid as u32 {
         forget((pid_tgid & !0xffff_ffff) | u64::from(old_tid));
@@ -151,8 +152,7 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
     // The set as the task leaves exec, kept for its next call (it replaces what the programs
     // knew of the task: exec may move it, into time_for_children).
     let p = transition_slot(call::EXEC, pid_tgid)?;
-    let me = task::current_btf();
-    let known = learn(me, pid_tgid, p).is_ok();
+    let known = learn(&me, pid_tgid, p).is_ok();
     if !known {
         forget(pid_tgid);
     }
@@ -160,7 +160,7 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
     rec.life.tid = pid_tgid as u32;
     rec.life.tgid = (pid_tgid >> 32) as u32;
     rec.life.parent_tid = old_tid;
-    rec.life.start_boottime_ns = task::start_boottime_direct(me);
+    rec.life.start_boottime_ns = task::start_boottime_direct(me.task);
     // SAFETY: probe reads of the binprm.
     unsafe {
         task::read_filename(bprm, &mut rec.filename);

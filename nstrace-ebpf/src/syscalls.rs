@@ -28,7 +28,7 @@ use crate::{
         TASKS, TIME_ARMED, TaskState, copy_set, count, emit_move, emit_with_child,
         emit_without_child, own_tgid, state, transition_slot,
     },
-    task::{self, Task},
+    task::{self, Current},
 };
 
 const RET: usize = 16;
@@ -54,8 +54,8 @@ fn try_ns_exit(ctx: &TracePointContext) -> Result<(), ()> {
     if (pid_tgid >> 32) as u32 == own_tgid() {
         return Ok(());
     }
-    let task = task::current_btf();
-    let (nr, arg0, arg1) = task::syscall(task);
+    let cur = Current::get();
+    let (nr, arg0, arg1) = task::syscall(cur.task);
     let (call, flags, fd) = if nr == task::nr_setns() {
         // setns(int fd, int nstype): keep the low 32 bits of each.
         (call::SETNS, u64::from(arg1 as u32), arg0 as u32 as i32)
@@ -65,16 +65,16 @@ fn try_ns_exit(ctx: &TracePointContext) -> Result<(), ()> {
         return Ok(());
     };
     // One way on from here for both calls: the verifier walks it once.
-    exit(ctx, task, pid_tgid, call, flags, fd)
+    exit(ctx, &cur, pid_tgid, call, flags, fd)
 }
 
-/// Reports an unshare or setns at its exit; `task` is [`task::current_btf`]. A task the
-/// programs know has its call completed in its own entry, which then holds the set the call
-/// left it in; any other is read whole and kept from then on.
+/// Reports an unshare or setns at its exit. A task the programs know has its call completed in
+/// its own entry, which then holds the set the call left it in; any other is read whole and kept
+/// from then on.
 #[inline(always)]
 fn exit(
     ctx: &TracePointContext,
-    task: Task,
+    cur: &Current,
     pid_tgid: u64,
     call: u32,
     flags: u64,
@@ -84,18 +84,19 @@ fn exit(
         // SAFETY: the entry is this task's own: only the task itself touches it.
         let t = unsafe { &mut *t };
         // A pid reused by a task whose predecessor's exit was missed is not that task.
-        if t.state == state::IDLE && task::start_boottime_direct(task) == t.ev.start_boottime_ns {
+        if t.state == state::IDLE && task::start_boottime_direct(cur.task) == t.ev.start_boottime_ns
+        {
             t.ev.call = call;
             t.ev.flags = flags;
             t.ev.fd = fd;
-            return complete(ctx, task, t);
+            return complete(ctx, cur, t);
         }
     }
     let p = transition_slot(call, pid_tgid)?;
     p.ev.flags = flags;
     p.ev.fd = fd;
     p.ev.ret = ret(ctx);
-    if learn(task, pid_tgid, p).is_ok() {
+    if learn(cur, pid_tgid, p).is_ok() {
         if p.ev.ret < 0 {
             copy_set(&mut p.ev.before, &p.ev.after);
         } else {
@@ -128,15 +129,15 @@ fn try_clone_exit(ctx: &TracePointContext) -> Result<(), ()> {
     if ret > 0 || (-516..=-512).contains(&ret) {
         return Ok(());
     }
-    let task = task::current_btf();
+    let cur = Current::get();
     // A refused call with CLONE_NEW* flags: reported. The child: learns its set.
     let refused = if ret < 0 {
-        Some(task::clone_call(task).ok_or(())?)
+        Some(task::clone_call(cur.task).ok_or(())?)
     } else {
         None
     };
     let p = transition_slot(call::FORK, pid_tgid)?;
-    let learnt = learn(task, pid_tgid, p);
+    let learnt = learn(&cur, pid_tgid, p);
     let Some((call, flags)) = refused else {
         // A CLONE_VM child keeps its parent's time namespace until its exec.
         if learnt.is_ok() {
@@ -156,11 +157,10 @@ fn try_clone_exit(ctx: &TracePointContext) -> Result<(), ()> {
 
 /// Reads the current task's identity and whole set into `p` (its `after`, with the pointers
 /// behind it) and keeps `p` in `TASKS`, idle: the entry the task's next call starts from. Errs,
-/// keeping nothing and counting the failure, when the set cannot be read. `task` is
-/// [`task::current_btf`].
+/// keeping nothing and counting the failure, when the set cannot be read.
 #[inline(always)]
-pub fn learn(task: Task, pid_tgid: u64, p: &mut TaskState) -> Result<(), ()> {
-    task::read_current(task, &mut p.ev, &mut p.ptrs).map_err(|()| count(stat::READ_FAILED))?;
+pub fn learn(cur: &Current, pid_tgid: u64, p: &mut TaskState) -> Result<(), ()> {
+    task::read_current(cur, &mut p.ev, &mut p.ptrs).map_err(|()| count(stat::READ_FAILED))?;
     p.state = state::IDLE;
     if TASKS.insert(pid_tgid, &*p, 0).is_err() {
         count(stat::KEEP_FAILED);
@@ -168,19 +168,18 @@ pub fn learn(task: Task, pid_tgid: u64, p: &mut TaskState) -> Result<(), ()> {
     Ok(())
 }
 
-/// Completes the call in `t`, the task's own entry, and sends it; `task` is
-/// [`task::current_btf`]. The entry's set, the one before the call, becomes `before`; only the
-/// namespaces whose pointer changed are read again. When the set cannot be read the entry is
-/// marked stale: the task's next call reads its set whole.
+/// Completes the call in `t`, the task's own entry, and sends it. The entry's set, the one before
+/// the call, becomes `before`; only the namespaces whose pointer changed are read again. When the
+/// set cannot be read the entry is marked stale: the task's next call reads its set whole.
 #[inline(always)]
-fn complete(ctx: &TracePointContext, task: Task, t: &mut TaskState) -> Result<(), ()> {
+fn complete(ctx: &TracePointContext, cur: &Current, t: &mut TaskState) -> Result<(), ()> {
     let ev = &mut t.ev;
     copy_set(&mut ev.before, &ev.after);
     ev.ret = ret(ctx);
     // A task's pid namespace never changes.
     // SAFETY: BTF-checked loads from the current task.
-    let read = unsafe { task::reread_set(task, &mut t.ptrs, &mut ev.after) }
-        .and_then(|changed| task::fill_exit_identity(task, ev).map(|()| changed));
+    let read = unsafe { task::reread_set(cur, &mut t.ptrs, &mut ev.after) }
+        .and_then(|changed| task::fill_exit_identity(cur, ev).map(|()| changed));
     if read.is_err() {
         count(stat::READ_FAILED);
     }

@@ -33,10 +33,51 @@ unsafe fn read<T>(base: *const u8, offset: usize) -> Result<T, ()> {
 /// The current task as a BTF pointer: the verifier knows its type, so fields reached from it
 /// through [`load`] at load-time-constant offsets are plain loads (which the kernel guards
 /// against faults) instead of helper calls. The syscall programs' hot path reads this way.
+/// Scalar fields are read from it directly; the pointers the programs follow from it come from
+/// [`Current`].
 #[inline(always)]
 pub fn current_btf() -> Task {
     // SAFETY: the helper has no preconditions.
     unsafe { generated::bpf_get_current_task_btf() as Task }
+}
+
+/// The current task ([`current_btf`]) and the four pointers the programs follow from it, each
+/// loaded once, where a program starts.
+///
+/// Why once: for every load of a pointer field from a trusted task pointer, the verifier looks up
+/// as many as four type names (`task_struct__safe_trusted` and kin) in the kernel's BTF, each a
+/// walk over its ~150k types, and it does so on every path it explores through that load. A
+/// profile of nstrace's start-up had two thirds of the programs' verification in that walk.
+/// Loaded before a program's first branch, each pointer is checked once. The pointers a task
+/// holds do not change while one of its own programs runs.
+#[derive(Clone, Copy)]
+pub struct Current {
+    pub task: Task,
+    /// `struct nsproxy *`: null once the task's namespaces are released at its exit.
+    nsproxy: *const u8,
+    /// `const struct cred *`.
+    real_cred: *const u8,
+    /// `struct task_struct *`.
+    real_parent: *const u8,
+    /// `struct pid *`.
+    thread_pid: *const u8,
+}
+
+impl Current {
+    #[inline(always)]
+    pub fn get() -> Self {
+        let task = current_btf();
+        // SAFETY: BTF-checked loads of the current task's pointer fields.
+        unsafe {
+            Self {
+                task,
+                nsproxy: load(task, off(&raw const OFFSETS.task_nsproxy)),
+                real_cred: load(task, off(&raw const OFFSETS.task_real_cred)),
+                real_parent: load(task, off(&raw const OFFSETS.task_real_parent)),
+                thread_pid: load(task, off(&raw const OFFSETS.task_thread_pid)),
+            }
+        }
+    }
 }
 
 /// A field of a BTF-typed kernel object: `base` must come from [`current_btf`] or an earlier
@@ -231,15 +272,15 @@ unsafe fn resolve_direct<const S: usize>(
 /// What the current task's set is after a call: `after` holds the set before it (see
 /// the entry the call started from) and `ptrs` the pointers behind it; both are brought up to date,
 /// every slot but the pid namespace (fixed for a task's life) through [`resolve_direct`].
-/// `task` is [`current_btf`]. Returns the slots whose namespace changed, a bit each. On an
-/// error both are partly updated: the caller marks the entry stale.
+/// Returns the slots whose namespace changed, a bit each. On an error both are partly updated:
+/// the caller marks the entry stale.
 #[inline(always)]
 pub unsafe fn reread_set(
-    task: Task,
+    cur: &Current,
     ptrs: &mut [u64; NS_SLOTS],
     after: &mut NsSet,
 ) -> Result<u32, ()> {
-    let nsproxy = unsafe { load::<*const u8>(task, off(&raw const OFFSETS.task_nsproxy)) };
+    let nsproxy = cur.nsproxy;
     if nsproxy.is_null() {
         // The task is exiting: exit_task_namespaces() has already run.
         return Err(());
@@ -261,7 +302,7 @@ pub unsafe fn reread_set(
         TIME,
         TIME_FOR_CHILDREN
     );
-    let cred = unsafe { load::<*const u8>(task, off(&raw const OFFSETS.task_real_cred)) };
+    let cred = cur.real_cred;
     if cred.is_null() {
         return Err(());
     }
@@ -318,14 +359,11 @@ pub fn start_boottime_direct(task: Task) -> u64 {
     unsafe { load::<u64>(task, off(&raw const OFFSETS.task_start_boottime)) }
 }
 
-/// The level of [`current_btf`]'s active pid namespace (0: the initial one).
+/// The level of the current task's active pid namespace (0: the initial one).
 #[inline(always)]
-pub fn pid_level_direct(task: Task) -> u32 {
-    // SAFETY: BTF-checked loads: thread_pid is a `struct pid *`.
-    unsafe {
-        let pid = load::<*const u8>(task, off(&raw const OFFSETS.task_thread_pid));
-        load::<u32>(pid, off(&raw const OFFSETS.pid_level))
-    }
+pub fn pid_level_direct(cur: &Current) -> u32 {
+    // SAFETY: a BTF-checked load: thread_pid is a `struct pid *`.
+    unsafe { load::<u32>(cur.thread_pid, off(&raw const OFFSETS.pid_level)) }
 }
 
 /// The level of a task's active pid namespace.
@@ -340,14 +378,11 @@ pub unsafe fn pid_level(task: Task) -> Result<u32, ()> {
     }
 }
 
-/// The namespace struct behind one nsproxy slot of [`current_btf`].
+/// The namespace struct behind one nsproxy slot of the current task.
 #[inline(always)]
-pub fn nsproxy_ns_direct<const S: usize>(task: Task) -> u64 {
-    // SAFETY: BTF-checked loads: nsproxy is a `struct nsproxy *`.
-    unsafe {
-        let nsproxy = load::<*const u8>(task, off(&raw const OFFSETS.task_nsproxy));
-        load::<u64>(nsproxy, off(&raw const OFFSETS.nsproxy[S]))
-    }
+pub fn nsproxy_ns_direct<const S: usize>(cur: &Current) -> u64 {
+    // SAFETY: a BTF-checked load: nsproxy is a `struct nsproxy *`.
+    unsafe { load::<u64>(cur.nsproxy, off(&raw const OFFSETS.nsproxy[S])) }
 }
 
 /// A task's time namespace and time namespace for children, nsproxy read once.
@@ -389,21 +424,21 @@ pub fn comm_direct(task: Task, out: &mut [u8; 16]) {
 }
 
 /// What can change between a known task's calls, filled at their exit: its parent (re-parenting),
-/// its uid and its comm. `task` is [`current_btf`]: plain loads.
+/// its uid and its comm. Plain loads.
 #[inline(always)]
-pub fn fill_exit_identity(task: Task, ev: &mut Transition) -> Result<(), ()> {
+pub fn fill_exit_identity(cur: &Current, ev: &mut Transition) -> Result<(), ()> {
     // SAFETY: BTF-checked loads (the helpers for uid and comm cost more than the rest of this
     // function together); a kuid's value is what bpf_get_current_uid_gid() reports.
     unsafe {
-        let cred = load::<*const u8>(task, off(&raw const OFFSETS.task_real_cred));
+        let cred = cur.real_cred;
         if cred.is_null() {
             return Err(());
         }
         ev.uid = load::<u32>(cred, off(&raw const OFFSETS.cred_uid));
     }
-    comm_direct(task, &mut ev.comm);
-    // SAFETY: BTF-checked loads: real_parent is never null for a live task.
-    let parent = unsafe { load::<*const u8>(task, off(&raw const OFFSETS.task_real_parent)) };
+    comm_direct(cur.task, &mut ev.comm);
+    // real_parent is never null for a live task.
+    let parent = cur.real_parent;
     if parent.is_null() {
         return Err(());
     }
@@ -464,19 +499,23 @@ pub unsafe fn tid(task: Task) -> Result<u32, ()> {
 
 /// The current task's identity (ppid, start time, pid level and tid there) and whole set into
 /// `ev.after`, with the pointers behind it into `ptrs`, by plain loads: only its active pid
-/// namespace, at a level known only at run time, takes probe reads. `task` is [`current_btf`].
+/// namespace, at a level known only at run time, takes probe reads.
 #[inline(always)]
-pub fn read_current(task: Task, ev: &mut Transition, ptrs: &mut [u64; NS_SLOTS]) -> Result<(), ()> {
+pub fn read_current(
+    cur: &Current,
+    ev: &mut Transition,
+    ptrs: &mut [u64; NS_SLOTS],
+) -> Result<(), ()> {
     // SAFETY: BTF-checked loads of the current task and what it points to; probe reads of its
     // upid and pid namespace.
     unsafe {
-        let parent = load::<*const u8>(task, off(&raw const OFFSETS.task_real_parent));
+        let parent = cur.real_parent;
         if parent.is_null() {
             return Err(());
         }
         ev.ppid = load::<i32>(parent, off(&raw const OFFSETS.task_tgid)) as u32;
-        ev.start_boottime_ns = start_boottime_direct(task);
-        let pid = load::<*const u8>(task, off(&raw const OFFSETS.task_thread_pid));
+        ev.start_boottime_ns = start_boottime_direct(cur.task);
+        let pid = cur.thread_pid;
         if pid.is_null() {
             return Err(());
         }
@@ -488,7 +527,7 @@ pub fn read_current(task: Task, ev: &mut Transition, ptrs: &mut [u64; NS_SLOTS])
         for i in 0..NS_SLOTS {
             core::ptr::write_volatile(&raw mut ptrs[i], 0);
         }
-        reread_set(task, ptrs, &mut ev.after)?;
+        reread_set(cur, ptrs, &mut ev.after)?;
         ptrs[slot::PID] = ns as u64;
         read_common::<{ slot::PID }>(ns, &mut ev.after)
     }
