@@ -54,6 +54,12 @@ pub struct KernelBtf {
     btf: Btf,
 }
 
+/// A struct of the kernel's BTF, with its name for messages.
+struct Structure {
+    name: String,
+    s: btf_rs::Struct,
+}
+
 impl KernelBtf {
     pub fn load(path: &Path) -> Result<Self, BtfError> {
         if !path.exists() {
@@ -62,7 +68,7 @@ impl KernelBtf {
             });
         }
         // Mapping the file (Linux 6.16+ lets vmlinux BTF be mapped) indexes only what is looked
-        // up: a few dozen structs, instead of parsing 100k+ types. Older kernels: parse it.
+        // up, instead of parsing 100k+ types. Older kernels: parse it.
         let btf = Btf::from_file_with_backend(path, Backend::Mmap)
             .or_else(|_| Btf::from_file(path))
             .map_err(|source| BtfError::Read {
@@ -73,7 +79,9 @@ impl KernelBtf {
     }
 
     /// The struct named `name` (the first one with members, skipping forward declarations).
-    fn structure(&self, name: &str) -> Result<btf_rs::Struct, BtfError> {
+    /// With the mapped file each lookup by name walks every type (about a millisecond here), so
+    /// only the roots are looked up by name; the rest are reached through their members' types.
+    fn structure(&self, name: &str) -> Result<Structure, BtfError> {
         let types = self
             .btf
             .resolve_types_by_name(name)
@@ -81,25 +89,77 @@ impl KernelBtf {
         types
             .into_iter()
             .find_map(|t| match t {
-                Type::Struct(s) if !s.members.is_empty() => Some(s),
+                Type::Struct(s) if !s.members.is_empty() => Some(Structure {
+                    name: name.into(),
+                    s,
+                }),
                 _ => None,
             })
             .ok_or_else(|| BtfError::NoStruct { name: name.into() })
     }
 
-    /// Byte offset of `member` in struct `name`, looking through anonymous structs and unions.
-    pub fn offset(&self, name: &str, member: &str) -> Result<u32, BtfError> {
-        let s = self.structure(name)?;
-        self.find_member(&s, member)?
+    /// The struct that member `member` of `outer` is, points to or holds an array of, through
+    /// typedefs, qualifiers and type tags: the very type the kernel's code uses there.
+    fn member_struct(&self, outer: &Structure, member: &str) -> Result<Structure, BtfError> {
+        let (_, m) = self.required_member(outer, member)?;
+        let inspect = |source| BtfError::Inspect {
+            what: format!("{}.{member}", outer.name),
+            source,
+        };
+        let mut t = self.btf.resolve_chained_type(&m).map_err(inspect)?;
+        for _ in 0..8 {
+            t = match t {
+                Type::Struct(s) | Type::Union(s) => {
+                    let name = self.btf.resolve_name(&s).unwrap_or_default();
+                    if s.members.is_empty() {
+                        // Declared, not defined, here: the definition is found by name.
+                        return self.structure(&name);
+                    }
+                    return Ok(Structure { name, s });
+                }
+                Type::Fwd(f) => {
+                    return self.structure(&self.btf.resolve_name(&f).unwrap_or_default());
+                }
+                Type::Ptr(ref x) => self.btf.resolve_chained_type(x),
+                Type::Array(ref x) => self.btf.resolve_chained_type(x),
+                Type::Typedef(ref x) => self.btf.resolve_chained_type(x),
+                Type::Const(ref x) | Type::Volatile(ref x) | Type::Restrict(ref x) => {
+                    self.btf.resolve_chained_type(x)
+                }
+                Type::TypeTag(ref x) => self.btf.resolve_chained_type(x),
+                _ => break,
+            }
+            .map_err(inspect)?;
+        }
+        Err(BtfError::Layout {
+            what: format!(
+                "struct {} (its member {member} leads to no struct)",
+                outer.name
+            ),
+        })
+    }
+
+    /// Byte offset of `member` in `s`, looking through anonymous structs and unions.
+    fn offset(&self, s: &Structure, member: &str) -> Result<u32, BtfError> {
+        self.required_member(s, member).map(|(offset, _)| offset)
+    }
+
+    fn required_member(
+        &self,
+        s: &Structure,
+        member: &str,
+    ) -> Result<(u32, btf_rs::Member), BtfError> {
+        self.find_member(&s.s, member)?
             .ok_or_else(|| BtfError::NoMember {
-                name: name.into(),
+                name: s.name.clone(),
                 member: member.into(),
             })
     }
 
     /// Where `struct pt_regs` keeps a syscall's first two arguments and its number.
     fn syscall_regs(&self) -> Result<(u32, u32, u32), BtfError> {
-        let member = |m| self.optional_offset("pt_regs", m);
+        let regs = self.structure("pt_regs")?;
+        let member = |m| self.optional_offset(&regs, m);
         match (
             member("di")?,
             member("si")?,
@@ -119,12 +179,16 @@ impl KernelBtf {
     }
 
     /// Like [`Self::offset`], but `None` when the member does not exist on this kernel.
-    pub fn optional_offset(&self, name: &str, member: &str) -> Result<Option<u32>, BtfError> {
-        let s = self.structure(name)?;
-        self.find_member(&s, member)
+    fn optional_offset(&self, s: &Structure, member: &str) -> Result<Option<u32>, BtfError> {
+        Ok(self.find_member(&s.s, member)?.map(|(offset, _)| offset))
     }
 
-    fn find_member(&self, s: &btf_rs::Struct, member: &str) -> Result<Option<u32>, BtfError> {
+    /// The offset of `member` in `s` and the member itself.
+    fn find_member(
+        &self,
+        s: &btf_rs::Struct,
+        member: &str,
+    ) -> Result<Option<(u32, btf_rs::Member)>, BtfError> {
         let inspect = |source| BtfError::Inspect {
             what: member.into(),
             source,
@@ -132,7 +196,7 @@ impl KernelBtf {
         for m in &s.members {
             let name = self.btf.resolve_name(m).unwrap_or_default();
             if name == member {
-                return Ok(Some(m.bit_offset() / 8));
+                return Ok(Some((m.bit_offset() / 8, m.clone())));
             }
             if name.is_empty() {
                 // An anonymous struct or union: its members belong to the outer struct.
@@ -147,59 +211,70 @@ impl KernelBtf {
                     }
                 }
                 if let Type::Struct(ref s) | Type::Union(ref s) = inner
-                    && let Some(off) = self.find_member(s, member)?
+                    && let Some((off, found)) = self.find_member(s, member)?
                 {
-                    return Ok(Some(m.bit_offset() / 8 + off));
+                    return Ok(Some((m.bit_offset() / 8 + off, found)));
                 }
             }
         }
         Ok(None)
     }
 
-    /// Size of struct `name` in bytes.
-    pub fn size(&self, name: &str) -> Result<u32, BtfError> {
-        Ok(self.structure(name)?.size() as u32)
-    }
-
-    /// Every offset the kernel programs need.
+    /// Every offset the kernel programs need. Three structs are looked up by name (task_struct,
+    /// linux_binprm, pt_regs); every other is the type of a member that leads to it.
     pub fn kernel_offsets(&self) -> Result<KernelOffsets, BtfError> {
+        let task = self.structure("task_struct")?;
+        let nsproxy_struct = self.member_struct(&task, "nsproxy")?;
+        let cred = self.member_struct(&task, "real_cred")?;
+        let pid = self.member_struct(&task, "thread_pid")?;
+        let upid = self.member_struct(&pid, "numbers")?;
         let mut nsproxy = [u32::MAX; NS_SLOTS];
         let mut ns_common = [0; NS_SLOTS];
-        // (slot, nsproxy member, namespace struct): ls /proc/PID/ns names on the left.
-        let slots: [(usize, Option<&str>, &str); NS_SLOTS] = [
-            (slot::MNT, Some("mnt_ns"), "mnt_namespace"),
-            (slot::UTS, Some("uts_ns"), "uts_namespace"),
-            (slot::IPC, Some("ipc_ns"), "ipc_namespace"),
-            (slot::PID, None, "pid_namespace"),
+        // (slot, where its namespace struct is found: a member of nsproxy or of cred), in the
+        // order `ls /proc/PID/ns` names them. The task's own pid namespace is not in nsproxy; its
+        // struct is pid_ns_for_children's.
+        let slots: [(usize, &Structure, &str, bool); NS_SLOTS] = [
+            (slot::MNT, &nsproxy_struct, "mnt_ns", true),
+            (slot::UTS, &nsproxy_struct, "uts_ns", true),
+            (slot::IPC, &nsproxy_struct, "ipc_ns", true),
+            (slot::PID, &nsproxy_struct, "pid_ns_for_children", false),
             (
                 slot::PID_FOR_CHILDREN,
-                Some("pid_ns_for_children"),
-                "pid_namespace",
+                &nsproxy_struct,
+                "pid_ns_for_children",
+                true,
             ),
-            (slot::NET, Some("net_ns"), "net"),
-            (slot::USER, None, "user_namespace"),
-            (slot::CGROUP, Some("cgroup_ns"), "cgroup_namespace"),
-            (slot::TIME, Some("time_ns"), "time_namespace"),
+            (slot::NET, &nsproxy_struct, "net_ns", true),
+            (slot::USER, &cred, "user_ns", false),
+            (slot::CGROUP, &nsproxy_struct, "cgroup_ns", true),
+            (slot::TIME, &nsproxy_struct, "time_ns", true),
             (
                 slot::TIME_FOR_CHILDREN,
-                Some("time_ns_for_children"),
-                "time_namespace",
+                &nsproxy_struct,
+                "time_ns_for_children",
+                true,
             ),
         ];
-        for (index, member, structure) in slots {
-            if let Some(member) = member {
-                nsproxy[index] = self.offset("nsproxy", member)?;
+        let mut common = None;
+        for (index, holder, member, in_nsproxy) in slots {
+            if in_nsproxy {
+                nsproxy[index] = self.offset(holder, member)?;
             }
-            ns_common[index] = self.offset(structure, "ns")?;
+            let ns = self.member_struct(holder, member)?;
+            ns_common[index] = self.offset(&ns, "ns")?;
+            if common.is_none() {
+                common = Some(self.member_struct(&ns, "ns")?);
+            }
         }
-        let ns_id = self.optional_offset("ns_common", "ns_id")?;
-        let inum = self.offset("ns_common", "inum")?;
+        let common = common.expect("the slots are not empty");
+        let ns_id = self.optional_offset(&common, "ns_id")?;
+        let inum = self.offset(&common, "inum")?;
         let (ns_common_window, inum_word, ns_id_word, has_ns_id) = ns_common_window(inum, ns_id);
         if ns_id.is_some() && has_ns_id == 0 {
             log::debug!("ns_common.ns_id is not beside inum: namespace ids are not read");
         }
         let layout = |what: &str| BtfError::Layout { what: what.into() };
-        let nsproxy_size = self.size("nsproxy")?;
+        let nsproxy_size = nsproxy_struct.s.size() as u32;
         if nsproxy_size as usize > NSPROXY_MAX
             || nsproxy
                 .iter()
@@ -208,33 +283,34 @@ impl KernelBtf {
             return Err(layout("struct nsproxy"));
         }
         let (upid_size, upid_nr, upid_ns) = (
-            self.size("upid")?,
-            self.offset("upid", "nr")?,
-            self.offset("upid", "ns")?,
+            upid.s.size() as u32,
+            self.offset(&upid, "nr")?,
+            self.offset(&upid, "ns")?,
         );
         if upid_size as usize > WINDOW || upid_nr % 4 != 0 || upid_ns % 4 != 0 || upid_ns + 8 > 16 {
             return Err(layout("struct upid"));
         }
         let (regs_arg0, regs_arg1, regs_nr) = self.syscall_regs()?;
+        let binprm = self.structure("linux_binprm")?;
         Ok(KernelOffsets {
-            task_nsproxy: self.offset("task_struct", "nsproxy")?,
-            task_real_cred: self.offset("task_struct", "real_cred")?,
-            task_thread_pid: self.offset("task_struct", "thread_pid")?,
-            task_real_parent: self.offset("task_struct", "real_parent")?,
-            task_tgid: self.offset("task_struct", "tgid")?,
-            task_pid: self.offset("task_struct", "pid")?,
-            task_start_boottime: self.offset("task_struct", "start_boottime")?,
-            task_exit_code: self.offset("task_struct", "exit_code")?,
-            cred_user_ns: self.offset("cred", "user_ns")?,
-            cred_uid: self.offset("cred", "uid")?,
-            task_comm: self.offset("task_struct", "comm")?,
+            task_nsproxy: self.offset(&task, "nsproxy")?,
+            task_real_cred: self.offset(&task, "real_cred")?,
+            task_thread_pid: self.offset(&task, "thread_pid")?,
+            task_real_parent: self.offset(&task, "real_parent")?,
+            task_tgid: self.offset(&task, "tgid")?,
+            task_pid: self.offset(&task, "pid")?,
+            task_start_boottime: self.offset(&task, "start_boottime")?,
+            task_exit_code: self.offset(&task, "exit_code")?,
+            cred_user_ns: self.offset(&cred, "user_ns")?,
+            cred_uid: self.offset(&cred, "uid")?,
+            task_comm: self.offset(&task, "comm")?,
             regs_arg0,
             regs_arg1,
             regs_nr,
             nr_clone: libc::SYS_clone as u32,
             nr_clone3: libc::SYS_clone3 as u32,
             nr_setns: libc::SYS_setns as u32,
-            binprm_filename: self.offset("linux_binprm", "filename")?,
+            binprm_filename: self.offset(&binprm, "filename")?,
             nsproxy,
             ns_common,
             nsproxy_size,
@@ -242,8 +318,8 @@ impl KernelBtf {
             inum_word,
             ns_id_word,
             has_ns_id,
-            pid_level: self.offset("pid", "level")?,
-            pid_numbers: self.offset("pid", "numbers")?,
+            pid_level: self.offset(&pid, "level")?,
+            pid_numbers: self.offset(&pid, "numbers")?,
             upid_size,
             upid_nr_word: upid_nr / 4,
             upid_ns_word: upid_ns / 4,

@@ -174,16 +174,13 @@ pub fn load() -> Result<Loaded, LoadError> {
     }
     raise_memlock();
 
-    // aya 0.14's EbpfLoader::new() parses all of vmlinux's BTF, whatever the loader is told
-    // afterwards; the offsets are computed from the same file on another thread meanwhile.
     let (offsets, mut loader) = std::thread::scope(|scope| {
-        let offsets = scope.spawn(|| KernelBtf::load(Path::new(VMLINUX_BTF))?.kernel_offsets());
-        let loader = EbpfLoader::new();
-        let offsets = offsets.join().unwrap_or_else(|_| {
-            Err(BtfError::Layout {
-                what: "BTF (its reader failed)".into(),
-            })
-        });
+        let loader = scope.spawn(loader_without_btf);
+        let offsets = KernelBtf::load(Path::new(VMLINUX_BTF)).and_then(|btf| btf.kernel_offsets());
+        // A panic there is a bug in nstrace: it is raised here as it was.
+        let loader = loader
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         (offsets, loader)
     });
     let offsets = offsets?;
@@ -234,6 +231,29 @@ pub fn load() -> Result<Loaded, LoadError> {
     hooks.extend(there.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?);
     drop(programs);
     Ok(Loaded { ebpf, hooks })
+}
+
+/// A loader that has not parsed the kernel's BTF.
+///
+/// aya 0.14's `EbpfLoader::new()` reads and parses all of /sys/kernel/btf/vmlinux (20-40 ms and
+/// 16 MiB here, the longest step of start-up) for CO-RE relocations these programs do not have,
+/// whatever the loader is told afterwards. Made on a thread with a root of its own
+/// (`unshare(CLONE_FS)`, then `chroot` to a directory without that path), it finds no file and
+/// parses nothing. Nothing else runs on that thread. Without CAP_SYS_CHROOT the loader is made as
+/// usual, parse and all.
+fn loader_without_btf() -> EbpfLoader<'static> {
+    // SAFETY: unshare(CLONE_FS) gives this thread alone its own root and working directory, and
+    // chroot then changes only those; the thread ends when this function returns.
+    let own_root = unsafe {
+        libc::unshare(libc::CLONE_FS) == 0 && libc::chroot(c"/sys/kernel/btf".as_ptr()) == 0
+    };
+    if !own_root {
+        debug!(
+            "the loader parses the kernel's BTF: no root of its own ({})",
+            std::io::Error::last_os_error()
+        );
+    }
+    EbpfLoader::new()
 }
 
 /// Loads and attaches each program of `programs` to its hook (optional syscall tracepoints
