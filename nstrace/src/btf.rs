@@ -255,18 +255,15 @@ impl KernelBtf {
                 true,
             ),
         ];
-        let mut common = None;
         for (index, holder, member, in_nsproxy) in slots {
             if in_nsproxy {
                 nsproxy[index] = self.offset(holder, member)?;
             }
             let ns = self.member_struct(holder, member)?;
             ns_common[index] = self.offset(&ns, "ns")?;
-            if common.is_none() {
-                common = Some(self.member_struct(&ns, "ns")?);
-            }
         }
-        let common = common.expect("the slots are not empty");
+        // Every namespace struct embeds the same struct ns_common as `ns`.
+        let common = self.member_struct(&self.member_struct(&nsproxy_struct, "uts_ns")?, "ns")?;
         let ns_id = self.optional_offset(&common, "ns_id")?;
         let inum = self.offset(&common, "inum")?;
         let (ns_common_window, inum_word, ns_id_word, has_ns_id) = ns_common_window(inum, ns_id);

@@ -3,10 +3,9 @@
 //! procfs reads each task's stat; the namespace links are read one by one, because a single
 //! unreadable link (pid_for_children of a pid namespace that has no process yet) must not hide
 //! the others. A process that vanishes mid-walk is skipped quietly.
-use std::{
-    os::unix::{fs::OpenOptionsExt as _, io::AsRawFd as _},
-    path::Path,
-};
+use std::path::Path;
+
+use rustix::fs::{Mode, OFlags};
 
 use nstrace_common::NS_SLOTS;
 
@@ -89,31 +88,15 @@ fn tasks_of(processes: &[procfs::process::Process]) -> Vec<ProcEntry> {
 /// a path from /proc costs a walk through seven directories a link.
 fn ns_inodes(dir: &Path) -> [Option<u32>; NS_SLOTS] {
     let mut inodes = [None; NS_SLOTS];
-    let Ok(dir) = std::fs::File::options()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
-        .open(dir)
-    else {
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let Ok(dir) = rustix::fs::open(dir, flags, Mode::empty()) else {
         return inodes;
     };
     for kind in NsKind::ALL {
-        let mut name = [0u8; 32];
-        name[..kind.name().len()].copy_from_slice(kind.name().as_bytes());
-        let mut link = [0u8; 64];
-        // SAFETY: `name` is NUL-terminated (names are short), `link` is writable for its length.
-        let len = unsafe {
-            libc::readlinkat(
-                dir.as_raw_fd(),
-                name.as_ptr().cast(),
-                link.as_mut_ptr().cast(),
-                link.len(),
-            )
-        };
-        inodes[kind.slot()] = usize::try_from(len)
+        inodes[kind.slot()] = rustix::fs::readlinkat(&dir, kind.name(), Vec::new())
             .ok()
-            .and_then(|len| link.get(..len))
-            .and_then(|link| std::str::from_utf8(link).ok())
-            .and_then(inode_of_link);
+            .and_then(|link| link.into_string().ok())
+            .and_then(|link| inode_of_link(&link));
     }
     inodes
 }
