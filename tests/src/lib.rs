@@ -76,7 +76,22 @@ pub struct Tracer {
 impl Tracer {
     /// Starts nstrace with `--json` and `args`, and waits until it is attached.
     pub fn start(args: &[&str]) -> Tracer {
-        let mut child = Command::new(binary("nstrace"))
+        Tracer::start_under(&[], args)
+    }
+
+    /// Starts nstrace as [`Tracer::start`] does, run by the command `under` (e.g. `setpriv` with
+    /// its options) when that is not empty.
+    pub fn start_under(under: &[&str], args: &[&str]) -> Tracer {
+        let nstrace = binary("nstrace");
+        let mut command = match under.split_first() {
+            Some((program, options)) => {
+                let mut c = Command::new(program);
+                c.args(options).arg(&nstrace);
+                c
+            }
+            None => Command::new(&nstrace),
+        };
+        let mut child = command
             .arg("--json")
             .args(args)
             .stdin(Stdio::null())

@@ -118,6 +118,30 @@ fn without_privileges_it_says_to_run_as_root() {
     assert!(err.contains("needs root"), "{err}");
 }
 
+/// Without CAP_SYS_CHROOT the loader cannot be made on a thread with a root of its own (the way
+/// start-up skips the loader's parse of the kernel's BTF): it is made as usual, and nstrace
+/// traces as it does otherwise.
+#[test]
+fn without_cap_sys_chroot_the_loader_parses_btf_and_traces() {
+    if !require_root() {
+        return;
+    }
+    // setpriv (util-linux): CAP_SYS_CHROOT leaves the bounding set, so root's exec of nstrace
+    // gets every capability but that one.
+    let tracer = Tracer::start_under(&["setpriv", "--bounding-set", "-sys_chroot"], &["-v"]);
+    let stderr = tracer.stderr();
+    assert!(
+        stderr.contains("the loader parses the kernel's BTF: no root of its own"),
+        "{stderr}"
+    );
+    let mut helper = Helper::spawn(&["unshare", "uts", "hold"]);
+    let pid = helper.wait_ready();
+    let ev = tracer.wait_for("unshare", nstrace_tests::by(pid, "unshare"));
+    assert_eq!(ev["ret"], 0, "{ev}");
+    nstrace_tests::assert_same_ns("after", &ev["after"], &proc_ns(pid));
+    helper.finish();
+}
+
 #[test]
 fn a_buffer_size_that_is_not_a_power_of_two_is_refused_with_a_hint() {
     let out = Command::new(binary("nstrace"))

@@ -402,3 +402,29 @@ fn consecutive_calls_chain_their_sets_across_an_exec() {
     assert_same_ns("last after", &evs[4]["after"], &proc_ns(pid));
     helper.finish();
 }
+
+/// vfork(2) is its own syscall on x86_64: its child learns its set at that call's exit, like a
+/// fork's or a clone's child, so the child's first call starts from the set the kernel read for
+/// it (its parent's), not one the collector infers. The child makes that call while it still
+/// runs in its parent's memory, before its exec.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn a_vfork_child_starts_from_the_set_it_was_born_with() {
+    if !require_root() {
+        return;
+    }
+    let tracer = Tracer::start(&[]);
+    let mut helper = Helper::spawn(&["vfork-unshare", "uts,ipc", "hold"]);
+    let child = helper.wait_ready();
+    let parent = helper.pid();
+    assert_ne!(child, parent);
+
+    let ev = tracer.wait_for("the vfork child's unshare", by(child, "unshare"));
+    assert_eq!(ev["ret"], 0, "{ev}");
+    assert_eq!(ev["ppid"], parent, "{ev}");
+    assert_eq!(ev.get("before_inferred"), None, "{ev}");
+    assert_same_ns("before", &ev["before"], &proc_ns(parent));
+    assert_eq!(changed(&ev), ["uts", "ipc"]);
+    assert_same_ns("after", &ev["after"], &proc_ns(child));
+    helper.finish();
+}

@@ -12,6 +12,10 @@
 //!   try-clone3 TYPES       clone3(2) with those flags and an exit signal the kernel refuses
 //!                          (EINVAL): prints `errno NAME` and goes on
 //!   fork                   fork(2), likewise
+//!   vfork-unshare TYPES ACTIONS...
+//!                          vfork(2) (x86_64): the child unshares TYPES and execs this helper
+//!                          with the remaining actions; the parent waits for it and exits with
+//!                          its status
 //!   exec-self ACTIONS...   execve this helper with the remaining actions
 //!   pause                  print `paused PID` and wait for a line on stdin, then go on
 //!   hold                   print `ready PID` (PID as /proc names it) and wait for stdin to
@@ -79,6 +83,89 @@ fn proc_pid() -> u32 {
         .ok()
         .and_then(|p| p.to_str().and_then(|p| p.parse::<u32>().ok()))
         .unwrap_or_else(std::process::id)
+}
+
+/// This helper's path and an argv that runs it with `actions`.
+struct SelfArgv {
+    exe: CString,
+    argv: Vec<CString>,
+}
+
+impl SelfArgv {
+    /// The NULL-terminated pointer array execve wants; it borrows `self`.
+    fn pointers(&self) -> Vec<*const libc::c_char> {
+        let mut ptrs: Vec<*const libc::c_char> = self.argv.iter().map(|a| a.as_ptr()).collect();
+        ptrs.push(std::ptr::null());
+        ptrs
+    }
+}
+
+fn self_argv(actions: &[String]) -> SelfArgv {
+    let cstring = |s: &str| CString::new(s).unwrap_or_else(|_| fail("an argument holds a NUL"));
+    let mut argv = vec![cstring("nshelper")];
+    argv.extend(actions.iter().map(|a| cstring(a)));
+    SelfArgv {
+        exe: cstring("/proc/self/exe"),
+        argv,
+    }
+}
+
+/// vfork(2), the syscall itself: the child runs in this process's memory until it execs, so
+/// it makes its three calls (unshare, execve, and _exit if either fails) from registers, without
+/// touching the stack it shares with its parent. The parent waits for the child and exits with
+/// its status.
+#[cfg(target_arch = "x86_64")]
+fn vfork_unshare_exec(flags: u64, argv: &SelfArgv) -> ! {
+    let ptrs = argv.pointers();
+    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+    let ret: i64;
+    // SAFETY: the child only makes syscalls from registers; every pointer it passes outlives the
+    // parent's wait, which starts only once the child has exec'd or exited.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "mov eax, {unshare}",
+            "mov rdi, r8",
+            "syscall",
+            "test rax, rax",
+            "jnz 3f",
+            "mov eax, {execve}",
+            "mov rdi, r9",
+            "mov rsi, r10",
+            "mov rdx, r12",
+            "syscall",
+            "3:",
+            "mov eax, {exit}",
+            "mov edi, 101",
+            "syscall",
+            "2:",
+            unshare = const libc::SYS_unshare,
+            execve = const libc::SYS_execve,
+            exit = const libc::SYS_exit,
+            inlateout("rax") libc::SYS_vfork => ret,
+            in("r8") flags,
+            in("r9") argv.exe.as_ptr(),
+            in("r10") ptrs.as_ptr(),
+            in("r12") envp.as_ptr(),
+            out("rcx") _,
+            out("r11") _,
+            out("rdi") _,
+            out("rsi") _,
+            out("rdx") _,
+            options(nostack),
+        );
+    }
+    if ret < 0 {
+        fail("vfork");
+    }
+    wait_and_exit(ret as libc::pid_t)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn vfork_unshare_exec(_flags: u64, _argv: &SelfArgv) -> ! {
+    fail("vfork-unshare: vfork(2) exists on x86_64 only")
 }
 
 fn main() {
@@ -165,18 +252,16 @@ fn main() {
                     child => wait_and_exit(child),
                 }
             }
+            "vfork-unshare" => {
+                let f = flags(&next(&mut i));
+                let argv = self_argv(&args[i..]);
+                vfork_unshare_exec(f, &argv);
+            }
             "exec-self" => {
-                let exe = CString::new("/proc/self/exe").expect("no NUL");
-                let mut argv: Vec<CString> = vec![CString::new("nshelper").expect("no NUL")];
-                argv.extend(
-                    args[i..]
-                        .iter()
-                        .map(|a| CString::new(a.as_str()).expect("no NUL")),
-                );
-                let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-                ptrs.push(std::ptr::null());
+                let argv = self_argv(&args[i..]);
+                let ptrs = argv.pointers();
                 // SAFETY: NUL-terminated argv; environ is inherited.
-                unsafe { libc::execv(exe.as_ptr(), ptrs.as_ptr()) };
+                unsafe { libc::execv(argv.exe.as_ptr(), ptrs.as_ptr()) };
                 fail("exec");
             }
             "pause" => {
