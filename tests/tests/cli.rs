@@ -5,7 +5,7 @@ use std::{
     time::Duration,
 };
 
-use nstrace_tests::{Helper, Tracer, binary, proc_ns, require_root};
+use nstrace_tests::{Helper, Tracer, assert_same_ns, binary, by, proc_ns, require_root};
 
 #[test]
 fn text_output_shows_only_what_changed_with_the_proc_inodes() {
@@ -79,7 +79,7 @@ fn the_closing_line_counts_transitions_and_lost_samples() {
     let tracer = Tracer::start(&[]);
     let mut helper = Helper::spawn(&["unshare", "uts", "hold"]);
     let pid = helper.wait_ready();
-    tracer.wait_for("unshare", nstrace_tests::by(pid, "unshare"));
+    tracer.wait_for("unshare", by(pid, "unshare"));
     helper.finish();
     let stderr = tracer.stop();
     let last = stderr.lines().last().unwrap_or_default();
@@ -136,9 +136,9 @@ fn without_cap_sys_chroot_the_loader_parses_btf_and_traces() {
     );
     let mut helper = Helper::spawn(&["unshare", "uts", "hold"]);
     let pid = helper.wait_ready();
-    let ev = tracer.wait_for("unshare", nstrace_tests::by(pid, "unshare"));
+    let ev = tracer.wait_for("unshare", by(pid, "unshare"));
     assert_eq!(ev["ret"], 0, "{ev}");
-    nstrace_tests::assert_same_ns("after", &ev["after"], &proc_ns(pid));
+    assert_same_ns("after", &ev["after"], &proc_ns(pid));
     helper.finish();
 }
 
@@ -158,7 +158,7 @@ fn record_unshare(file: &std::path::Path, kinds: &str) -> u32 {
     let tracer = Tracer::start(&["-o", file.to_str().unwrap(), "--no-summary"]);
     let mut helper = Helper::spawn(&["unshare", kinds, "hold"]);
     let pid = helper.wait_ready();
-    tracer.wait_for("unshare", nstrace_tests::by(pid, "unshare"));
+    tracer.wait_for("unshare", by(pid, "unshare"));
     helper.finish();
     let stderr = tracer.stop();
     assert!(
@@ -344,7 +344,7 @@ fn sigterm_mid_binary_record_leaves_whole_frames_that_replay() {
     let tracer = Tracer::start(&["-o", file.to_str().unwrap(), "--binary", "--no-summary"]);
     let mut helper = Helper::spawn(&["unshare", "net", "hold"]);
     let pid = helper.wait_ready();
-    tracer.wait_for("unshare", nstrace_tests::by(pid, "unshare"));
+    tracer.wait_for("unshare", by(pid, "unshare"));
     helper.finish();
     let stderr = tracer.stop();
     assert!(stderr.contains(" transitions shown, "), "{stderr}");
