@@ -18,13 +18,13 @@ pub enum BtfError {
          CONFIG_DEBUG_INFO_BTF=y (every major distribution kernel since 2021 is)"
     )]
     Missing { path: String },
-    #[error("reading the kernel's BTF from {path}: {source}")]
+    #[error("reading the kernel's BTF from {path}")]
     Read { path: String, source: btf_rs::Error },
     #[error("the kernel's BTF has no struct {name}")]
     NoStruct { name: String },
     #[error("the kernel's BTF has no member {member} in struct {name}")]
     NoMember { name: String, member: String },
-    #[error("inspecting the kernel's BTF for {what}: {source}")]
+    #[error("inspecting the kernel's BTF for {what}")]
     Inspect { what: String, source: btf_rs::Error },
     #[error(
         "this kernel's {what} has a layout nstrace does not know; please report it with the \

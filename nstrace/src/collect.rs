@@ -1,7 +1,7 @@
 //! The live collector: transport → reorder → pipeline, until told to stop.
-use std::{future::Future, io, time::Duration};
+use std::{collections::VecDeque, future::Future, io, time::Duration};
 
-use aya::maps::PerCpuArray;
+use aya::maps::{MapData, PerCpuArray};
 use aya_log::EbpfLogger;
 use log::debug;
 use nstrace_common::{EVENTS_MAP, FLUSH_PROGRAM, STAGED_MAP, STATS_MAP, stat};
@@ -9,8 +9,11 @@ use tokio::io::{Interest, unix::AsyncFd};
 
 use crate::{
     clock::monotonic_ns,
+    event::Loss,
     load::Loaded,
     pipeline::Pipeline,
+    proc,
+    timeline::ProcEntry,
     transport::{Reorder, Rings, Staged},
 };
 
@@ -23,6 +26,9 @@ pub struct Options {
     /// preemption off, and staged records are waited for by their own timestamps): records wait
     /// that long. Under a storm, a millisecond of records is what the collector holds.
     pub reorder_window: Duration,
+    /// Stop when standard output's reader goes away (`nstrace | head`). `run` and `record` go
+    /// on to their end: their command's, or a signal.
+    pub stop_on_closed_output: bool,
 }
 
 /// Each CPU's perf buffer by default, in pages: 64 MiB of kernel memory shared out over the
@@ -62,6 +68,7 @@ impl Default for Options {
         Self {
             buffer_pages: machine_buffer_pages(),
             reorder_window: Duration::from_millis(1),
+            stop_on_closed_output: true,
         }
     }
 }
@@ -134,8 +141,8 @@ pub async fn collect(
         .ebpf
         .take_map(EVENTS_MAP)
         .ok_or(CollectError::Missing(EVENTS_MAP))?;
-    let mut rings = Rings::open(map, options.buffer_pages)?;
-    let mut staged = staged(loaded)?;
+    let rings = Rings::open(map, options.buffer_pages)?;
+    let staged = staged(loaded)?;
     let mut logger = match EbpfLogger::init(&mut loaded.ebpf) {
         // SAFETY: the logger owns its ring buffer's fd and is moved into the AsyncFd.
         Ok(logger) => unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) }.ok(),
@@ -144,12 +151,23 @@ pub async fn collect(
             None
         }
     };
+    // Every buffer is open: what the programs failed to send before now (a CPU whose buffer
+    // was not open yet) was never part of the trace, which starts with the snapshot below.
+    let lost = LostCounter::new(loaded);
     ready(rings.cpus(), pipeline)?;
     pipeline.start()?;
 
     let window_ns = options.reorder_window.as_nanos() as u64;
-    let mut reorder = Reorder::new(window_ns);
-    let mut summary = Summary::default();
+    let mut c = Collector {
+        rings,
+        staged,
+        reorder: Reorder::new(window_ns),
+        summary: Summary::default(),
+        lost,
+        pending: VecDeque::new(),
+        resync_queued: false,
+        last_resync: None,
+    };
     let mut tick = tokio::time::interval(DRAIN_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);
@@ -157,18 +175,12 @@ pub async fn collect(
 
     loop {
         tokio::select! {
-            () = rings.ready() => {
-                pump(&mut rings, &mut staged, &mut reorder, &mut summary, pipeline, Pump::Running)?;
+            () = c.rings.ready() => {
+                c.pump(pipeline, Pump::Running)?;
             }
             _ = tick.tick() => {
-                let now = pump(
-                    &mut rings,
-                    &mut staged,
-                    &mut reorder,
-                    &mut summary,
-                    pipeline,
-                    Pump::Running,
-                )?;
+                let now = c.pump(pipeline, Pump::Running)?;
+                c.schedule_resync(pipeline, false);
                 pipeline.flush()?;
                 if stopping_until.is_some_and(|until| now >= until) {
                     break;
@@ -177,7 +189,11 @@ pub async fn collect(
                     pipeline.closed = true;
                     pipeline.sinks.clear();
                 }
-                if pipeline.closed && pipeline.sinks.is_empty() && stopping_until.is_none() {
+                if pipeline.closed
+                    && pipeline.sinks.is_empty()
+                    && options.stop_on_closed_output
+                    && stopping_until.is_none()
+                {
                     eprintln!("nstrace: the output was closed; stopping");
                     stopping_until = Some(now + window_ns);
                 }
@@ -197,27 +213,18 @@ pub async fn collect(
     }
     debug!("stopped; releasing the last records");
     // Every CPU sends what it has staged, however new, and every buffer is read whole.
-    pump(
-        &mut rings,
-        &mut staged,
-        &mut reorder,
-        &mut summary,
+    c.pump(
         pipeline,
         Pump::Last {
             buffer_bytes: options.buffer_pages * 4096,
         },
     )?;
-    let mut result = Ok(());
-    reorder.drain(|record| {
-        if result.is_ok() {
-            result = pipeline.feed(record, true);
-        }
-    });
-    result?;
-    pipeline.flush()?;
+    c.finish(pipeline)?;
+    let mut summary = c.summary;
     summary.transitions = pipeline.shown;
-    summary.late = reorder.late;
-    drop(rings);
+    summary.late = c.reorder.late;
+    drop(c.rings);
+    drop(c.lost);
     kernel_stats(loaded, &mut summary);
     Ok(summary)
 }
@@ -234,6 +241,10 @@ const DRAIN_CHUNK: usize = 256 * 1024;
 /// latency a quiet CPU adds, and how far behind the newest records the ordering may be held.
 const STAGE_AGE: u64 = 1_000_000;
 
+/// /proc is read again at most this often after losses: a lossy storm loses something every
+/// drain, and a reading of /proc costs milliseconds.
+const RESYNC_PERIOD: Duration = Duration::from_secs(1);
+
 /// The kernel's staged batches, and the program that sends one.
 fn staged(loaded: &mut Loaded) -> Result<Staged, CollectError> {
     let map = loaded
@@ -249,59 +260,255 @@ fn staged(loaded: &mut Loaded) -> Result<Staged, CollectError> {
     Ok(Staged::new(map, flush)?)
 }
 
-/// Has every CPU send the records it staged more than `age` ns ago, then drains every buffer,
-/// a chunk at a time, feeding the pipeline after each chunk every record that is safe to order.
-/// Returns the drain's start time.
-fn pump(
-    rings: &mut Rings,
-    staged: &mut Staged,
-    reorder: &mut Reorder,
-    summary: &mut Summary,
-    pipeline: &mut Pipeline<'_>,
-    which: Pump,
-) -> Result<u64, CollectError> {
-    let (age, bytes) = match which {
-        Pump::Running => (STAGE_AGE, PUMP_BYTES),
-        Pump::Last { buffer_bytes } => (0, buffer_bytes + DRAIN_CHUNK),
-    };
-    let mut now = 0;
-    for _ in 0..bytes.div_ceil(DRAIN_CHUNK) {
-        // Taken before each chunk: every record stamped earlier is in a buffer by now (see
-        // transport), or still staged, no older than the oldest staged. Taken once a pump, a
-        // pump that caught up with a storm would keep every record it read after that.
-        now = monotonic_ns();
-        let safe = staged
-            .settle(now.saturating_sub(age))
-            .map_or(now, |oldest| oldest.min(now));
-        let frontier = drain_chunk(rings, reorder, summary);
-        // A buffer left unfinished may still hold records as old as its last one read.
-        release(reorder, frontier.map_or(safe, |f| f.min(safe)), pipeline)?;
-        if frontier.is_none() {
-            break;
+/// What waits to enter the pipeline at its place in kernel time, beside the records.
+enum Pending {
+    /// A gap in a CPU's stream, after the last record read from it before the gap.
+    Loss(Loss),
+    /// /proc as read again at this time after lost records.
+    Resync(u64, Vec<ProcEntry>),
+}
+
+impl Pending {
+    fn ts_ns(&self) -> u64 {
+        match self {
+            Pending::Loss(loss) => loss.ts_ns,
+            Pending::Resync(ts, _) => *ts,
         }
     }
-    Ok(now)
+
+    fn apply(self, pipeline: &mut Pipeline<'_>) -> io::Result<()> {
+        match self {
+            Pending::Loss(loss) => pipeline.lost(&loss),
+            Pending::Resync(ts, entries) => pipeline.resynced(ts, &entries),
+        }
+    }
 }
 
-/// One chunk of every buffer into `reorder`, reporting losses; returns the frontier of the
-/// buffers left unfinished.
-fn drain_chunk(rings: &mut Rings, reorder: &mut Reorder, summary: &mut Summary) -> Option<u64> {
-    let drained = rings.drain(reorder, DRAIN_CHUNK);
-    if drained.lost > 0 {
-        summary.lost += drained.lost;
+/// The programs' count of records they could not send, per CPU, and how much of it has been
+/// reported: each gap is told with the records lost on its CPU since the last one.
+struct LostCounter<'a> {
+    map: Option<PerCpuArray<&'a MapData, u64>>,
+    reported: Vec<u64>,
+}
+
+impl<'a> LostCounter<'a> {
+    /// Starts counting from now.
+    fn new(loaded: &'a Loaded) -> Self {
+        let map = loaded
+            .ebpf
+            .map(STATS_MAP)
+            .and_then(|map| PerCpuArray::try_from(map).ok());
+        let mut counter = Self {
+            map,
+            reported: Vec::new(),
+        };
+        counter.reported = counter.read();
+        counter
+    }
+
+    /// Each CPU's count now (empty when the map cannot be read).
+    fn read(&self) -> Vec<u64> {
+        self.map
+            .as_ref()
+            .and_then(|m| m.get(&stat::LOST, 0).ok())
+            .map(|values| values.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Per CPU, the records lost and not yet reported.
+    fn take(&mut self) -> Vec<(u32, u64)> {
+        let now = self.read();
+        let mut out = Vec::new();
+        for (cpu, &count) in now.iter().enumerate() {
+            let before = self.reported.get(cpu).copied().unwrap_or(0);
+            if count > before {
+                out.push((cpu as u32, count - before));
+            }
+        }
+        if !now.is_empty() {
+            self.reported = now;
+        }
+        out
+    }
+}
+
+/// The live loop's state between pumps.
+struct Collector<'a> {
+    rings: Rings,
+    staged: Staged,
+    reorder: Reorder,
+    summary: Summary,
+    lost: LostCounter<'a>,
+    /// Losses and re-readings of /proc, in kernel-time order, waiting for the records before
+    /// them to be released.
+    pending: VecDeque<Pending>,
+    /// A re-reading of /proc is among `pending`.
+    resync_queued: bool,
+    last_resync: Option<std::time::Instant>,
+}
+
+impl Collector<'_> {
+    /// Has every CPU send the records it staged more than `age` ns ago, then drains every
+    /// buffer, a chunk at a time, feeding the pipeline after each chunk every record that is
+    /// safe to order. Returns the drain's start time.
+    fn pump(&mut self, pipeline: &mut Pipeline<'_>, which: Pump) -> Result<u64, CollectError> {
+        let (age, bytes) = match which {
+            Pump::Running => (STAGE_AGE, PUMP_BYTES),
+            Pump::Last { buffer_bytes } => (0, buffer_bytes + DRAIN_CHUNK),
+        };
+        let mut now = 0;
+        for _ in 0..bytes.div_ceil(DRAIN_CHUNK) {
+            // Taken before each chunk: every record stamped earlier is in a buffer by now (see
+            // transport), or still staged, no older than the oldest staged. Taken once a pump,
+            // a pump that caught up with a storm would keep every record it read after that.
+            now = monotonic_ns();
+            let safe = self
+                .staged
+                .settle(now.saturating_sub(age))
+                .map_or(now, |oldest| oldest.min(now));
+            let frontier = self.drain_chunk(now);
+            // A buffer left unfinished may still hold records as old as its last one read.
+            self.release(frontier.map_or(safe, |f| f.min(safe)), pipeline)?;
+            if frontier.is_none() {
+                break;
+            }
+        }
+        Ok(now)
+    }
+
+    /// One chunk of every buffer into the reorder, its gaps among the pending; returns the
+    /// frontier of the buffers left unfinished.
+    fn drain_chunk(&mut self, now: u64) -> Option<u64> {
+        let drained = self.rings.drain(&mut self.reorder, DRAIN_CHUNK);
+        if !drained.gaps.is_empty() {
+            let counted = self.lost.take();
+            for gap in &drained.gaps {
+                let records = counted
+                    .iter()
+                    .find(|(cpu, _)| *cpu == gap.cpu)
+                    .map_or(0, |&(_, n)| n);
+                self.lose(Loss {
+                    ts_ns: if gap.after_ts == 0 { now } else { gap.after_ts },
+                    noticed_ns: now,
+                    cpu: gap.cpu,
+                    // A batch holds at least one record.
+                    records: records.max(gap.batches),
+                    batches: gap.batches,
+                });
+            }
+            // Counted on a CPU whose gap is not reported yet: told with its next one, or at
+            // the end.
+            for (cpu, n) in counted {
+                if !drained.gaps.iter().any(|g| g.cpu == cpu) {
+                    self.lost.reported[cpu as usize] -= n;
+                }
+            }
+        }
+        if drained.malformed > 0 {
+            self.summary.malformed += drained.malformed;
+            eprintln!("nstrace: {} malformed samples", drained.malformed);
+        }
+        drained.frontier
+    }
+
+    /// A gap becomes a loss: said on stderr at once, and queued for its place in the stream.
+    fn lose(&mut self, loss: Loss) {
+        self.summary.lost += loss.records;
         eprintln!(
-            "nstrace: lost {} batches of records on CPU {} (its perf buffer was full; \
-             --buffer-pages makes it larger); the closing line counts the records",
-            drained.lost, drained.lost_cpu
+            "nstrace: lost {} records ({} batches) on CPU {} (its perf buffer was full; \
+             --buffer-pages makes it larger); the output and the record say where",
+            loss.records, loss.batches, loss.cpu
         );
+        self.queue(Pending::Loss(loss));
     }
-    if drained.malformed > 0 {
-        summary.malformed += drained.malformed;
-        eprintln!("nstrace: {} malformed samples", drained.malformed);
-    }
-    drained.frontier
-}
 
+    fn queue(&mut self, pending: Pending) {
+        let ts = pending.ts_ns();
+        let at = self.pending.partition_point(|p| p.ts_ns() <= ts);
+        self.pending.insert(at, pending);
+    }
+
+    /// Feeds the pipeline every record older than `now` less the window, in order, with what
+    /// is pending at its place.
+    fn release(&mut self, now: u64, pipeline: &mut Pipeline<'_>) -> io::Result<()> {
+        let Self {
+            reorder,
+            pending,
+            resync_queued,
+            ..
+        } = self;
+        let mut result = Ok(());
+        let mut feed_pending = |pipeline: &mut Pipeline<'_>, before: u64| -> io::Result<()> {
+            while pending.front().is_some_and(|p| p.ts_ns() < before) {
+                if let Some(p) = pending.pop_front() {
+                    if matches!(p, Pending::Resync(..)) {
+                        *resync_queued = false;
+                    }
+                    p.apply(pipeline)?;
+                }
+            }
+            Ok(())
+        };
+        reorder.release(now, |record| {
+            if result.is_ok() {
+                result = feed_pending(pipeline, record.ts_ns())
+                    .and_then(|()| pipeline.feed(record, true));
+            }
+        });
+        result?;
+        feed_pending(
+            pipeline,
+            now.saturating_sub(reorder.window_ns()).saturating_add(1),
+        )
+    }
+
+    /// After lost records, reads /proc again (at most every [`RESYNC_PERIOD`], unless `now`)
+    /// and queues what it showed at its place in time.
+    fn schedule_resync(&mut self, pipeline: &Pipeline<'_>, now: bool) {
+        if !pipeline.resync_due || self.resync_queued {
+            return;
+        }
+        if !now
+            && self
+                .last_resync
+                .is_some_and(|at| at.elapsed() < RESYNC_PERIOD)
+        {
+            return;
+        }
+        self.last_resync = Some(std::time::Instant::now());
+        // Taken before reading: a task that moves while /proc is read is healed to where it
+        // went, and its own record, later in the stream, then says how.
+        let at = monotonic_ns();
+        let entries = proc::snapshot();
+        debug!(
+            "read /proc again after lost records: {} tasks",
+            entries.len()
+        );
+        self.resync_queued = true;
+        self.queue(Pending::Resync(at, entries));
+    }
+
+    /// At the stop: every record and pending entry in order, the losses the programs counted
+    /// that no gap reported yet, and a last reading of /proc if records were lost since the
+    /// last one.
+    fn finish(&mut self, pipeline: &mut Pipeline<'_>) -> io::Result<()> {
+        let now = monotonic_ns();
+        for (cpu, records) in self.lost.take() {
+            let last = self.rings.last_read(cpu);
+            self.lose(Loss {
+                ts_ns: if last == 0 { now } else { last },
+                noticed_ns: now,
+                cpu,
+                records,
+                batches: 0,
+            });
+        }
+        self.release(u64::MAX, pipeline)?;
+        self.schedule_resync(pipeline, true);
+        self.release(u64::MAX, pipeline)?;
+        pipeline.flush()
+    }
+}
 async fn readable<T: std::os::fd::AsRawFd>(
     fd: &mut Option<AsyncFd<T>>,
 ) -> Option<tokio::io::unix::AsyncFdReadyMutGuard<'_, T>> {
@@ -324,16 +531,6 @@ fn output_closed() -> bool {
     ready > 0 && fd.revents & (libc::POLLERR | libc::POLLHUP) != 0
 }
 
-fn release(reorder: &mut Reorder, now: u64, pipeline: &mut Pipeline<'_>) -> io::Result<()> {
-    let mut result = Ok(());
-    reorder.release(now, |record| {
-        if result.is_ok() {
-            result = pipeline.feed(record, true);
-        }
-    });
-    result
-}
-
 fn kernel_stats(loaded: &Loaded, summary: &mut Summary) {
     let Some(map) = loaded.ebpf.map(STATS_MAP) else {
         return;
@@ -350,8 +547,6 @@ fn kernel_stats(loaded: &Loaded, summary: &mut Summary) {
     summary.build_failed = sum(stat::BUILD_FAILED);
     summary.read_failed = sum(stat::READ_FAILED);
     summary.keep_failed = sum(stat::KEEP_FAILED);
-    // The perf buffer counts lost batches, the programs the records in them.
-    summary.lost = summary.lost.max(sum(stat::LOST));
 }
 
 #[cfg(test)]

@@ -323,6 +323,23 @@ pub struct Exit {
     pub comm: Comm,
 }
 
+/// Records the kernel could not deliver: a CPU's perf buffer had no room for them. Not a record
+/// of the kernel's but the collector's account of a gap in one CPU's stream, kept in the stream
+/// where it was found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Loss {
+    /// Kernel time of the last record read from that CPU before the gap (the records lost came
+    /// after it), or when the collector found the gap if the CPU had sent nothing before.
+    pub ts_ns: u64,
+    /// When the collector found the gap (kernel time).
+    pub noticed_ns: u64,
+    pub cpu: u32,
+    /// Records lost: the programs count every record of every batch that found no room.
+    pub records: u64,
+    /// Batches (perf samples) the buffer reported lost; each held one or more records.
+    pub batches: u64,
+}
+
 /// A decoded record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {

@@ -73,16 +73,16 @@ pub enum LoadError {
          built with CONFIG_FTRACE_SYSCALLS=y"
     )]
     NoTracepoint { name: String, path: PathBuf },
-    #[error("loading nstrace's eBPF object: {0}")]
+    #[error("loading nstrace's eBPF object")]
     Object(#[from] aya::EbpfError),
     #[error("the eBPF object has no program {0} (a build mismatch: rebuild nstrace)")]
     NoProgram(&'static str),
-    #[error("loading program {program} into the kernel: {source}")]
+    #[error("loading program {program} into the kernel")]
     Program {
         program: &'static str,
         source: aya::programs::ProgramError,
     },
-    #[error("attaching program {program} to {hook}: {source}")]
+    #[error("attaching program {program} to {hook}")]
     Attach {
         program: &'static str,
         hook: String,

@@ -16,6 +16,7 @@ use nstrace::{
     ns::{NsKind, NsType},
     output::{
         Sink,
+        file::{self, OutputFile},
         json::JsonSink,
         summary::{self, Times},
         text::TextSink,
@@ -165,7 +166,11 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("nstrace: error: {e:#}");
-            ExitCode::FAILURE
+            // A command that could not be started: as shells and env(1) say it.
+            match e.downcast_ref::<NotStarted>() {
+                Some(NotStarted { code, .. }) => ExitCode::from(*code),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }
@@ -188,27 +193,106 @@ fn stdout_sink(common: &Common, clock: WallClock) -> Box<dyn Sink> {
     }
 }
 
+/// The files asked for, created before tracing or replaying begins: a path that cannot be
+/// written is said at once, not after the trace (see [`nstrace::output::file`]).
+struct Outputs {
+    record: Option<OutputFile>,
+    perfetto: Option<OutputFile>,
+    svg: Option<OutputFile>,
+}
+
+impl Outputs {
+    /// Checks that no two outputs, and no output and `input` (the record `report` reads), are
+    /// one file; then creates each.
+    fn create(common: &Common, record: bool, input: Option<&Path>) -> anyhow::Result<Self> {
+        let mut named: Vec<(&str, &Path)> = Vec::new();
+        if record && let Some(path) = &common.output {
+            named.push(("the record file (-o)", path));
+        }
+        if let Some(path) = &common.perfetto {
+            named.push(("the Perfetto trace (--perfetto)", path));
+        }
+        if let Some(path) = &common.svg {
+            named.push(("the SVG picture (--svg)", path));
+        }
+        let ids: Vec<_> = named.iter().map(|(_, p)| file::identity(p)).collect();
+        if let Some(input) = input.filter(|p| p.as_os_str() != "-") {
+            let read = file::identity(input);
+            if let Some(at) = ids.iter().position(|id| *id == read) {
+                bail!(
+                    "{} {} is the record it is made from: name another file",
+                    named[at].0,
+                    named[at].1.display()
+                );
+            }
+        }
+        for (i, id) in ids.iter().enumerate() {
+            if let Some(j) = ids[..i].iter().position(|other| other == id) {
+                bail!(
+                    "{} and {} are one file, {}: name two",
+                    named[j].0,
+                    named[i].0,
+                    named[i].1.display()
+                );
+            }
+        }
+        let open = |path: &Option<PathBuf>, what: &str| {
+            path.as_deref()
+                .map(|p| file::create(p).with_context(|| what.to_owned()))
+                .transpose()
+        };
+        Ok(Self {
+            record: if record {
+                open(&common.output, "the record file (-o)")?
+            } else {
+                None
+            },
+            perfetto: open(&common.perfetto, "the Perfetto trace (--perfetto)")?,
+            svg: open(&common.svg, "the SVG picture (--svg)")?,
+        })
+    }
+
+    /// The pictures asked for, into the files made at the start.
+    fn pictures(&mut self, timeline: &Timeline, times: &Times) -> anyhow::Result<()> {
+        if let Some(out) = self.perfetto.take() {
+            let trace = nstrace::output::perfetto::trace(timeline);
+            write_picture(out, &serde_json::to_vec(&trace)?, "the Perfetto trace")?;
+        }
+        if let Some(out) = self.svg.take() {
+            let svg = nstrace::output::svg::render(timeline, times);
+            write_picture(out, svg.as_bytes(), "the SVG picture")?;
+        }
+        Ok(())
+    }
+}
+
+fn write_picture(mut out: OutputFile, bytes: &[u8], what: &str) -> anyhow::Result<()> {
+    out.file
+        .write_all(bytes)
+        .with_context(|| format!("writing {what} {}", out.path.display()))?;
+    eprintln!("nstrace: wrote {}", out.path.display());
+    Ok(())
+}
+
 /// The summary on stdout, and the pictures asked for.
-fn finish(common: &Common, timeline: &Timeline, clock: WallClock) -> anyhow::Result<()> {
+fn finish(
+    common: &Common,
+    outputs: &mut Outputs,
+    timeline: &Timeline,
+    clock: WallClock,
+) -> anyhow::Result<()> {
     let times = Times {
         clock,
         utc: common.utc,
     };
-    if let Some(path) = &common.perfetto {
-        let trace = nstrace::output::perfetto::trace(timeline);
-        std::fs::write(path, serde_json::to_vec(&trace)?)
-            .with_context(|| format!("writing the Perfetto trace {}", path.display()))?;
-        eprintln!(
-            "nstrace: wrote {} (open it in ui.perfetto.dev)",
-            path.display()
-        );
+    outputs.pictures(timeline, &times)?;
+    match print_summary(common, timeline, &times) {
+        // Nobody is reading any more (a closed pipe, a hung-up terminal): nothing to tell.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe || e.raw_os_error() == Some(libc::EIO) => {
+            Ok(())
+        }
+        result => result.context("writing the summary"),
     }
-    if let Some(path) = &common.svg {
-        std::fs::write(path, nstrace::output::svg::render(timeline, &times))
-            .with_context(|| format!("writing the SVG timeline {}", path.display()))?;
-        eprintln!("nstrace: wrote {}", path.display());
-    }
-    print_summary(common, timeline, &times).context("writing the summary")
 }
 
 fn print_summary(common: &Common, timeline: &Timeline, times: &Times) -> io::Result<()> {
@@ -218,18 +302,19 @@ fn print_summary(common: &Common, timeline: &Timeline, times: &Times) -> io::Res
     let mut out = io::stdout().lock();
     if common.json {
         serde_json::to_writer(&mut out, &summary::json(timeline, times))?;
-        writeln!(out)
+        writeln!(out)?;
     } else {
-        write!(out, "{}", summary::text(timeline, times))
+        write!(out, "{}", summary::text(timeline, times))?;
     }
+    out.flush()
 }
 
-/// A new record file (0600, whole entries only), JSON Lines or binary.
-fn create_record(path: &Path, binary: bool) -> anyhow::Result<Box<dyn Sink>> {
-    let context = || format!("creating the record file {}", path.display());
-    let file = RecordFile::create(path).with_context(context)?;
+/// The record file's sink (0600, whole entries only), JSON Lines or binary.
+fn record_sink(out: OutputFile, binary: bool) -> anyhow::Result<Box<dyn Sink>> {
+    let path = out.path.display().to_string();
+    let file = RecordFile::new(out);
     Ok(if binary {
-        Box::new(BinSink::new(file).with_context(context)?)
+        Box::new(BinSink::new(file).with_context(|| format!("writing the record file {path}"))?)
     } else {
         Box::new(JsonSink::new(file, WallClock::now(), true))
     })
@@ -241,32 +326,103 @@ fn kernel_release() -> String {
         .unwrap_or_default()
 }
 
+/// A command `run` could not start: the exit status shells and env(1) give (127: not found,
+/// 126: found but not executable).
+#[derive(Debug, thiserror::Error)]
+#[error("{what}")]
+struct NotStarted {
+    code: u8,
+    what: String,
+}
+
+impl NotStarted {
+    fn new(cmd: &std::ffi::OsStr, e: &io::Error) -> Self {
+        let code = match e.kind() {
+            io::ErrorKind::NotFound => 127,
+            _ => 126,
+        };
+        let name = cmd.to_string_lossy();
+        let what = if code == 127 {
+            format!("{name}: command not found")
+        } else {
+            format!("{name}: cannot be run: {e}")
+        };
+        Self { code, what }
+    }
+}
+
+/// Where `run`'s command would be found, as execvp finds it: refused before tracing begins
+/// when it is missing or not executable.
+fn check_command(cmd: &std::ffi::OsStr) -> Result<(), NotStarted> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let candidates: Vec<PathBuf> = if cmd.as_encoded_bytes().contains(&b'/') {
+        vec![PathBuf::from(cmd)]
+    } else {
+        std::env::var_os("PATH")
+            .map(|path| std::env::split_paths(&path).map(|d| d.join(cmd)).collect())
+            .unwrap_or_default()
+    };
+    let mut found = None;
+    for path in &candidates {
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
+                return Ok(());
+            }
+            found.get_or_insert(io::Error::from(io::ErrorKind::PermissionDenied));
+        }
+    }
+    Err(NotStarted::new(
+        cmd,
+        &found.unwrap_or_else(|| io::Error::from(io::ErrorKind::NotFound)),
+    ))
+}
+
+/// Warns of `--pid`s that name no process: nothing is followed until one with that pid starts.
+fn check_pids(pids: &[u32]) {
+    for pid in pids {
+        if !Path::new("/proc").join(pid.to_string()).exists() {
+            eprintln!(
+                "nstrace: warning: --pid {pid}: no such process; nothing is followed for it \
+                 unless a process with that pid starts"
+            );
+        }
+    }
+}
+
 /// Live tracing: the whole machine, `run`, or `record`.
 async fn live(common: &Common, command: Option<&Command>) -> anyhow::Result<u8> {
-    // First: a Ctrl-C or SIGTERM from here on ends the trace cleanly, even one that arrives
-    // while the programs load (a process started in the background by a script inherits
-    // SIGINT ignored until a handler is installed).
+    // First: a Ctrl-C, SIGTERM or SIGHUP from here on ends the trace cleanly, even one that
+    // arrives while the programs load (a process started in the background by a script
+    // inherits SIGINT ignored until a handler is installed).
     let mut signals = StopSignals::install();
-    let record_path = common.output.clone();
-    if matches!(command, Some(Command::Record)) && record_path.is_none() {
+    if matches!(command, Some(Command::Record)) && common.output.is_none() {
         bail!("`nstrace record` needs -o FILE, the file to write");
     }
-    let mut archive = record_path
-        .as_deref()
-        .map(|path| create_record(path, common.binary))
+    let run_cmd = match command {
+        Some(Command::Run { cmd }) => {
+            check_command(&cmd[0])?;
+            Some(cmd.clone())
+        }
+        _ => None,
+    };
+    check_pids(&common.pid);
+    let mut outputs = Outputs::create(common, true, None)?;
+    let mut archive = outputs
+        .record
+        .take()
+        .map(|out| record_sink(out, common.binary))
         .transpose()?;
     let mut loaded = load::load()?;
     let options = Options {
         buffer_pages: common
             .buffer_pages
             .unwrap_or_else(nstrace::collect::machine_buffer_pages),
+        // `run` goes on until its command ends, and `record` until it is stopped, whoever
+        // reads their output; a plain trace ends with its reader (`nstrace | head`).
+        stop_on_closed_output: command.is_none(),
         ..Options::default()
     };
     let clock = WallClock::now();
-    let run_cmd = match command {
-        Some(Command::Run { cmd }) => Some(cmd.clone()),
-        _ => None,
-    };
     let following_cmd = run_cmd.is_some();
     let mut stdout = stdout_sink(common, clock);
     // A command is followed from its birth: its pid joins the scope when it starts.
@@ -283,74 +439,26 @@ async fn live(common: &Common, command: Option<&Command>) -> anyhow::Result<u8> 
 
     let (child_tx, child_rx) = tokio::sync::oneshot::channel::<tokio::process::Child>();
     let hooks = loaded.hooks.len();
+    let not_started = std::cell::RefCell::new(None);
     let ready = |cpus: usize, pipeline: &mut Pipeline<'_>| -> io::Result<()> {
         let at = monotonic_ns();
         let snapshot = proc::snapshot();
-        let host = snapshot
-            .iter()
-            .filter(|e| (e.tid == 1 || e.tid == 2) && e.inodes[NsKind::Mnt.slot()].is_some())
-            .min_by_key(|e| e.tid)
-            .map(|init| {
-                NsKind::ALL
-                    .into_iter()
-                    .filter_map(|k| init.inodes[k.slot()].map(|i| (k.name().to_owned(), i)))
-                    .collect::<BTreeMap<_, _>>()
-            })
-            .unwrap_or_default();
-        let own_pid_ns = proc::ns_inode(std::path::Path::new("/proc/self/ns"), NsKind::Pid);
-        let nested = own_pid_ns.is_some() && own_pid_ns != NsType::Pid.initial_inode();
-        if nested {
-            eprintln!(
-                "nstrace: note: nstrace runs in a nested pid namespace: it sees only that \
-                 namespace's processes in /proc, and `host` means this namespace's view"
-            );
-        }
-        if let Some(archive) = pipeline.archive.as_mut() {
-            let header = Header::new(
-                kernel_release(),
-                clock_offset(&clock),
-                at,
-                host,
-                nested,
-                common.pid.clone(),
-                following_cmd || !common.pid.is_empty(),
-            );
-            write_line(&mut **archive, &header)?;
-            for entry in &snapshot {
-                write_line(&mut **archive, &ProcessLine::from(entry))?;
-            }
-        }
-        pipeline.snapshot(&snapshot, at)?;
-        log::debug!(
-            "snapshot of {} tasks taken (peak RSS {} KiB)",
-            snapshot.len(),
-            nstrace::load::peak_rss_kib()
-        );
+        begin(common, pipeline, &snapshot, at, &clock, following_cmd)?;
         eprintln!(
             "nstrace: tracing clone, clone3, unshare, setns, fork, exec and exit ({hooks} hooks, \
              {cpus} CPUs, {} tasks already running); Ctrl-C to stop",
             snapshot.len()
         );
         if let Some(cmd) = &run_cmd {
-            let child = tokio::process::Command::new(&cmd[0])
-                .args(&cmd[1..])
-                .kill_on_drop(false)
-                .spawn()
-                .map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!("starting {}: {e}", cmd[0].to_string_lossy()),
-                    )
-                })?;
-            if let Some(pid) = child.id() {
-                pipeline.timeline.follow(pid);
-                if let Some(archive) = pipeline.archive.as_mut() {
-                    write_line(
-                        &mut **archive,
-                        &serde_json::json!({"type": "follow", "pid": pid}),
-                    )?;
+            let child = match start_command(cmd, pipeline) {
+                Ok(child) => child,
+                Err(e) => {
+                    let error = NotStarted::new(&cmd[0], &e);
+                    let message = error.what.clone();
+                    *not_started.borrow_mut() = Some(error);
+                    return Err(io::Error::new(e.kind(), message));
                 }
-            }
+            };
             let _ = child_tx.send(child);
         }
         Ok(())
@@ -358,36 +466,144 @@ async fn live(common: &Common, command: Option<&Command>) -> anyhow::Result<u8> 
     let status = std::cell::Cell::new(None);
     let stop = async {
         if following_cmd {
-            if let Ok(mut child) = child_rx.await {
-                tokio::select! {
-                    result = child.wait() => status.set(result.ok()),
-                    () = signals.recv() => {
-                        // Pass the stop on (Ctrl-C in a terminal reaches it already), then
-                        // wait for the command to end.
-                        if let Some(pid) = child.id() {
-                            // SAFETY: signalling our own child.
-                            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-                        }
-                        status.set(child.wait().await.ok());
-                    }
-                }
+            if let Ok(child) = child_rx.await {
+                status.set(wait_for_command(child, &mut signals).await);
             }
         } else {
             signals.recv().await;
         }
     };
-    let summary: Summary = collect::collect(&mut loaded, &options, &mut pipeline, stop, ready)
-        .await
-        .context("tracing")?;
-    let Pipeline {
-        timeline, closed, ..
-    } = pipeline;
+    let collected = collect::collect(&mut loaded, &options, &mut pipeline, stop, ready).await;
+    if let Some(error) = not_started.into_inner() {
+        return Err(error.into());
+    }
+    let summary: Summary = collected.context("tracing")?;
+    let Pipeline { timeline, .. } = pipeline;
     drop(stdout);
     eprintln!("{}", summary.closing_line());
-    if !closed {
-        finish(common, &timeline, clock)?;
-    }
+    finish(common, &mut outputs, &timeline, clock)?;
     Ok(exit_code(status.get()))
+}
+
+/// The start of a trace, once the buffers are open: the host's set, the record file's header
+/// and snapshot, the snapshot into the timeline.
+fn begin(
+    common: &Common,
+    pipeline: &mut Pipeline<'_>,
+    snapshot: &[nstrace::timeline::ProcEntry],
+    at: u64,
+    clock: &WallClock,
+    following_cmd: bool,
+) -> io::Result<()> {
+    let host = host_set(snapshot);
+    let own_pid_ns = proc::ns_inode(Path::new("/proc/self/ns"), NsKind::Pid);
+    let nested = own_pid_ns.is_some() && own_pid_ns != NsType::Pid.initial_inode();
+    if nested {
+        eprintln!(
+            "nstrace: note: nstrace runs in a nested pid namespace: it sees only that \
+             namespace's processes in /proc, and `host` means this namespace's view"
+        );
+    }
+    if let Some(archive) = pipeline.archive.as_mut() {
+        let header = Header::new(
+            kernel_release(),
+            clock_offset(clock),
+            at,
+            host,
+            nested,
+            common.pid.clone(),
+            following_cmd || !common.pid.is_empty(),
+        );
+        write_line(&mut **archive, &header)?;
+        for entry in snapshot {
+            write_line(&mut **archive, &ProcessLine::from(entry))?;
+        }
+    }
+    pipeline.snapshot(snapshot, at)?;
+    log::debug!(
+        "snapshot of {} tasks taken (peak RSS {} KiB)",
+        snapshot.len(),
+        nstrace::load::peak_rss_kib()
+    );
+    Ok(())
+}
+
+/// The host's namespace set: pid 1's (or kthreadd's, where pid 1's links cannot be read).
+fn host_set(snapshot: &[nstrace::timeline::ProcEntry]) -> BTreeMap<String, u32> {
+    snapshot
+        .iter()
+        .filter(|e| (e.tid == 1 || e.tid == 2) && e.inodes[NsKind::Mnt.slot()].is_some())
+        .min_by_key(|e| e.tid)
+        .map(|init| {
+            NsKind::ALL
+                .into_iter()
+                .filter_map(|k| init.inodes[k.slot()].map(|i| (k.name().to_owned(), i)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Starts `run`'s command (directly, not through a shell) and follows it from its birth.
+fn start_command(
+    cmd: &[OsString],
+    pipeline: &mut Pipeline<'_>,
+) -> io::Result<tokio::process::Child> {
+    let child = tokio::process::Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .kill_on_drop(false)
+        .spawn()?;
+    if let Some(pid) = child.id() {
+        pipeline.timeline.follow(pid);
+        if let Some(archive) = pipeline.archive.as_mut() {
+            write_line(
+                &mut **archive,
+                &serde_json::json!({"type": "follow", "pid": pid}),
+            )?;
+        }
+    }
+    Ok(child)
+}
+
+/// Waits for `run`'s command to end. A first Ctrl-C, SIGTERM or SIGHUP is passed on to it as
+/// SIGTERM (Ctrl-C in a terminal reaches it already); a second says what is still running; a
+/// third kills it.
+async fn wait_for_command(
+    mut child: tokio::process::Child,
+    signals: &mut StopSignals,
+) -> Option<std::process::ExitStatus> {
+    let pid = child.id();
+    let name = std::cell::OnceCell::new();
+    let mut received = 0;
+    loop {
+        tokio::select! {
+            result = child.wait() => return result.ok(),
+            () = signals.recv() => {
+                received += 1;
+                let Some(pid) = pid else { continue };
+                let name = name.get_or_init(|| {
+                    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                        .map(|c| nstrace::output::escape::escape(c.trim_end()).into_owned())
+                        .unwrap_or_default()
+                });
+                match received {
+                    1 => {
+                        // SAFETY: signalling our own child.
+                        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+                    }
+                    2 => eprintln!(
+                        "nstrace: still waiting for the command ({name}, pid {pid}), which has \
+                         not ended on SIGTERM; tracing goes on until it does. Ctrl-C once more \
+                         kills it (SIGKILL)"
+                    ),
+                    _ => {
+                        eprintln!("nstrace: killing the command ({name}, pid {pid})");
+                        // SAFETY: signalling our own child.
+                        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The exit status of `run`: the command's, or 128 + the signal that ended it.
@@ -412,61 +628,93 @@ fn write_line(sink: &mut dyn Sink, value: &impl serde::Serialize) -> io::Result<
     sink.note(&serde_json::to_value(value).map_err(io::Error::other)?)
 }
 
-/// Offline: rebuild the timeline from a record file.
+/// Offline: rebuild the timeline from a record (a file, a FIFO, or `-` for standard input),
+/// read once.
 fn report(common: &Common, file: &Path) -> anyhow::Result<()> {
-    let header = record::read_header(file)?;
+    if common.output.is_some() || common.binary {
+        eprintln!(
+            "nstrace: warning: -o and --binary write a record while tracing; `report` reads one \
+             and ignores them (--svg and --perfetto draw the replayed timeline)"
+        );
+    }
+    let mut outputs = Outputs::create(common, false, Some(file))?;
+    let source = record::Source::open(file)?;
+    let name = source.name.clone();
+    let header = source.header().clone();
     let mut stdout = stdout_sink(common, header.clock());
     let mut pipeline = Pipeline::new(Timeline::new(Scope::All), filter(common));
     pipeline.sinks.push(stdout.as_mut());
     pipeline.start()?;
-    let (header, bad) = record::rebuild(file, &common.pid, &mut pipeline)?;
+    let (header, replayed) = record::rebuild(source, &common.pid, &mut pipeline)?;
     pipeline.flush()?;
     let Pipeline {
         timeline, shown, ..
     } = pipeline;
     drop(stdout);
-    finish(common, &timeline, header.clock())?;
+    finish(common, &mut outputs, &timeline, header.clock())?;
+    for pid in &common.pid {
+        if !timeline.histories().any(|h| h.key.pid == *pid) {
+            eprintln!("nstrace: warning: --pid {pid}: no such process in {name}");
+        }
+    }
     eprintln!(
-        "nstrace: {shown} transitions shown, replayed from {} (recorded on Linux {})",
-        file.display(),
+        "nstrace: {shown} transitions shown, replayed from {name} (recorded on Linux {})",
         header.kernel
     );
-    if !bad.is_empty() {
-        for b in &bad {
-            eprintln!("nstrace: {}: {b}", file.display());
+    let counts = &timeline.counts;
+    if counts.lost_records > 0 {
+        eprintln!(
+            "nstrace: the recording lost {} records in {} gaps (see LOSSES in the summary): the \
+             processes that lived through them are marked as possibly missing records",
+            counts.lost_records,
+            timeline.losses().len() as u64 + counts.losses_dropped
+        );
+    }
+    if replayed.bad_count() > 0 {
+        for b in &replayed.bad {
+            eprintln!("nstrace: {name}: {b}");
         }
-        let unit = bad[0].unit;
+        if replayed.more_bad > 0 {
+            eprintln!("nstrace: {name}: ... and {} more", replayed.more_bad);
+        }
+        let unit = replayed.bad[0].unit;
         bail!(
-            "{} has {} bad {unit}s (listed above); every good {unit} was read",
-            file.display(),
-            bad.len()
+            "{name} has {} bad {unit}s (listed above); every good {unit} was read",
+            replayed.bad_count()
         );
     }
     Ok(())
 }
 
-/// Ctrl-C and SIGTERM, listened for from the moment they are installed.
-struct StopSignals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+/// Ctrl-C, SIGTERM and SIGHUP (a closed terminal or ssh session), listened for from the moment
+/// they are installed.
+struct StopSignals(Option<[tokio::signal::unix::Signal; 3]>);
 
 impl StopSignals {
     fn install() -> Self {
         use tokio::signal::unix::{SignalKind, signal};
         Self(
-            signal(SignalKind::interrupt())
-                .and_then(|int| Ok((int, signal(SignalKind::terminate())?)))
-                .ok(),
+            (|| {
+                Ok::<_, io::Error>([
+                    signal(SignalKind::interrupt())?,
+                    signal(SignalKind::terminate())?,
+                    signal(SignalKind::hangup())?,
+                ])
+            })()
+            .ok(),
         )
     }
 
-    /// The next Ctrl-C or SIGTERM (one received since `install` counts).
+    /// The next Ctrl-C, SIGTERM or SIGHUP (one received since `install` counts).
     async fn recv(&mut self) {
-        let Some((int, term)) = &mut self.0 else {
+        let Some([int, term, hup]) = &mut self.0 else {
             // Without signal handlers the default action still ends the process.
             return std::future::pending().await;
         };
         tokio::select! {
             _ = int.recv() => {}
             _ = term.recv() => {}
+            _ = hup.recv() => {}
         }
     }
 }

@@ -8,9 +8,10 @@ use std::io;
 use serde_json::json;
 
 use crate::{
-    event::Record,
+    event::{Loss, Record},
     ns::NsType,
-    output::{FindingView, Sink},
+    output::{FindingView, HealView, Sink},
+    record::{ProcessLine, ResyncLine},
     timeline::{ProcEntry, Timeline},
 };
 
@@ -63,8 +64,10 @@ pub struct Pipeline<'a> {
     pub archive: Option<&'a mut dyn Sink>,
     /// Transitions shown.
     pub shown: u64,
-    /// A sink's reader went away (`nstrace | head`): stop, keeping the record file whole.
+    /// A sink's reader went away (`nstrace | head`).
     pub closed: bool,
+    /// Records were lost since /proc was last read again (see [`Pipeline::resynced`]).
+    pub resync_due: bool,
 }
 
 /// Runs `f` on every sink; a sink whose reader went away (EPIPE) is dropped and noted.
@@ -99,6 +102,7 @@ impl<'a> Pipeline<'a> {
             archive: None,
             shown: 0,
             closed: false,
+            resync_due: false,
         }
     }
 
@@ -177,6 +181,50 @@ impl<'a> Pipeline<'a> {
         self.findings()
     }
 
+    /// Records the kernel could not deliver: kept in the record file, shown in every output
+    /// whatever the filter, and counted in the timeline; /proc is to be read again.
+    pub fn lost(&mut self, loss: &Loss) -> io::Result<()> {
+        if let Some(archive) = &mut self.archive {
+            archive.loss(loss)?;
+        }
+        self.timeline.lost(loss);
+        self.resync_due = true;
+        each_sink(&mut self.sinks, &mut self.closed, |s| s.loss(loss))
+    }
+
+    /// What /proc showed at `ts_ns`, read again after lost records (live, or from a record
+    /// file): the timeline heals, and what it corrected for followed tasks is shown.
+    pub fn resynced(&mut self, ts_ns: u64, entries: &[ProcEntry]) -> io::Result<()> {
+        if let Some(archive) = &mut self.archive {
+            archive
+                .note(&serde_json::to_value(ResyncLine::new(ts_ns)).map_err(io::Error::other)?)?;
+            for entry in entries {
+                archive.note(
+                    &serde_json::to_value(ProcessLine::from(entry)).map_err(io::Error::other)?,
+                )?;
+            }
+        }
+        self.resync_due = false;
+        let heals = self.timeline.resync(entries, ts_ns);
+        if !self.filter.findings_only {
+            let Self {
+                timeline,
+                sinks,
+                closed,
+                filter,
+                ..
+            } = self;
+            for heal in heals
+                .iter()
+                .filter(|h| filter.comm.as_ref().is_none_or(|c| *c == h.comm))
+            {
+                let view = HealView::new(timeline, heal);
+                each_sink(sinks, closed, |s| s.heal(&view))?;
+            }
+        }
+        self.findings()
+    }
+
     /// Hands new findings to the sinks.
     fn findings(&mut self) -> io::Result<()> {
         let Self {
@@ -218,6 +266,9 @@ mod tests {
     impl Sink for Kept {
         fn record(&mut self, record: &Record) -> io::Result<()> {
             self.0.push(record.clone());
+            Ok(())
+        }
+        fn loss(&mut self, _loss: &Loss) -> io::Result<()> {
             Ok(())
         }
         fn flush(&mut self) -> io::Result<()> {

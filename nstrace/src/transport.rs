@@ -35,22 +35,31 @@ pub enum TransportError {
     #[error("the events map of the eBPF object is not a perf event array")]
     Map,
     #[error(
-        "opening the perf buffer of CPU {cpu}: {source} (a smaller --buffer-pages, or a higher \
+        "opening the perf buffer of CPU {cpu} (a smaller --buffer-pages, or a higher \
          `ulimit -l`, may help)"
     )]
     Open { cpu: u32, source: std::io::Error },
     #[error("the staged-records map of the eBPF object is not a per-CPU array")]
     StagedMap,
-    #[error("handing CPU {cpu}'s perf buffer to the kernel programs: {source}")]
+    #[error("handing CPU {cpu}'s perf buffer to the kernel programs")]
     Attach { cpu: u32, source: std::io::Error },
 }
 
+/// A gap in one CPU's stream: the kernel dropped samples there because its buffer was full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap {
+    pub cpu: u32,
+    /// Samples (batches of records) dropped.
+    pub batches: u64,
+    /// Kernel time of the last record read from that CPU before the gap (0: none yet).
+    pub after_ts: u64,
+}
+
 /// What one drain of every buffer found besides records.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Drained {
-    /// Samples the kernel dropped because a buffer was full, with the CPU of the last one.
-    pub lost: u64,
-    pub lost_cpu: u32,
+    /// Gaps, in the order found.
+    pub gaps: Vec<Gap>,
     /// Samples that did not decode.
     pub malformed: u64,
     /// When a buffer was left unfinished (the drain's budget ran out): the oldest of those
@@ -62,6 +71,8 @@ pub struct Drained {
 pub struct Rings {
     _array: MapData,
     rings: Vec<(u32, PerfRing)>,
+    /// Per ring: the kernel time of the last record read from it.
+    last_ts: Vec<u64>,
     /// Wakes `ready` when a buffer passes its watermark.
     notify: Arc<Notify>,
     watchers: Vec<JoinHandle<()>>,
@@ -129,6 +140,7 @@ impl Rings {
         }
         Ok(Self {
             _array: array,
+            last_ts: vec![0; rings.len()],
             rings,
             notify,
             watchers,
@@ -139,6 +151,15 @@ impl Rings {
         self.rings.len()
     }
 
+    /// The kernel time of the last record read from `cpu`'s buffer (0: none).
+    pub fn last_read(&self, cpu: u32) -> u64 {
+        self.rings
+            .iter()
+            .zip(&self.last_ts)
+            .find(|((c, _), _)| *c == cpu)
+            .map_or(0, |(_, &ts)| ts)
+    }
+
     /// Completes when a buffer passed its watermark.
     pub async fn ready(&self) {
         self.notify.notified().await
@@ -147,25 +168,26 @@ impl Rings {
     /// Reads up to `budget` bytes of every buffer, decoding each sample into `reorder`.
     pub fn drain(&mut self, reorder: &mut Reorder, budget: usize) -> Drained {
         let mut d = Drained::default();
-        for (cpu, ring) in &mut self.rings {
-            let mut last = 0;
+        for ((cpu, ring), last) in self.rings.iter_mut().zip(&mut self.last_ts) {
             let left = ring.drain_some(budget, |item| match item {
                 Item::Sample(bytes) => {
                     for record in records(bytes) {
                         match record.and_then(|bytes| reorder.decode(bytes)) {
                             Ok(record) => {
-                                last = record.ts_ns();
+                                *last = record.ts_ns();
                                 reorder.push(*cpu, record);
                             }
                             Err(_) => d.malformed += 1,
                         }
                     }
                 }
-                Item::Lost(count) => {
-                    d.lost += count;
-                    d.lost_cpu = *cpu;
-                }
+                Item::Lost(count) => d.gaps.push(Gap {
+                    cpu: *cpu,
+                    batches: count,
+                    after_ts: *last,
+                }),
             });
+            let last = *last;
             if left {
                 d.frontier = Some(d.frontier.map_or(last, |f| f.min(last)));
             }
@@ -384,6 +406,11 @@ impl Reorder {
 
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// How long a record waits for older ones from other CPUs.
+    pub fn window_ns(&self) -> u64 {
+        self.window_ns
     }
 
     pub fn is_empty(&self) -> bool {

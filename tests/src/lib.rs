@@ -149,6 +149,11 @@ impl Tracer {
         self.stderr.lock().expect("lock").clone()
     }
 
+    /// nstrace's pid (to freeze it with SIGSTOP, say).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Every event seen so far that `pred` accepts.
     pub fn events(&self, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
         self.events
@@ -313,6 +318,20 @@ impl Drop for Helper {
             }
             let _ = self.child.wait();
         }
+    }
+}
+
+/// Makes `cmd` run on CPU 0 only (with a storm there, its records share that CPU's buffer).
+pub fn pin_to_cpu0(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: one async-signal-safe call between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(0, &mut set);
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+            Ok(())
+        })
     }
 }
 
@@ -489,9 +508,10 @@ impl Run {
             nstrace::timeline::Timeline::new(nstrace::timeline::Scope::All),
             nstrace::pipeline::Filter::default(),
         );
-        let (_, bad) = nstrace::record::rebuild(&self.file, &[], &mut pipeline)
+        let (_, replayed) = nstrace::record::Source::open(&self.file)
+            .and_then(|source| nstrace::record::rebuild(source, &[], &mut pipeline))
             .unwrap_or_else(|e| panic!("the record file does not replay: {e}"));
-        assert!(bad.is_empty(), "bad lines: {bad:?}");
+        assert!(replayed.bad.is_empty(), "bad lines: {:?}", replayed.bad);
         let tl = pipeline.timeline;
         let mut compared = 0;
         for (tid, pid) in tl.live_tasks() {

@@ -5,7 +5,9 @@ use std::{
     time::Duration,
 };
 
-use nstrace_tests::{Helper, Tracer, assert_same_ns, binary, by, proc_ns, require_root};
+use nstrace_tests::{
+    Helper, Tracer, assert_same_ns, binary, by, pin_to_cpu0, proc_ns, require_root,
+};
 
 #[test]
 fn text_output_shows_only_what_changed_with_the_proc_inodes() {
@@ -550,7 +552,6 @@ fn ctrl_c_while_loading_ends_the_trace_with_the_closing_line() {
 /// of records pile up in one CPU's 16 MiB buffer, then stopped, shows every one, none lost.
 #[test]
 fn a_stop_reads_whole_buffers_that_a_frozen_collector_left_full() {
-    use std::os::unix::process::CommandExt as _;
     if !require_root() {
         return;
     }
@@ -581,16 +582,7 @@ fn a_stop_reads_whole_buffers_that_a_frozen_collector_left_full() {
     unsafe { libc::kill(nstrace.id() as i32, libc::SIGSTOP) };
     let mut storm = Command::new(binary("nsstorm"));
     storm.args(["setns-ops", &ROUND_TRIPS.to_string()]);
-    // SAFETY: one async-signal-safe call between fork and exec.
-    unsafe {
-        storm.pre_exec(|| {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(0, &mut set);
-            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
-            Ok(())
-        });
-    }
-    let out = storm.output().expect("run nsstorm");
+    let out = pin_to_cpu0(&mut storm).output().expect("run nsstorm");
     assert!(out.status.success(), "{out:?}");
     // SAFETY: as above. The stop is pending when the collector wakes.
     unsafe {

@@ -45,6 +45,32 @@ impl<W: io::Write> Sink for JsonSink<W> {
         self.line(&value)
     }
 
+    fn loss(&mut self, loss: &crate::event::Loss) -> io::Result<()> {
+        let mut value = crate::record::loss_line(loss);
+        value["time"] = rfc3339(&self.clock, loss.ts_ns).into();
+        self.line(&value)
+    }
+
+    fn heal(&mut self, heal: &super::HealView<'_>) -> io::Result<()> {
+        // A record file keeps what /proc showed; the healing is made again when it is replayed.
+        if self.lifecycle {
+            return Ok(());
+        }
+        let h = heal.heal;
+        self.line(&serde_json::json!({
+            "type": "resync",
+            "time": rfc3339(&self.clock, h.ts_ns),
+            "ts_ns": h.ts_ns,
+            "pid": h.pid,
+            "tid": h.tid,
+            "comm": h.comm,
+            "found": h.found,
+            "changes": heal.changes.iter().map(|(slot, from, to)| serde_json::json!({
+                "slot": slot, "from": from, "to": to,
+            })).collect::<Vec<_>>(),
+        }))
+    }
+
     fn note(&mut self, line: &serde_json::Value) -> io::Result<()> {
         if self.lifecycle {
             self.line(line)?;

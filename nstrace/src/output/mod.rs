@@ -4,10 +4,12 @@ use std::io;
 use serde::Serialize;
 
 use crate::{
-    event::Record,
-    timeline::{Timeline, findings::Finding},
+    event::{Loss, Record},
+    timeline::{Heal, Timeline, findings::Finding},
 };
 
+pub mod escape;
+pub mod file;
 pub mod json;
 pub mod perfetto;
 pub mod summary;
@@ -30,8 +32,37 @@ pub trait Sink {
     fn finding(&mut self, _finding: &FindingView) -> io::Result<()> {
         Ok(())
     }
+    /// Records the kernel could not deliver, where they were found missing.
+    fn loss(&mut self, loss: &Loss) -> io::Result<()>;
+    /// A followed task's namespaces as /proc showed them after lost records, where they
+    /// differed from what the records said.
+    fn heal(&mut self, _heal: &HealView) -> io::Result<()> {
+        Ok(())
+    }
     /// Called when the stream pauses: make what was written visible.
     fn flush(&mut self) -> io::Result<()>;
+}
+
+/// A healing move with its namespaces named, ready to print.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealView<'a> {
+    pub heal: &'a Heal,
+    /// (slot, inode before or None, inode after) per change.
+    pub changes: Vec<(&'static str, Option<u32>, Option<u32>)>,
+}
+
+impl<'a> HealView<'a> {
+    pub fn new(timeline: &Timeline, heal: &'a Heal) -> Self {
+        let inode = |i: Option<usize>| i.map(|i| timeline.namespace(i).inum);
+        Self {
+            heal,
+            changes: heal
+                .changes
+                .iter()
+                .map(|c| (c.kind.name(), inode(c.from), inode(c.to)))
+                .collect(),
+        }
+    }
 }
 
 /// A finding with its namespaces named, ready to print.
@@ -70,12 +101,14 @@ impl FindingView {
         }
     }
 
-    /// One line for people.
+    /// One line for people: the process's names and the message (which may quote them) are
+    /// escaped (see [`escape`]).
     pub fn line(&self) -> String {
+        use escape::Escaped;
         let container = self
             .container
             .as_ref()
-            .map(|c| format!(" [{c}]"))
+            .map(|c| format!(" [{}]", Escaped(c)))
             .unwrap_or_default();
         let namespaces = if self.namespaces.is_empty() {
             String::new()
@@ -87,8 +120,8 @@ impl FindingView {
             self.severity.to_uppercase(),
             self.id,
             self.pid,
-            self.comm,
-            self.message
+            Escaped(&self.comm),
+            Escaped(&self.message)
         )
     }
 }

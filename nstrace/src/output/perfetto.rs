@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::{
     output::FindingView,
+    output::escape::escape,
     timeline::{Cause, Timeline},
 };
 
@@ -43,21 +44,20 @@ pub fn trace(tl: &Timeline) -> Value {
     let mut track: BTreeMap<u32, u32> = BTreeMap::new();
 
     for h in tl.histories() {
-        let group = group_of(
-            h.container
-                .as_ref()
-                .map_or_else(|| "no container".into(), |c| c.short()),
-        );
+        let group = group_of(h.container.as_ref().map_or_else(
+            || "no container".into(),
+            |c| escape(&c.short()).into_owned(),
+        ));
         track.insert(h.key.pid, group);
         events.push(json!({
             "ph": "M", "name": "thread_name", "pid": group, "tid": h.key.pid,
-            "args": {"name": format!("{} {}", h.comm, h.key.pid)},
+            "args": {"name": format!("{} {}", escape(&h.comm), h.key.pid)},
         }));
         let mut labels: BTreeMap<&'static str, String> = BTreeMap::new();
         let moves: Vec<_> = h.moves.iter().filter(|m| m.errno.is_none()).collect();
         if let Some(born) = h.born_ns.filter(|_| moves.is_empty()) {
             // Followed, never moved: one slice in what it inherited.
-            let until = h.exited.map_or(end, |(t, _)| t).max(born);
+            let until = h.end_ns().unwrap_or(end).max(born);
             events.push(json!({
                 "ph": "X", "cat": "namespaces", "name": "inherited namespaces",
                 "pid": group, "tid": h.key.pid, "ts": us(born), "dur": us(until - born),
@@ -72,7 +72,7 @@ pub fn trace(tl: &Timeline) -> Value {
             let until = moves
                 .get(i + 1)
                 .map(|next| next.ts_ns)
-                .or(h.exited.map(|(t, _)| t))
+                .or(h.end_ns())
                 .unwrap_or(end)
                 .max(m.ts_ns);
             events.push(json!({
@@ -150,7 +150,7 @@ fn flows(tl: &Timeline, track: &BTreeMap<u32, u32>, out: &mut Vec<Value>) {
         }
     }
     for (id, ((creator, created, joiner, at, comm), labels)) in joins.into_iter().enumerate() {
-        let name = format!("{comm} {joiner} joins {}", labels.join(", "));
+        let name = format!("{} {joiner} joins {}", escape(&comm), labels.join(", "));
         out.push(json!({
             "ph": "s", "id": id + 1, "cat": "joins", "name": name,
             "pid": track.get(&creator).copied().unwrap_or(1), "tid": creator, "ts": us(created),

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use crate::{
     clock::WallClock,
     ns::flag_names,
-    output::FindingView,
+    output::{FindingView, escape::Escaped},
     timeline::{
         Change, Group, KEEP_HISTORIES, KEEP_NAMESPACES, Namespace, NsIdx, ProcessHistory, Timeline,
     },
@@ -139,7 +139,7 @@ fn members(out: &mut String, tl: &Timeline, rows: &[(NsIdx, &Namespace)], times:
                 out,
                 "  {} {sign} {who} {}: {}",
                 times.at(m.ts_ns),
-                m.comm,
+                Escaped(&m.comm),
                 m.cause.describe()
             );
         }
@@ -159,17 +159,17 @@ fn containers(out: &mut String, tl: &Timeline, times: &Times) {
     }
     let _ = writeln!(out, "\nCONTAINERS ({})", views.len());
     for v in views {
-        let _ = writeln!(out, "{}", v.name);
+        let _ = writeln!(out, "{}", Escaped(&v.name));
         for (ns, creator) in &v.made {
-            let _ = writeln!(out, "  made {} ({creator})", ns);
+            let _ = writeln!(out, "  made {} ({})", ns, Escaped(creator));
         }
         for ns in &v.joined {
-            let _ = writeln!(out, "  shares {ns}");
+            let _ = writeln!(out, "  shares {}", Escaped(ns));
         }
         let procs: Vec<String> = v
             .processes
             .iter()
-            .map(|(pid, comm)| format!("{pid} {comm}"))
+            .map(|(pid, comm)| format!("{pid} {}", Escaped(comm)))
             .collect();
         let _ = writeln!(out, "  processes: {}", procs.join(", "));
         if let Some(first) = v.first_ns {
@@ -243,7 +243,43 @@ fn container_views(tl: &Timeline) -> Vec<ContainerView> {
         .collect()
 }
 
-/// The human summary.
+/// Where records were lost, and what reading /proc again found.
+fn losses(out: &mut String, tl: &Timeline, times: &Times) {
+    const SHOWN: usize = 20;
+    let losses = tl.losses();
+    let c = &tl.counts;
+    if losses.is_empty() && c.losses_dropped == 0 {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nLOSSES ({} records in {} gaps: the kernel found a CPU's perf buffer full; \
+         --buffer-pages makes them larger)",
+        c.lost_records,
+        losses.len() as u64 + c.losses_dropped
+    );
+    for loss in losses.iter().take(SHOWN) {
+        let _ = writeln!(
+            out,
+            "  {}  CPU {}: {} records ({} batches) lost after this time",
+            times.at(loss.ts_ns),
+            loss.cpu,
+            loss.records,
+            loss.batches
+        );
+    }
+    let more = losses.len().saturating_sub(SHOWN) as u64 + c.losses_dropped;
+    if more > 0 {
+        let _ = writeln!(out, "  ... {more} more");
+    }
+    let _ = writeln!(
+        out,
+        "  /proc read again after them: {} tasks found elsewhere than their records said, {} \
+         gone, {} unknown before; processes that lived through a loss are marked",
+        c.resyncs, c.vanished, c.found
+    );
+}
+
 /// The kinds of processes and namespaces counted rather than listed (see `timeline::fold`).
 fn folded(out: &mut String, tl: &Timeline, times: &Times) {
     let folded = tl.folded();
@@ -259,17 +295,20 @@ fn folded(out: &mut String, tl: &Timeline, times: &Times) {
     for ((comm, what), g) in &folded.processes {
         let _ = writeln!(
             out,
-            "  {:>8} processes {comm}: {what}  ({})",
+            "  {:>8} processes {}: {}  ({})",
             g.count,
+            Escaped(comm),
+            Escaped(what),
             span(g)
         );
     }
     for ((ty, made), g) in &folded.namespaces {
         let _ = writeln!(
             out,
-            "  {:>8} {} namespaces {made}, emptied  ({})",
+            "  {:>8} {} namespaces {}, emptied  ({})",
             g.count,
             ty.name(),
+            Escaped(made),
             span(g)
         );
     }
@@ -312,7 +351,7 @@ pub fn text(tl: &Timeline, times: &Times) -> String {
             at,
             format!("{} (peak {})", ns.total_members, ns.peak_members),
             state(ns, times),
-            creator(ns),
+            Escaped(&creator(ns)),
         );
     }
     if rows.iter().any(|(_, ns)| ns.host) {
@@ -329,9 +368,9 @@ pub fn text(tl: &Timeline, times: &Times) -> String {
         still.len()
     );
     for h in histories {
-        let _ = write!(out, "{} {}", h.key.pid, h.comm);
+        let _ = write!(out, "{} {}", h.key.pid, Escaped(&h.comm));
         if let Some(exe) = &h.exe {
-            let _ = write!(out, " ({exe})");
+            let _ = write!(out, " ({})", Escaped(exe));
         }
         let _ = write!(out, ", parent {}", h.ppid);
         if let Some(born) = h.born_ns {
@@ -339,6 +378,16 @@ pub fn text(tl: &Timeline, times: &Times) -> String {
         }
         if let Some((t, code)) = h.exited {
             let _ = write!(out, ", exited {} (status {})", times.at(t), code >> 8);
+        }
+        if let Some(t) = h.vanished {
+            let _ = write!(out, ", gone by {} (its exit was lost)", times.at(t));
+        }
+        if let Some(t) = tl.uncertain_since(h) {
+            let _ = write!(
+                out,
+                "; records of it may be missing from {} (see LOSSES)",
+                times.at(t)
+            );
         }
         out.push('\n');
         for m in &h.moves {
@@ -368,6 +417,7 @@ pub fn text(tl: &Timeline, times: &Times) -> String {
     }
     folded(&mut out, tl, times);
     containers(&mut out, tl, times);
+    losses(&mut out, tl, times);
     let findings = tl.findings();
     let _ = writeln!(out, "\nFINDINGS ({})", findings.len());
     for f in findings {
@@ -375,11 +425,15 @@ pub fn text(tl: &Timeline, times: &Times) -> String {
         let _ = writeln!(out, "  {}  {}", times.at(f.ts_ns), view.line());
     }
     let c = &tl.counts;
-    let _ = writeln!(
+    let _ = write!(
         out,
         "\n{} transitions, {} forks, {} execs, {} exits",
         c.transitions, c.forks, c.execs, c.exits
     );
+    if c.lost_records > 0 {
+        let _ = write!(out, ", {} records lost", c.lost_records);
+    }
+    out.push('\n');
     if c.histories_dropped > 0 {
         let _ = writeln!(
             out,
@@ -451,6 +505,8 @@ pub fn json(tl: &Timeline, times: &Times) -> Value {
                 "born": h.born_ns.map(|t| times.rfc3339(t)),
                 "moves_dropped": h.moves_dropped,
                 "exited": h.exited.map(|(t, code)| json!({"time": times.rfc3339(t), "status": code})),
+                "vanished": h.vanished.map(|t| times.rfc3339(t)),
+                "uncertain_since": tl.uncertain_since(h).map(|t| times.rfc3339(t)),
                 "moves": h.moves.iter().map(|m| json!({
                     "time": times.rfc3339(m.ts_ns),
                     "tid": m.tid,
@@ -504,6 +560,18 @@ pub fn json(tl: &Timeline, times: &Times) -> Value {
         }).collect::<Vec<_>>(),
     });
     let c = &tl.counts;
+    let losses: Vec<Value> = tl
+        .losses()
+        .iter()
+        .map(|l| {
+            let mut v = crate::record::loss_line(l);
+            v["time"] = times.rfc3339(l.ts_ns).into();
+            if let Some(fields) = v.as_object_mut() {
+                fields.remove("type");
+            }
+            v
+        })
+        .collect();
     json!({
         "type": "summary",
         "namespaces": namespaces,
@@ -511,6 +579,7 @@ pub fn json(tl: &Timeline, times: &Times) -> Value {
         "folded": folded,
         "containers": containers,
         "findings": findings,
+        "losses": losses,
         "counts": {
             "transitions": c.transitions,
             "forks": c.forks,
@@ -519,6 +588,92 @@ pub fn json(tl: &Timeline, times: &Times) -> Value {
             "unknown_tasks": c.unknown_tasks,
             "resyncs": c.resyncs,
             "histories_dropped": c.histories_dropped,
+            "lost_records": c.lost_records,
+            "lost_batches": c.lost_batches,
+            "losses_dropped": c.losses_dropped,
+            "vanished": c.vanished,
+            "found": c.found,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        event::{Call, Exec, NsSet, Record, Transition},
+        timeline::{ProcEntry, Scope},
+    };
+
+    /// A shell that renames itself `comm`, unshares uts, execs `exe` and is found in the cgroup
+    /// `cgroup`; the summary of that.
+    fn summary_of(comm: &str, exe: &str, cgroup: &str) -> String {
+        let host: [u32; nstrace_common::NS_SLOTS] = std::array::from_fn(|i| 4026531830 + i as u32);
+        let mut tl = Timeline::new(Scope::All);
+        tl.snapshot(
+            &[ProcEntry {
+                tid: 100,
+                pid: 100,
+                ppid: 1,
+                comm: "sh".into(),
+                start_ns: 0,
+                inodes: host.map(Some),
+            }],
+            0,
+        );
+        let before = NsSet {
+            inum: host,
+            id: [0; nstrace_common::NS_SLOTS],
+        };
+        let mut after = before;
+        after.inum[crate::ns::NsKind::Uts.slot()] = 4026532300;
+        let mut t = Transition::blank();
+        (t.ts_ns, t.call, t.flags, t.tid, t.pid) = (10, Call::Unshare, 0x0400_0000, 100, 100);
+        (t.comm, t.before, t.after) = (comm.into(), before, after);
+        tl.apply(&Record::Transition(Box::new(t)));
+        tl.apply(&Record::Exec(Box::new(Exec {
+            ts_ns: 20,
+            tid: 100,
+            pid: 100,
+            old_tid: 100,
+            start_ns: 0,
+            comm: comm.into(),
+            filename: exe.into(),
+        })));
+        tl.observe(100, 30, cgroup, "");
+        let times = Times {
+            clock: WallClock::with_offset(0),
+            utc: true,
+        };
+        text(&tl, &times)
+    }
+
+    #[test]
+    fn names_a_traced_process_chose_cannot_add_lines_or_controls() {
+        let plain = summary_of("ev", "/tmp/x", "0::/evil\n");
+        let forged = summary_of(
+            "ev\nFAKE\x1b[2J",
+            "/tmp/x\n100 FAKE, parent 1\n",
+            "0::/evil\u{1b}[2J\u{202e}name\n",
+        );
+        assert_eq!(forged.lines().count(), plain.lines().count(), "{forged}");
+        assert!(
+            !forged
+                .lines()
+                .any(|l| l.starts_with("FAKE") || l.starts_with("100 FAKE"))
+        );
+        assert!(
+            forged.chars().all(|c| c == '\n' || !c.is_control()),
+            "{forged}"
+        );
+        assert!(!forged.contains('\u{202e}'), "{forged}");
+        assert!(
+            forged.contains("100 ev\\nFAKE\\x1b[2J (/tmp/x\\n100 FAKE, parent 1\\n)"),
+            "{forged}"
+        );
+        assert!(
+            forged.contains("runc:evil\\x1b[2J\\u{202e}name"),
+            "{forged}"
+        );
+    }
 }

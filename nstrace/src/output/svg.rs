@@ -14,11 +14,9 @@ const LABEL: f64 = 230.0;
 const WIDTH: f64 = 1200.0;
 const TOP: f64 = 56.0;
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+/// Any text, whatever its bytes, as well-formed XML that reads as one line.
+fn escape(s: &str) -> std::borrow::Cow<'_, str> {
+    crate::output::escape::xml(s)
 }
 
 /// A stable, readable colour for a namespace set.
@@ -83,7 +81,7 @@ pub fn render(tl: &Timeline, times: &Times) -> String {
         let mut labels: BTreeMap<&str, String> = BTreeMap::new();
         let moves: Vec<_> = h.moves.iter().filter(|m| m.errno.is_none()).collect();
         if let Some(born) = h.born_ns.filter(|_| moves.is_empty()) {
-            let until = h.exited.map_or(end, |(t, _)| t);
+            let until = h.end_ns().unwrap_or(end);
             let _ = writeln!(
                 svg,
                 r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="18" fill="#eef" stroke="#99b"><title>inherited its parent's namespaces</title></rect>"##,
@@ -111,7 +109,7 @@ pub fn render(tl: &Timeline, times: &Times) -> String {
             let until = moves
                 .get(i + 1)
                 .map(|n| n.ts_ns)
-                .or(h.exited.map(|(t, _)| t))
+                .or(h.end_ns())
                 .unwrap_or(end);
             let (x0, x1) = (x(m.ts_ns), x(until).max(x(m.ts_ns) + 2.0));
             let _ = writeln!(

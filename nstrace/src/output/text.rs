@@ -167,9 +167,50 @@ impl<W: io::Write> Sink for TextSink<W> {
         self.end_line()
     }
 
+    fn loss(&mut self, loss: &crate::event::Loss) -> io::Result<()> {
+        self.start_line(loss.ts_ns);
+        let _ = write!(self.line, "{}", loss_line(loss));
+        self.end_line()
+    }
+
+    fn heal(&mut self, heal: &super::HealView<'_>) -> io::Result<()> {
+        let h = heal.heal;
+        self.start_line(h.ts_ns);
+        let at = self.line.len();
+        push_num(&mut self.line, h.pid);
+        if h.tid != h.pid {
+            self.line.push('/');
+            push_num(&mut self.line, h.tid);
+        }
+        pad(&mut self.line, at, 8);
+        self.line.push(' ');
+        let at = self.line.len();
+        super::escape::push_escaped(&mut self.line, &h.comm);
+        pad(&mut self.line, at, 16);
+        self.line.push_str(if h.found {
+            " found in /proc after lost records, apart from its parent:"
+        } else {
+            " found so in /proc after lost records:"
+        });
+        for (slot, from, to) in &heal.changes {
+            let inode = |i: &Option<u32>| i.map_or_else(|| "?".to_owned(), |i| i.to_string());
+            let _ = write!(self.line, "  {slot} {} \u{2192} {}", inode(from), inode(to));
+        }
+        self.end_line()
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
+}
+
+/// A loss for people, as the live output and the report show it.
+pub fn loss_line(loss: &crate::event::Loss) -> String {
+    format!(
+        "!! LOST {} records on CPU {} ({} batches; its perf buffer was full, --buffer-pages makes \
+         it larger): what they held is missing from here on, and /proc is read again",
+        loss.records, loss.cpu, loss.batches
+    )
 }
 
 /// Pads `line` with spaces from `from` to `width` bytes (a column of at least `width`).
@@ -235,7 +276,7 @@ fn describe_head(line: &mut String, t: &Transition) -> bool {
     pad(line, at, 8);
     line.push(' ');
     let at = line.len();
-    line.push_str(&t.comm);
+    super::escape::push_escaped(line, &t.comm);
     pad(line, at, 16);
     line.push(' ');
     match t.call {

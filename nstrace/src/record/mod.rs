@@ -3,110 +3,36 @@
 //! Two encodings of the same entries. JSON Lines (the default): line 1 is a header (format
 //! version, kernel, the host's namespace set, the clock); then one `process` line per task that
 //! existed when tracing began; then every record in kernel-time order, in the same shape as
-//! `--json` prints (plus forks, execs and exits). Binary (`--binary`): [`BIN_MAGIC`], then one
-//! frame per entry, a 4-byte little-endian length and a postcard-encoded [`Frame`]; header,
-//! process, follow and observation entries are JSON lines inside a frame, records are their
-//! decoded form. Binary files are about a fifth of the size and replay several times faster.
-//! `report` tells them apart by their first bytes. An entry that does not parse is reported with
-//! its number, and every good entry is still read.
+//! `--json` prints (plus forks, execs and exits), every loss of records where it was found, and
+//! after a loss the `resync` line and `process` lines of /proc read again. Binary (`--binary`):
+//! [`BIN_MAGIC`], then one frame per entry, a 4-byte little-endian length and a postcard-encoded
+//! frame; every entry but a record is a JSON line inside a frame, records are their decoded
+//! form. Binary files are about a fifth of the size and replay several times faster. `report`
+//! tells them apart by their first bytes. An entry that does not parse is reported with its
+//! number, and every good entry is still read.
+//!
+//! This file is the JSON Lines schema and its parser; [`write`] writes either encoding, [`read`]
+//! reads and replays it.
 use crate::event::Comm;
-use std::{
-    collections::BTreeMap,
-    fs::File,
-    io::{self, BufRead, BufReader},
-    path::Path,
-};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
     clock::WallClock,
-    event::{Call, Child, Exec, Exit, Fork, NsSet, Record, Spare, Transition},
+    event::{Call, Child, Exec, Exit, Fork, Loss, NsSet, Record, Transition},
     ns::NsKind,
-    pipeline::Pipeline,
-    timeline::{ProcEntry, Scope, Timeline},
+    timeline::ProcEntry,
 };
+
+pub mod read;
+pub mod write;
+
+pub use read::{ReplayError, Replayed, Source, read_entries, rebuild, replay};
+pub use write::{BinSink, RecordFile};
 
 pub const FORMAT: &str = "nstrace-record";
 
-/// A record file being written: every line reaches the file whole, or not at all. A write that
-/// fails part-way (a full disk) is cut back to the last whole line, so the file always replays.
-pub struct RecordFile {
-    file: File,
-    path: String,
-    line: Vec<u8>,
-    /// Bytes of whole lines in the file.
-    committed: u64,
-    /// What a whole entry is called in messages: "line", or "frame" in a binary file.
-    unit: &'static str,
-}
-
-impl RecordFile {
-    /// Creates `path` (0600, never through a symlink), replacing what was there.
-    pub fn create(path: &Path) -> io::Result<Self> {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)?;
-        Ok(Self {
-            file,
-            path: path.display().to_string(),
-            line: Vec::with_capacity(1024),
-            committed: 0,
-            unit: "line",
-        })
-    }
-
-    fn commit(&mut self) -> io::Result<()> {
-        use std::io::Write as _;
-        if self.line.is_empty() {
-            return Ok(());
-        }
-        if let Err(e) = self.file.write_all(&self.line) {
-            let _ = self.file.set_len(self.committed);
-            self.line.clear();
-            return Err(io::Error::new(
-                e.kind(),
-                format!(
-                    "writing the record file {}: {e}; it holds every whole {} written before",
-                    self.path, self.unit
-                ),
-            ));
-        }
-        self.committed += self.line.len() as u64;
-        self.line.clear();
-        Ok(())
-    }
-
-    /// Adds one whole binary frame. Frames are written in batches of about 64 KiB and at every
-    /// flush (each drain of the kernel's buffers); a failed write is cut back to the last whole
-    /// frame.
-    pub fn frame(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.line.extend_from_slice(bytes);
-        if self.line.len() >= 64 * 1024 {
-            self.commit()?;
-        }
-        Ok(())
-    }
-}
-
-impl io::Write for RecordFile {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.line.extend_from_slice(buf);
-        if buf.contains(&b'\n') {
-            self.commit()?;
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.commit()
-    }
-}
 pub const VERSION: u32 = 1;
 
 fn header_kind() -> String {
@@ -319,6 +245,28 @@ struct FollowLine {
     pid: u32,
 }
 
+/// The start of a re-reading of /proc after lost records: the `process` lines that follow it,
+/// up to the next other entry, are what /proc showed at `ts_ns`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ResyncLine {
+    #[serde(rename = "type", skip_deserializing, default = "resync_kind")]
+    pub kind: String,
+    pub ts_ns: u64,
+}
+
+fn resync_kind() -> String {
+    "resync".into()
+}
+
+impl ResyncLine {
+    pub fn new(ts_ns: u64) -> Self {
+        Self {
+            kind: resync_kind(),
+            ts_ns,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct ObservationLine {
     ts_ns: u64,
@@ -334,6 +282,8 @@ enum Line {
     Header(Header),
     Follow(FollowLine),
     Observation(ObservationLine),
+    Loss(Loss),
+    Resync(ResyncLine),
     Process(ProcessLine),
     Transition(Box<TransitionLine>),
     Fork(LifeLine),
@@ -386,6 +336,18 @@ impl TryFrom<TransitionLine> for Transition {
     }
 }
 
+/// A loss as a JSON line: `{"type": "loss", "ts_ns", "noticed_ns", "cpu", "records",
+/// "batches"}` (the live stream adds `time`).
+pub fn loss_line(loss: &Loss) -> serde_json::Value {
+    let mut value = serde_json::json!({"type": "loss"});
+    if let (Some(line), Ok(serde_json::Value::Object(fields))) =
+        (value.as_object_mut(), serde_json::to_value(loss))
+    {
+        line.extend(fields);
+    }
+    value
+}
+
 /// One line of a record file, parsed.
 pub enum Entry {
     Header(Header),
@@ -394,6 +356,11 @@ pub enum Entry {
     Follow(u32),
     /// What was read of a process after its exec: (pid, ts_ns, cgroup, uid_map).
     Observation(u32, u64, String, String),
+    /// Records lost in the kernel, where the live run found them.
+    Loss(Loss),
+    /// /proc re-read at this time after a loss: the `process` entries that follow are what it
+    /// showed.
+    Resync(u64),
     Record(Record),
 }
 
@@ -425,6 +392,8 @@ pub fn parse_line(line: &str) -> Result<Entry, String> {
         Line::Process(p) => Entry::Process(p.into()),
         Line::Follow(f) => Entry::Follow(f.pid),
         Line::Observation(o) => Entry::Observation(o.pid, o.ts_ns, o.cgroup, o.uid_map),
+        Line::Loss(l) => Entry::Loss(l),
+        Line::Resync(r) => Entry::Resync(r.ts_ns),
         Line::Transition(t) => Entry::Record(Record::Transition(Box::new((*t).try_into()?))),
         Line::Fork(l) => Entry::Record(Record::Fork(Fork {
             ts_ns: l.ts_ns,
@@ -475,443 +444,6 @@ impl std::fmt::Display for BadLine {
 
 /// The first bytes of a binary record file (the high byte keeps it from passing for text).
 pub const BIN_MAGIC: [u8; 8] = *b"\x89nsrec\n\x02";
-
-/// The longest frame a reader accepts: a longer length means the file is corrupt from there on.
-const MAX_FRAME: usize = 1 << 20;
-
-/// One entry of a binary record file, as written.
-#[derive(Serialize)]
-enum FrameRef<'a> {
-    Json(&'a str),
-    Transition(&'a Transition),
-    Fork(&'a Fork),
-    Exec(&'a Exec),
-    Exit(&'a Exit),
-}
-
-/// One entry of a binary record file, as read (the same encoding as [`FrameRef`]).
-#[derive(Deserialize)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "read on the parser's stack, then moved into a recycled allocation"
-)]
-enum Frame {
-    /// A header, process, follow or observation line.
-    Json(String),
-    Transition(Transition),
-    Fork(Fork),
-    Exec(Box<Exec>),
-    Exit(Exit),
-}
-
-/// Parses one binary frame, putting a transition in one of the `spare` allocations when there is
-/// one.
-fn parse_frame(bytes: &[u8], spare: &mut Spare) -> Result<Entry, String> {
-    let (frame, rest) =
-        postcard::take_from_bytes::<Frame>(bytes).map_err(|e| format!("undecodable frame: {e}"))?;
-    if !rest.is_empty() {
-        return Err(format!("{} bytes after the frame's entry", rest.len()));
-    }
-    Ok(match frame {
-        Frame::Json(line) => parse_line(&line)?,
-        Frame::Transition(t) => Entry::Record(Record::Transition(match spare.pop() {
-            Some(mut slot) => {
-                *slot = t;
-                slot
-            }
-            None => Box::new(t),
-        })),
-        Frame::Fork(f) => Entry::Record(Record::Fork(f)),
-        Frame::Exec(e) => Entry::Record(Record::Exec(e)),
-        Frame::Exit(x) => Entry::Record(Record::Exit(x)),
-    })
-}
-
-/// A record file in the binary encoding: the same entries as the JSON Lines [`JsonSink`]
-/// writes to a record file, a frame each.
-///
-/// [`JsonSink`]: crate::output::json::JsonSink
-pub struct BinSink {
-    file: RecordFile,
-    frame: Vec<u8>,
-}
-
-impl BinSink {
-    pub fn new(mut file: RecordFile) -> io::Result<Self> {
-        file.unit = "frame";
-        file.frame(&BIN_MAGIC)?;
-        Ok(Self {
-            file,
-            frame: Vec::with_capacity(512),
-        })
-    }
-
-    fn put(&mut self, entry: &FrameRef<'_>) -> io::Result<()> {
-        let mut frame = std::mem::take(&mut self.frame);
-        frame.clear();
-        frame.extend_from_slice(&[0; 4]);
-        let mut frame = postcard::to_extend(entry, frame).map_err(io::Error::other)?;
-        let len = u32::try_from(frame.len() - 4).map_err(io::Error::other)?;
-        frame[..4].copy_from_slice(&len.to_le_bytes());
-        let written = self.file.frame(&frame);
-        self.frame = frame;
-        written
-    }
-}
-
-impl crate::output::Sink for BinSink {
-    fn record(&mut self, record: &Record) -> io::Result<()> {
-        self.put(&match record {
-            Record::Transition(t) => FrameRef::Transition(t),
-            Record::Fork(f) => FrameRef::Fork(f),
-            Record::Exec(e) => FrameRef::Exec(e),
-            Record::Exit(x) => FrameRef::Exit(x),
-        })
-    }
-
-    fn note(&mut self, line: &serde_json::Value) -> io::Result<()> {
-        self.put(&FrameRef::Json(&line.to_string()))
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        io::Write::flush(&mut self.file)
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ReplayError {
-    #[error("opening {path}: {source}")]
-    Open { path: String, source: io::Error },
-    #[error("reading line {line}: {source}")]
-    Read { line: usize, source: io::Error },
-    #[error(
-        "{0} is not an nstrace record: its first line is not a header (record one with `nstrace record -o FILE`)"
-    )]
-    NoHeader(String),
-    #[error(
-        "{path} is a binary nstrace record of version {found}, and this nstrace reads version \
-         {reads}: replay it with the nstrace that recorded it, or record it again"
-    )]
-    BinaryVersion { path: String, found: u8, reads: u8 },
-}
-
-/// Reads a record file, handing every good entry to `each`; returns the header and the bad
-/// lines.
-pub fn replay(
-    path: &Path,
-    mut each: impl FnMut(&Entry) -> io::Result<()>,
-) -> Result<(Header, Vec<BadLine>), ReplayError> {
-    let mut reader = open_record(path, 1 << 20)?;
-    let binary = is_binary(&mut reader).map_err(|source| ReplayError::Read { line: 1, source })?;
-    let unit = if binary { "frame" } else { "line" };
-    // Parsing is much of the work: one thread parses while this one applies, batch by batch.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Parsed>>(8);
-    // Transitions' allocations go back to the parser to be filled again: neither thread then
-    // allocates or frees one per record.
-    let (spent_tx, returned) = std::sync::mpsc::sync_channel::<Spare>(4);
-    let parser = std::thread::spawn(move || parse_entries(reader, &tx, &returned));
-    let mut spent = Spare::with_capacity(BATCH);
-    let mut header = None;
-    let mut bad = Vec::new();
-    let no_header = || ReplayError::NoHeader(path.display().to_string());
-    for batch in rx {
-        for parsed in batch {
-            let (number, result) = match parsed {
-                Parsed::Line(number, result) => (number, result),
-                Parsed::Failed(line, source) => return Err(ReplayError::Read { line, source }),
-            };
-            match result {
-                Ok(Entry::Header(h)) if header.is_none() => {
-                    each(&Entry::Header(h.clone())).map_err(|source| ReplayError::Read {
-                        line: number,
-                        source,
-                    })?;
-                    header = Some(h);
-                }
-                Ok(Entry::Header(_)) => bad.push(BadLine {
-                    line: number,
-                    error: "a second header".into(),
-                    unit,
-                }),
-                Ok(_) | Err(_) if header.is_none() => return Err(no_header()),
-                Ok(entry) => {
-                    each(&entry).map_err(|source| ReplayError::Read {
-                        line: number,
-                        source,
-                    })?;
-                    if let Entry::Record(Record::Transition(t)) = entry {
-                        spent.push(t);
-                        if spent.len() == BATCH {
-                            // A full return channel: these are freed here instead.
-                            let _ = spent_tx.try_send(std::mem::take(&mut spent));
-                        }
-                    }
-                }
-                Err(error) => bad.push(BadLine {
-                    line: number,
-                    error,
-                    unit,
-                }),
-            }
-        }
-    }
-    // The parser ends with the file (or at an error already returned above).
-    let _ = parser.join();
-    let header = header.ok_or_else(no_header)?;
-    Ok((header, bad))
-}
-
-/// One line of a record file as the parser thread hands it over.
-enum Parsed {
-    /// Its number and what it held.
-    Line(usize, Result<Entry, String>),
-    /// Reading failed at this line.
-    Failed(usize, io::Error),
-}
-
-/// Opens a record file for reading, with a buffer of `capacity` bytes; refuses a binary record
-/// of another version by name.
-fn open_record(path: &Path, capacity: usize) -> Result<BufReader<File>, ReplayError> {
-    let file = File::open(path).map_err(|source| ReplayError::Open {
-        path: path.display().to_string(),
-        source,
-    })?;
-    let mut reader = BufReader::with_capacity(capacity, file);
-    if let Some(found) = other_binary_version(&mut reader) {
-        return Err(ReplayError::BinaryVersion {
-            path: path.display().to_string(),
-            found,
-            reads: BIN_MAGIC[BIN_MAGIC.len() - 1],
-        });
-    }
-    Ok(reader)
-}
-
-/// Whether the file is in the binary encoding (its first bytes, left unread).
-fn is_binary(reader: &mut impl BufRead) -> io::Result<bool> {
-    Ok(reader.fill_buf()?.starts_with(&BIN_MAGIC))
-}
-
-/// The version of a binary record file this nstrace does not read (its first bytes, left
-/// unread): [`BIN_MAGIC`] but for the last byte, the version.
-fn other_binary_version(reader: &mut impl BufRead) -> Option<u8> {
-    let (ours, prefix) = BIN_MAGIC.split_last()?;
-    let head = reader.fill_buf().ok()?;
-    let version = *head.strip_prefix(prefix)?.first()?;
-    (version != *ours).then_some(version)
-}
-
-const BATCH: usize = 1024;
-
-/// What a reader hands over for each entry: its number and what it held. Returning false stops
-/// the reading.
-type Each<'a> = dyn FnMut(usize, Result<Entry, String>) -> bool + 'a;
-
-/// Reads every entry of a record file in either encoding (told apart by its first bytes),
-/// handing each to `each`. Errs with the entry number where reading the file failed.
-pub fn read_entries(reader: impl BufRead, each: &mut Each<'_>) -> Result<(), (usize, io::Error)> {
-    read_entries_reusing(reader, None, each)
-}
-
-/// [`read_entries`], filling transitions into the allocations `returned` hands back.
-fn read_entries_reusing(
-    mut reader: impl BufRead,
-    returned: Option<&std::sync::mpsc::Receiver<Spare>>,
-    each: &mut Each<'_>,
-) -> Result<(), (usize, io::Error)> {
-    if is_binary(&mut reader).map_err(|e| (1, e))? {
-        read_frames(reader, returned, each)
-    } else {
-        read_lines(reader, each)
-    }
-}
-
-/// The parser thread of [`replay`]: every entry, in batches; stops early when the receiver is
-/// gone.
-fn parse_entries(
-    reader: impl BufRead,
-    tx: &std::sync::mpsc::SyncSender<Vec<Parsed>>,
-    returned: &std::sync::mpsc::Receiver<Spare>,
-) {
-    let mut batch = Vec::with_capacity(BATCH);
-    let read = read_entries_reusing(reader, Some(returned), &mut |number, result| {
-        batch.push(Parsed::Line(number, result));
-        batch.len() < BATCH
-            || tx
-                .send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
-                .is_ok()
-    });
-    if let Err((number, e)) = read {
-        batch.push(Parsed::Failed(number, e));
-    }
-    let _ = tx.send(batch);
-}
-
-/// The frames of a binary file. Reading stops at a frame that is cut short or whose length
-/// cannot be right: nothing after it can be found.
-fn read_frames(
-    mut reader: impl BufRead,
-    returned: Option<&std::sync::mpsc::Receiver<Spare>>,
-    each: &mut Each<'_>,
-) -> Result<(), (usize, io::Error)> {
-    let mut spare = Spare::new();
-    let mut magic = [0; BIN_MAGIC.len()];
-    reader.read_exact(&mut magic).map_err(|e| (1, e))?;
-    let mut buf = Vec::new();
-    for number in 1.. {
-        let mut len = [0u8; 4];
-        match read_full(&mut reader, &mut len).map_err(|e| (number, e))? {
-            0 => break,
-            4 => {}
-            _ => {
-                each(number, Err("truncated (a cut-off frame length)".into()));
-                break;
-            }
-        }
-        let len = u32::from_le_bytes(len) as usize;
-        if len > MAX_FRAME {
-            each(
-                number,
-                Err(format!(
-                    "a frame of {len} bytes: the file is corrupt from here on, and nothing after \
-                     this point can be read"
-                )),
-            );
-            break;
-        }
-        buf.resize(len, 0);
-        let got = read_full(&mut reader, &mut buf).map_err(|e| (number, e))?;
-        if got < len {
-            each(number, Err(format!("truncated ({got} of its {len} bytes)")));
-            break;
-        }
-        if spare.is_empty()
-            && let Some(more) = returned.and_then(|r| r.try_recv().ok())
-        {
-            spare = more;
-        }
-        if !each(number, parse_frame(&buf, &mut spare)) {
-            break;
-        }
-    }
-    Ok(())
-}
-
-/// Reads until `buf` is full or the file ends; the bytes read.
-fn read_full(reader: &mut impl io::Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match reader.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
-}
-
-/// The lines of a JSON Lines file.
-fn read_lines(mut reader: impl BufRead, each: &mut Each<'_>) -> Result<(), (usize, io::Error)> {
-    let mut buf = String::new();
-    for number in 1.. {
-        buf.clear();
-        if reader.read_line(&mut buf).map_err(|e| (number, e))? == 0 {
-            break;
-        }
-        let line = buf.trim_end_matches(['\n', '\r']);
-        if line.is_empty() {
-            continue;
-        }
-        let result = parse_line(line).map_err(|error| {
-            if buf.ends_with('\n') {
-                error
-            } else {
-                format!("truncated ({error})")
-            }
-        });
-        if !each(number, result) {
-            break;
-        }
-    }
-    Ok(())
-}
-
-/// The header of a record file (its first line).
-pub fn read_header(path: &Path) -> Result<Header, ReplayError> {
-    let reader = open_record(path, 8 * 1024)?;
-    // The first entry of either encoding, and no further; it must be the first line or frame.
-    let mut first = None;
-    read_entries(reader, &mut |number, entry| {
-        first = Some((number, entry));
-        false
-    })
-    .map_err(|(line, source)| ReplayError::Read { line, source })?;
-    match first {
-        Some((1, Ok(Entry::Header(h)))) => Ok(h),
-        _ => Err(ReplayError::NoHeader(path.display().to_string())),
-    }
-}
-
-/// Replays a record file through `pipeline`, as it ran live: the snapshot, the followed pids
-/// (the header's and `follow` lines, unless `pids` overrides them), the observations, then every
-/// record in order. Returns the header and the lines that did not parse; every other line was
-/// applied.
-pub fn rebuild(
-    path: &Path,
-    pids: &[u32],
-    pipeline: &mut Pipeline<'_>,
-) -> Result<(Header, Vec<BadLine>), ReplayError> {
-    let scope = |pids: &[u32], scoped: bool| {
-        if scoped {
-            Scope::Descendants(pids.iter().copied().collect())
-        } else {
-            Scope::All
-        }
-    };
-    pipeline.timeline = Timeline::new(scope(pids, !pids.is_empty()));
-    let mut start_ts = 0;
-    let mut snapshot = Vec::new();
-    let mut started = false;
-    let start = |pipeline: &mut Pipeline<'_>,
-                 snapshot: &mut Vec<ProcEntry>,
-                 started: &mut bool,
-                 at: u64| {
-        if !*started {
-            *started = true;
-            pipeline.timeline.snapshot(snapshot, at);
-            snapshot.clear();
-        }
-    };
-    let (header, bad) = replay(path, |entry| {
-        match entry {
-            Entry::Header(h) => {
-                if pids.is_empty() {
-                    pipeline.timeline = Timeline::new(scope(&h.pids, h.scoped));
-                }
-                start_ts = h.start_ts_ns;
-            }
-            Entry::Process(p) => snapshot.push(p.clone()),
-            Entry::Follow(pid) => {
-                start(pipeline, &mut snapshot, &mut started, start_ts);
-                if pids.is_empty() {
-                    pipeline.timeline.follow(*pid);
-                }
-            }
-            Entry::Observation(pid, ts, cgroup, uid_map) => {
-                start(pipeline, &mut snapshot, &mut started, start_ts);
-                pipeline.observed(*pid, *ts, cgroup, uid_map)?;
-            }
-            Entry::Record(r) => {
-                start(pipeline, &mut snapshot, &mut started, start_ts);
-                pipeline.feed(r, false)?;
-            }
-        }
-        Ok(())
-    })?;
-    start(pipeline, &mut snapshot, &mut started, header.start_ts_ns);
-    Ok((header, bad))
-}
 
 #[cfg(test)]
 mod tests {
@@ -1026,10 +558,13 @@ mod tests {
 
     fn read_all(bytes: &[u8]) -> Vec<(usize, Result<Entry, String>)> {
         let mut out = Vec::new();
-        read_entries(bytes, &mut |n, e| {
-            out.push((n, e));
-            true
-        })
+        read_entries(
+            Box::new(std::io::Cursor::new(bytes.to_vec())),
+            &mut |n, e| {
+                out.push((n, e));
+                true
+            },
+        )
         .unwrap();
         out
     }
@@ -1086,16 +621,12 @@ mod tests {
         bytes[at] = 1;
         let path = std::env::temp_dir().join(format!("nstrace-v1-{}", std::process::id()));
         std::fs::write(&path, &bytes).unwrap();
-        let result = replay(&path, |_| Ok(()));
-        let header = read_header(&path);
+        let result = Source::open(&path);
         let _ = std::fs::remove_file(&path);
-        assert!(matches!(
-            header,
-            Err(ReplayError::BinaryVersion { found: 1, .. })
-        ));
         let Err(err) = result else {
             panic!("a version-1 file was read");
         };
+        assert!(matches!(err, ReplayError::BinaryVersion { found: 1, .. }));
         let err = err.to_string();
         assert!(
             err.contains("binary nstrace record of version 1")

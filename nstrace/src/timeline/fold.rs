@@ -129,6 +129,9 @@ impl Timeline {
         if h.moves_dropped > 0 {
             what.push_str(&format!(" ({} more moves)", h.moves_dropped));
         }
+        if self.uncertain_since(&h).is_some() {
+            what.push_str(" (records may be missing)");
+        }
         self.folded
             .processes
             .entry((h.comm.clone(), what))

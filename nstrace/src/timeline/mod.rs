@@ -19,14 +19,16 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::{
     container::{self, Container},
-    event::{Call, Exec, Exit, Fork, KindSet, NsSet, Record, Transition},
+    event::{Call, Exec, Exit, Fork, KindSet, Loss, NsSet, Record, Transition},
     ns::{NsKind, NsType},
 };
 
 pub mod findings;
 mod fold;
+mod gaps;
 use findings::{Finding, Hit, PROCESS_RULES, Severity, TRANSITION_RULES};
 pub use fold::{Folded, Group, KEEP_HISTORIES, KEEP_NAMESPACES};
+pub use gaps::Heal;
 use nstrace_common::{NS_SLOTS, flags::NS_MASK};
 
 /// An index into [`Timeline::namespaces`].
@@ -40,6 +42,8 @@ const APPROX_START_NS: u64 = 20_000_000;
 const FINDING_LIMIT: usize = 10_000;
 /// Process histories kept; later ones are counted.
 const HISTORY_LIMIT: usize = 100_000;
+/// Losses kept; later ones are counted.
+pub const LOSS_LIMIT: usize = 10_000;
 
 /// A process, safe against pid reuse.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -79,6 +83,10 @@ pub enum Cause {
     /// Entered time_for_children at exec.
     Exec,
     Exit,
+    /// Found so when /proc was read again after lost records: the record of how is lost.
+    Resync,
+    /// Gone when /proc was read again after lost records: its exit was among them.
+    Vanished,
 }
 
 impl Cause {
@@ -110,6 +118,8 @@ impl Cause {
             }
             Cause::Exec => "exec (entering time_for_children)".into(),
             Cause::Exit => "exit".into(),
+            Cause::Resync => "found so in /proc after lost records".into(),
+            Cause::Vanished => "gone from /proc after lost records (its exit was lost)".into(),
         }
     }
 }
@@ -148,6 +158,9 @@ pub struct ProcessHistory {
     pub born_ns: Option<u64>,
     /// When it ended and how (wait status).
     pub exited: Option<(u64, i32)>,
+    /// It was gone when /proc was read again at this time after lost records: its exit was
+    /// among them.
+    pub vanished: Option<u64>,
     pub moves: Vec<Move>,
     /// Moves past the limit, counted (a process in a setns loop).
     pub moves_dropped: u64,
@@ -262,6 +275,8 @@ struct Task {
     /// of `set` sets this too, or clears it): while it holds, the next record's `before` needs no
     /// lookups.
     raw: Option<NsSet>,
+    /// When it was born, if its birth was seen.
+    born_ns: Option<u64>,
 }
 
 impl Task {
@@ -313,6 +328,15 @@ pub struct Counts {
     pub resyncs: u64,
     pub histories_dropped: u64,
     pub findings_dropped: u64,
+    /// Records the kernel could not deliver (see [`Loss`]), and the batches they were in.
+    pub lost_records: u64,
+    pub lost_batches: u64,
+    /// Losses past [`LOSS_LIMIT`], only counted.
+    pub losses_dropped: u64,
+    /// Tasks /proc no longer showed, and tasks it showed that the timeline did not know, when
+    /// it was read again after lost records.
+    pub vanished: u64,
+    pub found: u64,
 }
 
 #[derive(Debug)]
@@ -346,6 +370,10 @@ pub struct Timeline {
     free: Vec<NsIdx>,
     /// Rows made since the last sweep.
     rows_made: usize,
+    /// Every loss of records, in the order found (capped).
+    losses: Vec<Loss>,
+    /// Their times, sorted: what makes a process's history uncertain.
+    loss_times: Vec<u64>,
     /// Folded keys still in `order`.
     order_dead: usize,
 }
@@ -374,6 +402,8 @@ impl Timeline {
             free: Vec::new(),
             rows_made: 0,
             order_dead: 0,
+            losses: Vec::new(),
+            loss_times: Vec::new(),
         }
     }
 
@@ -630,30 +660,7 @@ impl Timeline {
                 None => true,
                 Some(roots) => descends(e.pid, roots, &parent_of),
             };
-            let mut set = [None; NS_SLOTS];
-            for kind in NsKind::ALL {
-                if let Some(inum) = e.inodes[kind.slot()] {
-                    set[kind.slot()] = Some(self.resolve(kind.ns_type(), inum, 0, at_ns));
-                }
-            }
-            for kind in NsKind::ALL.into_iter().filter(|k| k.is_own()) {
-                if let Some(idx) = set[kind.slot()] {
-                    self.join(idx, e.tid);
-                }
-            }
-            self.tasks.insert(
-                e.tid,
-                Task {
-                    pid: e.pid,
-                    start_ns: e.start_ns,
-                    approx_start: true,
-                    comm: e.comm.clone(),
-                    set,
-                    in_scope,
-                    ever_host: self.host_flags(&set),
-                    raw: None,
-                },
-            );
+            self.add_from_proc(e, at_ns, in_scope);
             if in_scope && roots.is_some() && e.tid == e.pid {
                 self.history(
                     ProcessKey {
@@ -666,6 +673,41 @@ impl Timeline {
                 );
             }
         }
+    }
+
+    /// A task as /proc showed it at `ts`: its namespaces resolved and joined. Returns its set.
+    fn add_from_proc(
+        &mut self,
+        e: &ProcEntry,
+        ts: u64,
+        in_scope: bool,
+    ) -> [Option<NsIdx>; NS_SLOTS] {
+        let mut set = [None; NS_SLOTS];
+        for kind in NsKind::ALL {
+            if let Some(inum) = e.inodes[kind.slot()] {
+                set[kind.slot()] = Some(self.resolve(kind.ns_type(), inum, 0, ts));
+            }
+        }
+        for kind in NsKind::ALL.into_iter().filter(|k| k.is_own()) {
+            if let Some(idx) = set[kind.slot()] {
+                self.join(idx, e.tid);
+            }
+        }
+        self.tasks.insert(
+            e.tid,
+            Task {
+                pid: e.pid,
+                start_ns: e.start_ns,
+                approx_start: true,
+                comm: e.comm.clone(),
+                set,
+                in_scope,
+                ever_host: self.host_flags(&set),
+                raw: None,
+                born_ns: None,
+            },
+        );
+        set
     }
 
     /// The set the timeline holds for a task now (None for a task it does not know): for a
@@ -839,13 +881,20 @@ impl Timeline {
             std::collections::hash_map::Entry::Vacant(slot) => {
                 self.order.push(key);
                 self.latest.insert(key.pid, key);
+                // Its birth, when it was seen: a process of the trace's own.
+                let born_ns = self
+                    .tasks
+                    .get(&key.pid)
+                    .filter(|t| t.pid == key.pid && t.start_ns == key.start_ns)
+                    .and_then(|t| t.born_ns);
                 Some(slot.insert(ProcessHistory {
                     key,
                     ppid,
                     comm: Comm::from(comm),
                     exe: None,
-                    born_ns: None,
+                    born_ns,
                     exited: None,
+                    vanished: None,
                     moves: Vec::new(),
                     moves_dropped: 0,
                     container: None,
@@ -919,6 +968,7 @@ impl Timeline {
                     in_scope,
                     ever_host: self.host_flags(&resolved),
                     raw: Some(*set),
+                    born_ns: None,
                 },
             );
             return (resolved, start_ns);
@@ -1181,6 +1231,7 @@ impl Timeline {
                 in_scope,
                 ever_host: self.host_flags(&set),
                 raw: None,
+                born_ns: Some(ts),
             },
         );
         let child_key = ProcessKey {
@@ -1270,6 +1321,7 @@ impl Timeline {
                 in_scope,
                 ever_host: self.host_flags(&set),
                 raw,
+                born_ns: Some(ts),
             },
         );
         if f.tid == f.pid && matches!(self.scope, Scope::Descendants(_)) {

@@ -109,6 +109,11 @@ fn rec(t: Transition) -> Record {
     Record::Transition(Box::new(t))
 }
 
+/// An unshare by `tid` from `before` to `after`.
+fn unshare(ts: u64, tid: u32, flags: u64, before: NsSet, after: NsSet) -> Record {
+    rec(transition(ts, tid, Call::Unshare, flags, before, after))
+}
+
 fn ns_named(tl: &Timeline, ty: NsType, inum: u32) -> Vec<&Namespace> {
     tl.namespaces()
         .iter()
@@ -128,14 +133,7 @@ fn host_namespaces_are_labelled_from_fixed_inodes_and_pid_1() {
 fn unshare_creates_a_namespace_that_empties_when_its_last_member_exits() {
     let mut tl = machine(Scope::All);
     let after = with(host_set(), NsKind::Uts, 4026532177, 0);
-    tl.apply(&rec(transition(
-        10,
-        100,
-        Call::Unshare,
-        CLONE_NEWUTS,
-        host_set(),
-        after,
-    )));
+    tl.apply(&unshare(10, 100, CLONE_NEWUTS, host_set(), after));
     let uts = ns_named(&tl, NsType::Uts, 4026532177)[0];
     let created = uts.created.as_ref().expect("creator");
     assert_eq!((created.process.pid, created.call), (100, Call::Unshare));
@@ -207,14 +205,7 @@ fn a_reused_pid_is_a_new_process() {
 fn a_reused_inode_with_another_ns_id_is_another_namespace() {
     let mut tl = machine(Scope::All);
     let a = with(host_set(), NsKind::Net, 4026532400, 50);
-    tl.apply(&rec(transition(
-        10,
-        100,
-        Call::Unshare,
-        CLONE_NEWNET,
-        host_set(),
-        a,
-    )));
+    tl.apply(&unshare(10, 100, CLONE_NEWNET, host_set(), a));
     tl.apply(&rec(transition(
         20,
         100,
@@ -225,14 +216,7 @@ fn a_reused_inode_with_another_ns_id_is_another_namespace() {
     )));
     // The namespace is freed; the kernel hands its inode to a new one.
     let b = with(host_set(), NsKind::Net, 4026532400, 51);
-    tl.apply(&rec(transition(
-        30,
-        100,
-        Call::Unshare,
-        CLONE_NEWNET,
-        host_set(),
-        b,
-    )));
+    tl.apply(&unshare(30, 100, CLONE_NEWNET, host_set(), b));
     let nets = ns_named(&tl, NsType::Net, 4026532400);
     assert_eq!(nets.len(), 2);
     assert_eq!((nets[0].id, nets[1].id), (50, 51));
@@ -242,14 +226,7 @@ fn a_reused_inode_with_another_ns_id_is_another_namespace() {
     // Without ids an inode seen again is the same namespace (the best the kernel tells).
     let mut tl = machine(Scope::All);
     let c = with(host_set(), NsKind::Net, 4026532500, 0);
-    tl.apply(&rec(transition(
-        10,
-        100,
-        Call::Unshare,
-        CLONE_NEWNET,
-        host_set(),
-        c,
-    )));
+    tl.apply(&unshare(10, 100, CLONE_NEWNET, host_set(), c));
     tl.apply(&rec(transition(
         20,
         100,
@@ -399,14 +376,7 @@ fn a_refused_call_is_an_attempt_in_the_history_and_changes_nothing() {
 fn a_thread_that_execs_takes_over_its_process_which_keeps_its_history() {
     let mut tl = machine(Scope::All);
     let net = with(host_set(), NsKind::Net, 4026533000, 0);
-    tl.apply(&rec(transition(
-        10,
-        100,
-        Call::Unshare,
-        CLONE_NEWNET,
-        host_set(),
-        net,
-    )));
+    tl.apply(&unshare(10, 100, CLONE_NEWNET, host_set(), net));
     tl.apply(&Record::Fork(Fork {
         ts_ns: 20,
         tid: 101,
@@ -644,4 +614,116 @@ fn assert_storm_namespaces_kept_or_folded(tl: &Timeline, ty: NsType, n: u32) {
         .count() as u64;
     let made = (ty, "made by sh unshare".to_string());
     assert_eq!(tl.folded().namespaces[&made].count + kept, u64::from(n));
+}
+
+fn loss_at(ts: u64) -> Loss {
+    Loss {
+        ts_ns: ts,
+        noticed_ns: ts + 10,
+        cpu: 1,
+        records: 12,
+        batches: 1,
+    }
+}
+
+#[test]
+fn a_loss_makes_the_processes_that_lived_through_it_uncertain() {
+    let mut tl = machine(Scope::All);
+    let uts = with(host_set(), NsKind::Uts, 4026532200, 0);
+    // 100 moves and lives on; 200 moves and exits before the loss; 300 is born after it.
+    // A child's start time is the one `fork` gives it.
+    let of_child = |mut t: Transition, born: u64| {
+        t.start_boottime_ns = u64::from(t.tid) * 1000 + born;
+        rec(t)
+    };
+    let net = with(uts, NsKind::Net, 4026532400, 0);
+    let unshare = |ts, tid, flag, from, to| transition(ts, tid, Call::Unshare, flag, from, to);
+    tl.apply(&rec(unshare(10, 100, CLONE_NEWUTS, host_set(), uts)));
+    tl.apply(&fork(20, 100, 200));
+    tl.apply(&of_child(
+        unshare(30, 200, CLONE_NEWUTS, uts, host_set()),
+        20,
+    ));
+    tl.apply(&exit(40, 200, 200));
+    tl.lost(&loss_at(50));
+    tl.apply(&fork(60, 100, 300));
+    tl.apply(&of_child(unshare(70, 300, CLONE_NEWNET, uts, net), 60));
+    let since = |pid: u32| {
+        let h = tl
+            .histories()
+            .find(|h| h.key.pid == pid)
+            .expect("a history");
+        tl.uncertain_since(h)
+    };
+    assert_eq!(since(100), Some(50));
+    assert_eq!(since(200), None, "it ended before the loss");
+    assert_eq!(since(300), None, "it was born after the loss");
+    assert_eq!(tl.losses(), [loss_at(50)]);
+    assert_eq!((tl.counts.lost_records, tl.counts.lost_batches), (12, 1));
+}
+
+#[test]
+fn proc_read_again_after_a_loss_heals_moves_exits_and_births() {
+    let mut tl = machine(Scope::All);
+    tl.apply(&fork(10, 100, 200));
+    tl.lost(&loss_at(20));
+    // Lost: 100 unshared uts, 200 exited, 100 forked 300, which unshared net.
+    let mut sh = entry(100, 100, 1, "sh");
+    sh.inodes[NsKind::Uts.slot()] = Some(4026532300);
+    let mut born = entry(300, 300, 100, "sh");
+    born.start_ns = 25_000;
+    born.inodes[NsKind::Uts.slot()] = Some(4026532300);
+    born.inodes[NsKind::Net.slot()] = Some(4026532301);
+    let heals = tl.resync(&[entry(1, 1, 0, "init"), sh, born], 30);
+
+    let inode = |tid: u32, kind: NsKind| {
+        tl.live_set(tid)
+            .and_then(|set| set.into_iter().find(|(k, _)| *k == kind))
+            .map(|(_, inum)| inum)
+    };
+    assert_eq!(inode(100, NsKind::Uts), Some(4026532300));
+    assert_eq!(inode(300, NsKind::Net), Some(4026532301));
+    assert_eq!(inode(200, NsKind::Uts), None, "200 is gone");
+    assert_eq!(
+        (tl.counts.resyncs, tl.counts.vanished, tl.counts.found),
+        (1, 1, 1)
+    );
+    let healed: Vec<(u32, bool, Vec<NsKind>)> = heals
+        .iter()
+        .map(|h| (h.pid, h.found, h.changes.iter().map(|c| c.kind).collect()))
+        .collect();
+    assert_eq!(
+        healed,
+        [
+            (100, false, vec![NsKind::Uts]),
+            // Its parent's uts is where it is; its net is not.
+            (300, true, vec![NsKind::Net]),
+        ]
+    );
+    let sh = tl.histories().find(|h| h.key.pid == 100).expect("sh moved");
+    let last = sh.moves.last().expect("a move");
+    assert_eq!(last.cause, Cause::Resync);
+    assert_eq!(tl.uncertain_since(sh), Some(20));
+    // The namespace 100 is found in has it as a member; the host's uts lost it.
+    let uts = ns_named(&tl, NsType::Uts, 4026532300)[0];
+    assert_eq!(uts.members(), 2);
+}
+
+#[test]
+fn a_resync_that_finds_everything_where_it_was_changes_nothing() {
+    let mut tl = machine(Scope::All);
+    let uts = with(host_set(), NsKind::Uts, 4026532200, 0);
+    tl.apply(&unshare(10, 100, CLONE_NEWUTS, host_set(), uts));
+    let before = tl.histories().cloned().collect::<Vec<_>>();
+    let mut sh = entry(100, 100, 1, "sh");
+    sh.inodes[NsKind::Uts.slot()] = Some(4026532200);
+    // pid_for_children cannot be read before its namespace has a process: says nothing.
+    sh.inodes[NsKind::PidForChildren.slot()] = None;
+    let heals = tl.resync(&[entry(1, 1, 0, "init"), sh], 20);
+    assert!(heals.is_empty(), "{heals:?}");
+    assert_eq!(tl.histories().cloned().collect::<Vec<_>>(), before);
+    assert_eq!(
+        (tl.counts.resyncs, tl.counts.vanished, tl.counts.found),
+        (0, 0, 0)
+    );
 }

@@ -11,6 +11,9 @@
 //!                          the parent waits for it and exits with its status
 //!   try-clone3 TYPES       clone3(2) with those flags and an exit signal the kernel refuses
 //!                          (EINVAL): prints `errno NAME` and goes on
+//!   try-clone3-big TYPES   clone3(2) with those flags and a struct larger than the kernel's
+//!                          with a non-zero byte past its end (E2BIG); prints `errno NUMBER`
+//!   comm HEX               set this task's comm to the bytes HEX spells (any but NUL)
 //!   fork                   fork(2), likewise
 //!   vfork-unshare TYPES ACTIONS...
 //!                          vfork(2) (x86_64): the child unshares TYPES and execs this helper
@@ -243,6 +246,36 @@ fn main() {
                 }
                 println!("errno {}", errno_name());
                 let _ = std::io::stdout().flush();
+            }
+            "try-clone3-big" => {
+                // 128 bytes: the known 88 and a non-zero word past them.
+                let mut clone_args = [0u64; 16];
+                clone_args[0] = flags(&next(&mut i));
+                clone_args[4] = libc::SIGCHLD as u64;
+                clone_args[15] = 1;
+                // SAFETY: the kernel refuses the struct before any child exists.
+                let ret =
+                    unsafe { libc::syscall(libc::SYS_clone3, clone_args.as_mut_ptr(), 128usize) };
+                if ret >= 0 {
+                    fail("try-clone3-big made a child");
+                }
+                println!("errno {}", errno_name());
+                let _ = std::io::stdout().flush();
+            }
+            "comm" => {
+                let hex = next(&mut i);
+                let bytes: Vec<u8> = (0..hex.len())
+                    .step_by(2)
+                    .map(|at| {
+                        u8::from_str_radix(hex.get(at..at + 2).unwrap_or("zz"), 16)
+                            .unwrap_or_else(|_| fail("comm: not hex"))
+                    })
+                    .collect();
+                let name = CString::new(bytes).unwrap_or_else(|_| fail("comm: a NUL"));
+                // SAFETY: a NUL-terminated name; the kernel keeps its first 15 bytes.
+                if unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) } != 0 {
+                    fail("prctl(PR_SET_NAME)");
+                }
             }
             "fork" => {
                 // SAFETY: single-threaded process.
