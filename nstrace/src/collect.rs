@@ -14,7 +14,7 @@ use crate::{
     pipeline::Pipeline,
     proc,
     timeline::ProcEntry,
-    transport::{Reorder, Rings, Staged},
+    transport::{Gap, Reorder, Rings, Staged},
 };
 
 #[derive(Debug, Clone)]
@@ -26,6 +26,9 @@ pub struct Options {
     /// preemption off, and staged records are waited for by their own timestamps): records wait
     /// that long. Under a storm, a millisecond of records is what the collector holds.
     pub reorder_window: Duration,
+    /// Read /proc again after lost records, to heal the timeline. Not when nstrace runs in a
+    /// nested pid namespace: its /proc names tasks by other pids than the records.
+    pub resync_from_proc: bool,
     /// Stop when standard output's reader goes away (`nstrace | head`). `run` and `record` go
     /// on to their end: their command's, or a signal.
     pub stop_on_closed_output: bool,
@@ -68,6 +71,7 @@ impl Default for Options {
         Self {
             buffer_pages: machine_buffer_pages(),
             reorder_window: Duration::from_millis(1),
+            resync_from_proc: true,
             stop_on_closed_output: true,
         }
     }
@@ -166,7 +170,9 @@ pub async fn collect(
         lost,
         pending: VecDeque::new(),
         resync_queued: false,
+        reading: None,
         last_resync: None,
+        resync_from_proc: options.resync_from_proc,
     };
     let mut tick = tokio::time::interval(DRAIN_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -194,7 +200,7 @@ pub async fn collect(
                     && options.stop_on_closed_output
                     && stopping_until.is_none()
                 {
-                    eprintln!("nstrace: the output was closed; stopping");
+                    crate::say!("nstrace: the output was closed; stopping");
                     stopping_until = Some(now + window_ns);
                 }
             }
@@ -202,6 +208,14 @@ pub async fn collect(
                 // One more window for programs still writing what they stamped before now.
                 debug!("stopping: draining the buffers");
                 stopping_until = Some(monotonic_ns() + window_ns);
+            }
+            reading = read_done(&mut c.reading) => {
+                c.reading = None;
+                match reading {
+                    Ok(reading) if !reading.entries.is_empty() => c.queue(Pending::Resync(reading)),
+                    // /proc could not be read: tried again at the next drain.
+                    _ => c.resync_queued = false,
+                }
             }
             guard = readable(&mut logger) => {
                 if let Some(mut guard) = guard {
@@ -264,22 +278,46 @@ fn staged(loaded: &mut Loaded) -> Result<Staged, CollectError> {
 enum Pending {
     /// A gap in a CPU's stream, after the last record read from it before the gap.
     Loss(Loss),
-    /// /proc as read again at this time after lost records.
-    Resync(u64, Vec<ProcEntry>),
+    /// /proc as read again after lost records (see [`Reading`]).
+    Resync(Reading),
+}
+
+/// /proc as read again after lost records: from `read_from` until `ts` (kernel times).
+struct Reading {
+    read_from: u64,
+    ts: u64,
+    entries: Vec<ProcEntry>,
+}
+
+impl Reading {
+    /// Reads /proc (milliseconds to tens of them: off the collector's thread when live).
+    fn now() -> Self {
+        let read_from = monotonic_ns();
+        let entries = proc::snapshot();
+        debug!(
+            "read /proc again after lost records: {} tasks",
+            entries.len()
+        );
+        Self {
+            read_from,
+            ts: monotonic_ns(),
+            entries,
+        }
+    }
 }
 
 impl Pending {
     fn ts_ns(&self) -> u64 {
         match self {
             Pending::Loss(loss) => loss.ts_ns,
-            Pending::Resync(ts, _) => *ts,
+            Pending::Resync(r) => r.ts,
         }
     }
 
     fn apply(self, pipeline: &mut Pipeline<'_>) -> io::Result<()> {
         match self {
             Pending::Loss(loss) => pipeline.lost(&loss),
-            Pending::Resync(ts, entries) => pipeline.resynced(ts, &entries),
+            Pending::Resync(r) => pipeline.resynced(r.read_from, r.ts, &r.entries),
         }
     }
 }
@@ -332,6 +370,38 @@ impl<'a> LostCounter<'a> {
     }
 }
 
+/// The losses one drain's gaps make: one per CPU, its gaps together, placed after the first. Each
+/// has the records the programs counted lost on that CPU since the last loss reported there
+/// (`counted`): 0 when they were all told with that one, since the programs count a batch the
+/// moment it finds no room while perf reports the gap only at its next write, so the sum is
+/// exact. Without the programs' count, each batch counts one record.
+fn losses_of(gaps: &[Gap], counted: Option<&[(u32, u64)]>, now: u64) -> Vec<Loss> {
+    let mut out: Vec<Loss> = Vec::new();
+    for gap in gaps {
+        if let Some(loss) = out.iter_mut().find(|l| l.cpu == gap.cpu) {
+            loss.batches += gap.batches;
+            continue;
+        }
+        out.push(Loss {
+            ts_ns: if gap.after_ts == 0 { now } else { gap.after_ts },
+            noticed_ns: now,
+            cpu: gap.cpu,
+            records: 0,
+            batches: gap.batches,
+        });
+    }
+    for loss in &mut out {
+        loss.records = match counted {
+            Some(counted) => counted
+                .iter()
+                .find(|(cpu, _)| *cpu == loss.cpu)
+                .map_or(0, |&(_, n)| n),
+            None => loss.batches,
+        };
+    }
+    out
+}
+
 /// The live loop's state between pumps.
 struct Collector<'a> {
     rings: Rings,
@@ -342,9 +412,12 @@ struct Collector<'a> {
     /// Losses and re-readings of /proc, in kernel-time order, waiting for the records before
     /// them to be released.
     pending: VecDeque<Pending>,
-    /// A re-reading of /proc is among `pending`.
+    /// A re-reading of /proc is under way or among `pending`.
     resync_queued: bool,
+    /// The one under way, on tokio's blocking threads.
+    reading: Option<tokio::task::JoinHandle<Reading>>,
     last_resync: Option<std::time::Instant>,
+    resync_from_proc: bool,
 }
 
 impl Collector<'_> {
@@ -382,19 +455,9 @@ impl Collector<'_> {
         let drained = self.rings.drain(&mut self.reorder, DRAIN_CHUNK);
         if !drained.gaps.is_empty() {
             let counted = self.lost.take();
-            for gap in &drained.gaps {
-                let records = counted
-                    .iter()
-                    .find(|(cpu, _)| *cpu == gap.cpu)
-                    .map_or(0, |&(_, n)| n);
-                self.lose(Loss {
-                    ts_ns: if gap.after_ts == 0 { now } else { gap.after_ts },
-                    noticed_ns: now,
-                    cpu: gap.cpu,
-                    // A batch holds at least one record.
-                    records: records.max(gap.batches),
-                    batches: gap.batches,
-                });
+            let readable = self.lost.map.is_some();
+            for loss in losses_of(&drained.gaps, readable.then_some(&counted[..]), now) {
+                self.lose(loss);
             }
             // Counted on a CPU whose gap is not reported yet: told with its next one, or at
             // the end.
@@ -406,7 +469,7 @@ impl Collector<'_> {
         }
         if drained.malformed > 0 {
             self.summary.malformed += drained.malformed;
-            eprintln!("nstrace: {} malformed samples", drained.malformed);
+            crate::say!("nstrace: {} malformed samples", drained.malformed);
         }
         drained.frontier
     }
@@ -414,10 +477,11 @@ impl Collector<'_> {
     /// A gap becomes a loss: said on stderr at once, and queued for its place in the stream.
     fn lose(&mut self, loss: Loss) {
         self.summary.lost += loss.records;
-        eprintln!(
-            "nstrace: lost {} records ({} batches) on CPU {} (its perf buffer was full; \
-             --buffer-pages makes it larger); the output and the record say where",
-            loss.records, loss.batches, loss.cpu
+        crate::say!(
+            "nstrace: {}; the output and the record say where",
+            crate::output::text::loss_line(&loss)
+                .trim_start_matches("!! ")
+                .replacen("LOST", "lost", 1)
         );
         self.queue(Pending::Loss(loss));
     }
@@ -462,30 +526,30 @@ impl Collector<'_> {
         )
     }
 
-    /// After lost records, reads /proc again (at most every [`RESYNC_PERIOD`], unless `now`)
-    /// and queues what it showed at its place in time.
+    /// After lost records, reads /proc again (at most every [`RESYNC_PERIOD`]) on a blocking
+    /// thread; what it showed is queued at its place in time when it is done. At the stop
+    /// (`now`), read here and queued at once.
     fn schedule_resync(&mut self, pipeline: &Pipeline<'_>, now: bool) {
-        if !pipeline.resync_due || self.resync_queued {
+        if !self.resync_from_proc || !pipeline.resync_due {
             return;
         }
-        if !now
-            && self
+        if now {
+            let reading = Reading::now();
+            if !reading.entries.is_empty() {
+                self.queue(Pending::Resync(reading));
+            }
+            return;
+        }
+        if self.resync_queued
+            || self
                 .last_resync
                 .is_some_and(|at| at.elapsed() < RESYNC_PERIOD)
         {
             return;
         }
         self.last_resync = Some(std::time::Instant::now());
-        // Taken before reading: a task that moves while /proc is read is healed to where it
-        // went, and its own record, later in the stream, then says how.
-        let at = monotonic_ns();
-        let entries = proc::snapshot();
-        debug!(
-            "read /proc again after lost records: {} tasks",
-            entries.len()
-        );
         self.resync_queued = true;
-        self.queue(Pending::Resync(at, entries));
+        self.reading = Some(tokio::task::spawn_blocking(Reading::now));
     }
 
     /// At the stop: every record and pending entry in order, the losses the programs counted
@@ -509,6 +573,16 @@ impl Collector<'_> {
         pipeline.flush()
     }
 }
+/// The reading of /proc under way, when it is done.
+async fn read_done(
+    reading: &mut Option<tokio::task::JoinHandle<Reading>>,
+) -> Result<Reading, tokio::task::JoinError> {
+    match reading {
+        Some(handle) => handle.await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn readable<T: std::os::fd::AsRawFd>(
     fd: &mut Option<AsyncFd<T>>,
 ) -> Option<tokio::io::unix::AsyncFdReadyMutGuard<'_, T>> {
@@ -551,7 +625,32 @@ fn kernel_stats(loaded: &Loaded, summary: &mut Summary) {
 
 #[cfg(test)]
 mod tests {
-    use super::default_buffer_pages;
+    use super::{Gap, default_buffer_pages, losses_of};
+
+    #[test]
+    fn two_gaps_on_one_cpu_in_a_drain_are_one_loss_with_its_count_once() {
+        let gap = |cpu, batches, after_ts| Gap {
+            cpu,
+            batches,
+            after_ts,
+        };
+        let losses = losses_of(
+            &[gap(0, 3, 100), gap(1, 1, 0), gap(0, 2, 150)],
+            Some(&[(0, 40), (1, 5), (2, 9)]),
+            500,
+        );
+        let got: Vec<_> = losses
+            .iter()
+            .map(|l| (l.cpu, l.ts_ns, l.records, l.batches, l.noticed_ns))
+            .collect();
+        assert_eq!(got, [(0, 100, 40, 5, 500), (1, 500, 5, 1, 500)]);
+        // Records already told with an earlier loss: 0 here, so that the sum stays exact.
+        let later = losses_of(&[gap(0, 2, 200)], Some(&[]), 600);
+        assert_eq!((later[0].records, later[0].batches), (0, 2));
+        // No count from the programs: a batch is at least a record.
+        let blind = losses_of(&[gap(0, 2, 200)], None, 600);
+        assert_eq!(blind[0].records, 2);
+    }
 
     #[test]
     fn buffers_share_out_64_mib_between_4_and_16_mib_a_cpu() {

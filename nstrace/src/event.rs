@@ -334,7 +334,10 @@ pub struct Loss {
     /// When the collector found the gap (kernel time).
     pub noticed_ns: u64,
     pub cpu: u32,
-    /// Records lost: the programs count every record of every batch that found no room.
+    /// Records lost: the programs count every record of every batch that found no room, at once,
+    /// while perf tells the gap at its next write; so this is what they counted on that CPU
+    /// since the loss before there, and may be 0 when that one told them all. Summed over the
+    /// losses, it is exact.
     pub records: u64,
     /// Batches (perf samples) the buffer reported lost; each held one or more records.
     pub batches: u64,

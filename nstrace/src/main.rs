@@ -16,7 +16,8 @@ use nstrace::{
     ns::{NsKind, NsType},
     output::{
         Sink,
-        file::{self, OutputFile},
+        escape::escape,
+        file::{self, OutputFile, PendingOutput},
         json::JsonSink,
         summary::{self, Times},
         text::TextSink,
@@ -155,7 +156,7 @@ fn main() -> ExitCode {
             {
                 Ok(rt) => rt,
                 Err(e) => {
-                    eprintln!("nstrace: error: starting the async runtime: {e}");
+                    nstrace::say!("nstrace: error: starting the async runtime: {e}");
                     return ExitCode::FAILURE;
                 }
             };
@@ -165,7 +166,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("nstrace: error: {e:#}");
+            nstrace::say!("nstrace: error: {e:#}");
             // A command that could not be started: as shells and env(1) say it.
             match e.downcast_ref::<NotStarted>() {
                 Some(NotStarted { code, .. }) => ExitCode::from(*code),
@@ -193,17 +194,18 @@ fn stdout_sink(common: &Common, clock: WallClock) -> Box<dyn Sink> {
     }
 }
 
-/// The files asked for, created before tracing or replaying begins: a path that cannot be
-/// written is said at once, not after the trace (see [`nstrace::output::file`]).
+/// The files asked for, made before tracing or replaying begins: a path that cannot be written
+/// is said at once, not after the trace, and nothing is put in place until all are made (see
+/// [`nstrace::output::file`]).
 struct Outputs {
-    record: Option<OutputFile>,
-    perfetto: Option<OutputFile>,
-    svg: Option<OutputFile>,
+    record: Option<PendingOutput>,
+    perfetto: Option<PendingOutput>,
+    svg: Option<PendingOutput>,
 }
 
 impl Outputs {
     /// Checks that no two outputs, and no output and `input` (the record `report` reads), are
-    /// one file; then creates each.
+    /// one file; then makes each.
     fn create(common: &Common, record: bool, input: Option<&Path>) -> anyhow::Result<Self> {
         let mut named: Vec<(&str, &Path)> = Vec::new();
         if record && let Some(path) = &common.output {
@@ -218,7 +220,7 @@ impl Outputs {
         let ids: Vec<_> = named.iter().map(|(_, p)| file::identity(p)).collect();
         if let Some(input) = input.filter(|p| p.as_os_str() != "-") {
             let read = file::identity(input);
-            if let Some(at) = ids.iter().position(|id| *id == read) {
+            if let Some(at) = ids.iter().position(|id| id.same(&read)) {
                 bail!(
                     "{} {} is the record it is made from: name another file",
                     named[at].0,
@@ -227,7 +229,7 @@ impl Outputs {
             }
         }
         for (i, id) in ids.iter().enumerate() {
-            if let Some(j) = ids[..i].iter().position(|other| other == id) {
+            if let Some(j) = ids[..i].iter().position(|other| other.same(id)) {
                 bail!(
                     "{} and {} are one file, {}: name two",
                     named[j].0,
@@ -236,23 +238,31 @@ impl Outputs {
                 );
             }
         }
-        let open = |path: &Option<PathBuf>, what: &str| {
+        let make = |path: &Option<PathBuf>, what: &str| {
             path.as_deref()
                 .map(|p| file::create(p).with_context(|| what.to_owned()))
                 .transpose()
         };
         Ok(Self {
             record: if record {
-                open(&common.output, "the record file (-o)")?
+                make(&common.output, "the record file (-o)")?
             } else {
                 None
             },
-            perfetto: open(&common.perfetto, "the Perfetto trace (--perfetto)")?,
-            svg: open(&common.svg, "the SVG picture (--svg)")?,
+            perfetto: make(&common.perfetto, "the Perfetto trace (--perfetto)")?,
+            svg: make(&common.svg, "the SVG picture (--svg)")?,
         })
     }
 
-    /// The pictures asked for, into the files made at the start.
+    /// The record file, put in place (once tracing can start).
+    fn record(&mut self) -> anyhow::Result<Option<OutputFile>> {
+        self.record
+            .take()
+            .map(|pending| pending.commit().context("the record file (-o)"))
+            .transpose()
+    }
+
+    /// The pictures asked for, written and put in place.
     fn pictures(&mut self, timeline: &Timeline, times: &Times) -> anyhow::Result<()> {
         if let Some(out) = self.perfetto.take() {
             let trace = nstrace::output::perfetto::trace(timeline);
@@ -266,11 +276,13 @@ impl Outputs {
     }
 }
 
-fn write_picture(mut out: OutputFile, bytes: &[u8], what: &str) -> anyhow::Result<()> {
+fn write_picture(out: PendingOutput, bytes: &[u8], what: &str) -> anyhow::Result<()> {
+    let path = out.path().display().to_string();
+    let mut out = out.commit().with_context(|| format!("{what} {path}"))?;
     out.file
         .write_all(bytes)
-        .with_context(|| format!("writing {what} {}", out.path.display()))?;
-    eprintln!("nstrace: wrote {}", out.path.display());
+        .with_context(|| format!("writing {what} {path}"))?;
+    nstrace::say!("nstrace: wrote {path}");
     Ok(())
 }
 
@@ -288,9 +300,7 @@ fn finish(
     outputs.pictures(timeline, &times)?;
     match print_summary(common, timeline, &times) {
         // Nobody is reading any more (a closed pipe, a hung-up terminal): nothing to tell.
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe || e.raw_os_error() == Some(libc::EIO) => {
-            Ok(())
-        }
+        Err(e) if nstrace::output::reader_gone(&e) => Ok(()),
         result => result.context("writing the summary"),
     }
 }
@@ -358,9 +368,9 @@ fn check_command(cmd: &std::ffi::OsStr) -> Result<(), NotStarted> {
     let candidates: Vec<PathBuf> = if cmd.as_encoded_bytes().contains(&b'/') {
         vec![PathBuf::from(cmd)]
     } else {
-        std::env::var_os("PATH")
-            .map(|path| std::env::split_paths(&path).map(|d| d.join(cmd)).collect())
-            .unwrap_or_default()
+        // Without PATH, execvp searches its default path.
+        let path = std::env::var_os("PATH").unwrap_or_else(|| "/bin:/usr/bin".into());
+        std::env::split_paths(&path).map(|d| d.join(cmd)).collect()
     };
     let mut found = None;
     for path in &candidates {
@@ -381,7 +391,7 @@ fn check_command(cmd: &std::ffi::OsStr) -> Result<(), NotStarted> {
 fn check_pids(pids: &[u32]) {
     for pid in pids {
         if !Path::new("/proc").join(pid.to_string()).exists() {
-            eprintln!(
+            nstrace::say!(
                 "nstrace: warning: --pid {pid}: no such process; nothing is followed for it \
                  unless a process with that pid starts"
             );
@@ -407,12 +417,13 @@ async fn live(common: &Common, command: Option<&Command>) -> anyhow::Result<u8> 
     };
     check_pids(&common.pid);
     let mut outputs = Outputs::create(common, true, None)?;
+    let nested = in_nested_pid_namespace();
+    let mut loaded = load::load()?;
+    // Loaded: from here on the trace runs, and its record takes the name given.
     let mut archive = outputs
-        .record
-        .take()
+        .record()?
         .map(|out| record_sink(out, common.binary))
         .transpose()?;
-    let mut loaded = load::load()?;
     let options = Options {
         buffer_pages: common
             .buffer_pages
@@ -420,6 +431,7 @@ async fn live(common: &Common, command: Option<&Command>) -> anyhow::Result<u8> 
         // `run` goes on until its command ends, and `record` until it is stopped, whoever
         // reads their output; a plain trace ends with its reader (`nstrace | head`).
         stop_on_closed_output: command.is_none(),
+        resync_from_proc: !nested,
         ..Options::default()
     };
     let clock = WallClock::now();
@@ -443,8 +455,16 @@ async fn live(common: &Common, command: Option<&Command>) -> anyhow::Result<u8> 
     let ready = |cpus: usize, pipeline: &mut Pipeline<'_>| -> io::Result<()> {
         let at = monotonic_ns();
         let snapshot = proc::snapshot();
-        begin(common, pipeline, &snapshot, at, &clock, following_cmd)?;
-        eprintln!(
+        begin(
+            common,
+            pipeline,
+            &snapshot,
+            at,
+            &clock,
+            following_cmd,
+            nested,
+        )?;
+        nstrace::say!(
             "nstrace: tracing clone, clone3, unshare, setns, fork, exec and exit ({hooks} hooks, \
              {cpus} CPUs, {} tasks already running); Ctrl-C to stop",
             snapshot.len()
@@ -480,7 +500,7 @@ async fn live(common: &Common, command: Option<&Command>) -> anyhow::Result<u8> 
     let summary: Summary = collected.context("tracing")?;
     let Pipeline { timeline, .. } = pipeline;
     drop(stdout);
-    eprintln!("{}", summary.closing_line());
+    nstrace::say!("{}", summary.closing_line());
     finish(common, &mut outputs, &timeline, clock)?;
     Ok(exit_code(status.get()))
 }
@@ -494,12 +514,11 @@ fn begin(
     at: u64,
     clock: &WallClock,
     following_cmd: bool,
+    nested: bool,
 ) -> io::Result<()> {
     let host = host_set(snapshot);
-    let own_pid_ns = proc::ns_inode(Path::new("/proc/self/ns"), NsKind::Pid);
-    let nested = own_pid_ns.is_some() && own_pid_ns != NsType::Pid.initial_inode();
     if nested {
-        eprintln!(
+        nstrace::say!(
             "nstrace: note: nstrace runs in a nested pid namespace: it sees only that \
              namespace's processes in /proc, and `host` means this namespace's view"
         );
@@ -526,6 +545,13 @@ fn begin(
         nstrace::load::peak_rss_kib()
     );
     Ok(())
+}
+
+/// Whether nstrace runs in a pid namespace other than the initial one: its /proc then shows that
+/// namespace's processes, by that namespace's pids.
+fn in_nested_pid_namespace() -> bool {
+    let own = proc::ns_inode(Path::new("/proc/self/ns"), NsKind::Pid);
+    own.is_some() && own != NsType::Pid.initial_inode()
 }
 
 /// The host's namespace set: pid 1's (or kthreadd's, where pid 1's links cannot be read).
@@ -590,13 +616,13 @@ async fn wait_for_command(
                         // SAFETY: signalling our own child.
                         unsafe { libc::kill(pid as i32, libc::SIGTERM) };
                     }
-                    2 => eprintln!(
+                    2 => nstrace::say!(
                         "nstrace: still waiting for the command ({name}, pid {pid}), which has \
                          not ended on SIGTERM; tracing goes on until it does. Ctrl-C once more \
                          kills it (SIGKILL)"
                     ),
                     _ => {
-                        eprintln!("nstrace: killing the command ({name}, pid {pid})");
+                        nstrace::say!("nstrace: killing the command ({name}, pid {pid})");
                         // SAFETY: signalling our own child.
                         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
                     }
@@ -632,14 +658,14 @@ fn write_line(sink: &mut dyn Sink, value: &impl serde::Serialize) -> io::Result<
 /// read once.
 fn report(common: &Common, file: &Path) -> anyhow::Result<()> {
     if common.output.is_some() || common.binary {
-        eprintln!(
+        nstrace::say!(
             "nstrace: warning: -o and --binary write a record while tracing; `report` reads one \
              and ignores them (--svg and --perfetto draw the replayed timeline)"
         );
     }
     let mut outputs = Outputs::create(common, false, Some(file))?;
     let source = record::Source::open(file)?;
-    let name = source.name.clone();
+    let name = escape(&source.name).into_owned();
     let header = source.header().clone();
     let mut stdout = stdout_sink(common, header.clock());
     let mut pipeline = Pipeline::new(Timeline::new(Scope::All), filter(common));
@@ -654,16 +680,16 @@ fn report(common: &Common, file: &Path) -> anyhow::Result<()> {
     finish(common, &mut outputs, &timeline, header.clock())?;
     for pid in &common.pid {
         if !timeline.histories().any(|h| h.key.pid == *pid) {
-            eprintln!("nstrace: warning: --pid {pid}: no such process in {name}");
+            nstrace::say!("nstrace: warning: --pid {pid}: no such process in {name}");
         }
     }
-    eprintln!(
+    nstrace::say!(
         "nstrace: {shown} transitions shown, replayed from {name} (recorded on Linux {})",
-        header.kernel
+        escape(&header.kernel)
     );
     let counts = &timeline.counts;
     if counts.lost_records > 0 {
-        eprintln!(
+        nstrace::say!(
             "nstrace: the recording lost {} records in {} gaps (see LOSSES in the summary): the \
              processes that lived through them are marked as possibly missing records",
             counts.lost_records,
@@ -671,11 +697,12 @@ fn report(common: &Common, file: &Path) -> anyhow::Result<()> {
         );
     }
     if replayed.bad_count() > 0 {
+        // A bad entry's error may quote it: the file's text, not nstrace's.
         for b in &replayed.bad {
-            eprintln!("nstrace: {name}: {b}");
+            nstrace::say!("nstrace: {name}: {}", escape(&b.to_string()));
         }
         if replayed.more_bad > 0 {
-            eprintln!("nstrace: {name}: ... and {} more", replayed.more_bad);
+            nstrace::say!("nstrace: {name}: ... and {} more", replayed.more_bad);
         }
         let unit = replayed.bad[0].unit;
         bail!(

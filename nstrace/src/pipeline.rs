@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::{
     event::{Loss, Record},
     ns::NsType,
-    output::{FindingView, HealView, Sink},
+    output::{FindingView, HealView, Sink, reader_gone},
     record::{ProcessLine, ResyncLine},
     timeline::{ProcEntry, Timeline},
 };
@@ -68,9 +68,13 @@ pub struct Pipeline<'a> {
     pub closed: bool,
     /// Records were lost since /proc was last read again (see [`Pipeline::resynced`]).
     pub resync_due: bool,
+    /// When the latest loss applied was found: a reading of /proc that began before it does
+    /// not cover it.
+    loss_noticed_ns: u64,
 }
 
-/// Runs `f` on every sink; a sink whose reader went away (EPIPE) is dropped and noted.
+/// Runs `f` on every sink; a sink whose reader went away (see [`reader_gone`]) is dropped and
+/// noted.
 fn each_sink(
     sinks: &mut Vec<&mut dyn Sink>,
     closed: &mut bool,
@@ -79,7 +83,7 @@ fn each_sink(
     let mut result = Ok(());
     sinks.retain_mut(|sink| match f(&mut **sink) {
         Ok(()) => true,
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+        Err(e) if reader_gone(&e) => {
             *closed = true;
             false
         }
@@ -103,6 +107,7 @@ impl<'a> Pipeline<'a> {
             shown: 0,
             closed: false,
             resync_due: false,
+            loss_noticed_ns: 0,
         }
     }
 
@@ -189,23 +194,32 @@ impl<'a> Pipeline<'a> {
         }
         self.timeline.lost(loss);
         self.resync_due = true;
+        self.loss_noticed_ns = self.loss_noticed_ns.max(loss.noticed_ns);
         each_sink(&mut self.sinks, &mut self.closed, |s| s.loss(loss))
     }
 
-    /// What /proc showed at `ts_ns`, read again after lost records (live, or from a record
-    /// file): the timeline heals, and what it corrected for followed tasks is shown.
-    pub fn resynced(&mut self, ts_ns: u64, entries: &[ProcEntry]) -> io::Result<()> {
+    /// What /proc showed, read again after lost records from `read_from` until `ts_ns` (live,
+    /// or from a record file): the timeline heals, and what it corrected for followed tasks is
+    /// shown.
+    pub fn resynced(
+        &mut self,
+        read_from: u64,
+        ts_ns: u64,
+        entries: &[ProcEntry],
+    ) -> io::Result<()> {
         if let Some(archive) = &mut self.archive {
-            archive
-                .note(&serde_json::to_value(ResyncLine::new(ts_ns)).map_err(io::Error::other)?)?;
+            let line = ResyncLine::new(read_from, ts_ns);
+            archive.note(&serde_json::to_value(line).map_err(io::Error::other)?)?;
             for entry in entries {
                 archive.note(
                     &serde_json::to_value(ProcessLine::from(entry)).map_err(io::Error::other)?,
                 )?;
             }
         }
-        self.resync_due = false;
-        let heals = self.timeline.resync(entries, ts_ns);
+        if read_from >= self.loss_noticed_ns {
+            self.resync_due = false;
+        }
+        let heals = self.timeline.resync(entries, read_from, ts_ns);
         if !self.filter.findings_only {
             let Self {
                 timeline,
@@ -350,5 +364,51 @@ mod tests {
         assert!(!second.before_inferred, "the kernel told this one");
         // The record file keeps what was shown: a replay shows the same.
         assert_eq!(archive.0, kept.0);
+    }
+
+    /// A sink whose reader is gone: every write fails as `error` does.
+    struct Gone(i32);
+
+    impl Sink for Gone {
+        fn record(&mut self, _: &Record) -> io::Result<()> {
+            Err(io::Error::from_raw_os_error(self.0))
+        }
+        fn loss(&mut self, _: &Loss) -> io::Result<()> {
+            Err(io::Error::from_raw_os_error(self.0))
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Err(io::Error::from_raw_os_error(self.0))
+        }
+    }
+
+    #[test]
+    fn a_closed_pipe_or_a_hung_up_terminal_drops_its_sink_and_the_trace_goes_on() {
+        for errno in [libc::EPIPE, libc::EIO] {
+            let (mut gone, mut archive) = (Gone(errno), Kept::default());
+            let mut pipeline = Pipeline::new(Timeline::new(Scope::All), Filter::default());
+            pipeline.sinks.push(&mut gone);
+            pipeline.archive = Some(&mut archive);
+            let t = Transition::blank();
+            pipeline
+                .feed(&Record::Transition(Box::new(t.clone())), true)
+                .unwrap_or_else(|e| panic!("errno {errno}: {e}"));
+            assert!(
+                pipeline.closed && pipeline.sinks.is_empty(),
+                "errno {errno}"
+            );
+            pipeline
+                .feed(&Record::Transition(Box::new(t)), true)
+                .unwrap();
+            drop(pipeline);
+            assert_eq!(archive.0.len(), 2, "the record goes on");
+        }
+        // Any other failure is an error that says so.
+        let mut full = Gone(libc::ENOSPC);
+        let mut pipeline = Pipeline::new(Timeline::new(Scope::All), Filter::default());
+        pipeline.sinks.push(&mut full);
+        let err = pipeline
+            .feed(&Record::Transition(Box::new(Transition::blank())), true)
+            .unwrap_err();
+        assert!(err.to_string().starts_with("writing the output"), "{err}");
     }
 }

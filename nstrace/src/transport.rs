@@ -233,7 +233,7 @@ impl Staged {
                     // ordering does not wait for it.
                     Err(e) if e.raw_os_error() == Some(libc::ENXIO) => offline.push(cpu),
                     Err(e) => {
-                        eprintln!(
+                        crate::say!(
                             "nstrace: warning: the kernel would not run the program that sends a \
                              CPU's staged records ({e}): records from a quiet CPU may now arrive \
                              late (counted in the closing line)"

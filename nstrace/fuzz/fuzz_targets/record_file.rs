@@ -32,17 +32,17 @@ fuzz_target!(|data: &[u8]| {
         step: data.len() % 7 + 1,
     };
     let mut tl = nstrace::timeline::Timeline::new(nstrace::timeline::Scope::All);
-    let mut resync: Option<(u64, Vec<nstrace::timeline::ProcEntry>)> = None;
+    let mut resync: Option<(u64, u64, Vec<nstrace::timeline::ProcEntry>)> = None;
     let _ = read_entries(Box::new(stream), &mut |_, entry| {
         if let Ok(Entry::Process(p)) = entry {
             match &mut resync {
-                Some((_, entries)) => entries.push(p),
+                Some((_, _, entries)) => entries.push(p),
                 None => tl.snapshot(&[p], 0),
             }
             return true;
         }
-        if let Some((ts, entries)) = resync.take() {
-            tl.resync(&entries, ts);
+        if let Some((read_from, ts, entries)) = resync.take() {
+            tl.resync(&entries, read_from, ts);
         }
         match entry {
             Ok(Entry::Record(r)) => {
@@ -53,12 +53,12 @@ fuzz_target!(|data: &[u8]| {
             }
             Ok(Entry::Follow(pid)) => tl.follow(pid),
             Ok(Entry::Loss(loss)) => tl.lost(&loss),
-            Ok(Entry::Resync(ts)) => resync = Some((ts, Vec::new())),
+            Ok(Entry::Resync { read_from, ts }) => resync = Some((read_from, ts, Vec::new())),
             Ok(Entry::Header(_) | Entry::Process(_)) | Err(_) => {}
         }
         true
     });
-    if let Some((ts, entries)) = resync {
-        tl.resync(&entries, ts);
+    if let Some((read_from, ts, entries)) = resync {
+        tl.resync(&entries, read_from, ts);
     }
 });

@@ -16,6 +16,12 @@ pub mod summary;
 pub mod svg;
 pub mod text;
 
+/// Whether a write failed because nobody reads any more: a closed pipe (`nstrace | head`), or a
+/// terminal that hung up (a dropped ssh session: its writes fail with EIO).
+pub fn reader_gone(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::BrokenPipe || e.raw_os_error() == Some(libc::EIO)
+}
+
 /// A consumer of the ordered record stream.
 pub trait Sink {
     /// Called before the first record.

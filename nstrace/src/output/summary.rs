@@ -259,13 +259,19 @@ fn losses(out: &mut String, tl: &Timeline, times: &Times) {
         losses.len() as u64 + c.losses_dropped
     );
     for loss in losses.iter().take(SHOWN) {
+        let what = if loss.records == 0 {
+            format!(
+                "{} more batches (their records told with the loss before)",
+                loss.batches
+            )
+        } else {
+            format!("{} records ({} batches)", loss.records, loss.batches)
+        };
         let _ = writeln!(
             out,
-            "  {}  CPU {}: {} records ({} batches) lost after this time",
+            "  {}  CPU {}: {what} lost after this time",
             times.at(loss.ts_ns),
             loss.cpu,
-            loss.records,
-            loss.batches
         );
     }
     let more = losses.len().saturating_sub(SHOWN) as u64 + c.losses_dropped;

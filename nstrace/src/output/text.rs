@@ -206,10 +206,16 @@ impl<W: io::Write> Sink for TextSink<W> {
 
 /// A loss for people, as the live output and the report show it.
 pub fn loss_line(loss: &crate::event::Loss) -> String {
+    let what = if loss.records == 0 {
+        // Counted with the loss before on that CPU (see `Loss::records`).
+        format!("{} more batches", loss.batches)
+    } else {
+        format!("{} records ({} batches)", loss.records, loss.batches)
+    };
     format!(
-        "!! LOST {} records on CPU {} ({} batches; its perf buffer was full, --buffer-pages makes \
-         it larger): what they held is missing from here on, and /proc is read again",
-        loss.records, loss.cpu, loss.batches
+        "!! LOST {what} on CPU {}: its perf buffer was full (--buffer-pages makes it larger); \
+         what they held is missing from here on, and /proc is read again",
+        loss.cpu
     )
 }
 

@@ -246,12 +246,14 @@ struct FollowLine {
 }
 
 /// The start of a re-reading of /proc after lost records: the `process` lines that follow it,
-/// up to the next other entry, are what /proc showed at `ts_ns`.
+/// up to the next other entry, are what /proc showed, read from `read_from_ns` until `ts_ns`
+/// (where it takes its place in the stream).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ResyncLine {
     #[serde(rename = "type", skip_deserializing, default = "resync_kind")]
     pub kind: String,
     pub ts_ns: u64,
+    pub read_from_ns: u64,
 }
 
 fn resync_kind() -> String {
@@ -259,10 +261,11 @@ fn resync_kind() -> String {
 }
 
 impl ResyncLine {
-    pub fn new(ts_ns: u64) -> Self {
+    pub fn new(read_from_ns: u64, ts_ns: u64) -> Self {
         Self {
             kind: resync_kind(),
             ts_ns,
+            read_from_ns,
         }
     }
 }
@@ -358,9 +361,12 @@ pub enum Entry {
     Observation(u32, u64, String, String),
     /// Records lost in the kernel, where the live run found them.
     Loss(Loss),
-    /// /proc re-read at this time after a loss: the `process` entries that follow are what it
-    /// showed.
-    Resync(u64),
+    /// /proc re-read after a loss, from `read_from` until `ts`: the `process` entries that
+    /// follow are what it showed.
+    Resync {
+        read_from: u64,
+        ts: u64,
+    },
     Record(Record),
 }
 
@@ -393,7 +399,10 @@ pub fn parse_line(line: &str) -> Result<Entry, String> {
         Line::Follow(f) => Entry::Follow(f.pid),
         Line::Observation(o) => Entry::Observation(o.pid, o.ts_ns, o.cgroup, o.uid_map),
         Line::Loss(l) => Entry::Loss(l),
-        Line::Resync(r) => Entry::Resync(r.ts_ns),
+        Line::Resync(r) => Entry::Resync {
+            read_from: r.read_from_ns,
+            ts: r.ts_ns,
+        },
         Line::Transition(t) => Entry::Record(Record::Transition(Box::new((*t).try_into()?))),
         Line::Fork(l) => Entry::Record(Record::Fork(Fork {
             ts_ns: l.ts_ns,

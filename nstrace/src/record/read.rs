@@ -33,6 +33,12 @@ pub const MAX_GAP: u64 = 64 << 20;
 /// Bad entries listed; later ones are only counted.
 pub const MAX_BAD: usize = 1000;
 
+/// Tasks one snapshot of /proc may hold: as many as pids can name (PID_MAX_LIMIT).
+const MAX_TASKS: usize = 1 << 22;
+
+/// Bytes of entries the parser hands over at once, at most (besides the count of entries).
+const BATCH_BYTES: usize = 4 << 20;
+
 /// One entry of a binary record file, as read (the same encoding as `write::FrameRef`).
 #[derive(Deserialize)]
 #[expect(
@@ -158,6 +164,11 @@ impl Entries {
     /// "line" or "frame".
     pub fn unit(&self) -> &'static str {
         if self.binary { "frame" } else { "line" }
+    }
+
+    /// The size in the file of the last entry read.
+    pub fn last_len(&self) -> usize {
+        self.buf.len()
     }
 
     /// The next entry, with its number; None at the end. An error of the stream itself (not of
@@ -481,18 +492,33 @@ pub fn replay(
             }
         }
     }
-    // The parser ends with the stream (or at an error already returned above).
-    let _ = parser.join();
+    // The parser ends with the stream (or at an error already returned above); a panic there
+    // is a bug in nstrace, raised here as it was.
+    if let Err(panic) = parser.join() {
+        std::panic::resume_unwind(panic);
+    }
     Ok(out)
 }
 
+/// How much of a bad entry's error is kept: it may quote the entry, and the entry is the
+/// file's, not nstrace's.
+const BAD_TEXT: usize = 200;
+
 impl Replayed {
-    fn push_bad(&mut self, line: usize, error: String, unit: &'static str) {
-        if self.bad.len() < MAX_BAD {
-            self.bad.push(BadLine { line, error, unit });
-        } else {
+    fn push_bad(&mut self, line: usize, mut error: String, unit: &'static str) {
+        if self.bad.len() >= MAX_BAD {
             self.more_bad += 1;
+            return;
         }
+        if error.len() > BAD_TEXT {
+            let mut end = BAD_TEXT;
+            while !error.is_char_boundary(end) {
+                end -= 1;
+            }
+            error.truncate(end);
+            error.push_str("...");
+        }
+        self.bad.push(BadLine { line, error, unit });
     }
 }
 
@@ -509,17 +535,24 @@ const BATCH: usize = 1024;
 /// gone.
 fn parse_entries(entries: &mut Entries, tx: &SyncSender<Vec<Parsed>>, returned: &Receiver<Spare>) {
     let mut batch = Vec::with_capacity(BATCH);
+    let mut bytes = 0;
     while let Some(read) = entries.next_entry(Some(returned)) {
         batch.push(match read {
             Ok((number, result)) => Parsed::Entry(number, result),
             Err((number, e)) => Parsed::Failed(number, e),
         });
-        if batch.len() == BATCH
+        // What an entry may hold is bounded by its size in the file: a batch of long entries
+        // goes out sooner.
+        bytes += entries.last_len();
+        if (batch.len() == BATCH || bytes >= BATCH_BYTES)
             && tx
                 .send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
                 .is_err()
         {
             return;
+        }
+        if batch.is_empty() {
+            bytes = 0;
         }
     }
     let _ = tx.send(batch);
@@ -576,28 +609,31 @@ pub fn rebuild(
     // The processes of the snapshot, until the first other entry; then of each resync.
     let mut snapshot = Vec::new();
     let mut started = false;
-    let mut resync: Option<(u64, Vec<ProcEntry>)> = None;
+    let mut resync: Option<(u64, u64, Vec<ProcEntry>)> = None;
     // Applies what the process lines read so far belong to.
     let settle = |pipeline: &mut Pipeline<'_>,
                   snapshot: &mut Vec<ProcEntry>,
                   started: &mut bool,
-                  resync: &mut Option<(u64, Vec<ProcEntry>)>|
+                  resync: &mut Option<(u64, u64, Vec<ProcEntry>)>|
      -> io::Result<()> {
         if !*started {
             *started = true;
             pipeline.timeline.snapshot(snapshot, start_ts);
             snapshot.clear();
         }
-        if let Some((ts, entries)) = resync.take() {
-            pipeline.resynced(ts, &entries)?;
+        if let Some((read_from, ts, entries)) = resync.take() {
+            pipeline.resynced(read_from, ts, &entries)?;
         }
         Ok(())
     };
     let replayed = replay(source, |entry| {
         if let Entry::Process(p) = entry {
+            // Process lines belong to the snapshot, or to the resync line before them; a stray
+            // one is not kept, and no machine has more tasks than a pid can name.
             match &mut resync {
-                Some((_, entries)) => entries.push(p.clone()),
-                None => snapshot.push(p.clone()),
+                Some((_, _, entries)) if entries.len() < MAX_TASKS => entries.push(p.clone()),
+                None if !started && snapshot.len() < MAX_TASKS => snapshot.push(p.clone()),
+                _ => {}
             }
             return Ok(());
         }
@@ -613,7 +649,7 @@ pub fn rebuild(
                 pipeline.observed(*pid, *ts, cgroup, uid_map)?;
             }
             Entry::Loss(loss) => pipeline.lost(loss)?,
-            Entry::Resync(ts) => resync = Some((*ts, Vec::new())),
+            Entry::Resync { read_from, ts } => resync = Some((*read_from, *ts, Vec::new())),
             Entry::Record(r) => pipeline.feed(r, false)?,
         }
         Ok(())

@@ -24,7 +24,7 @@ impl RecordFile {
     /// Creates `path` as every output is created (see [`crate::output::file`]): a new file of
     /// the caller's, 0600, never through a link.
     pub fn create(path: &Path) -> io::Result<Self> {
-        Ok(Self::new(file::create(path)?))
+        Ok(Self::new(file::create(path)?.commit()?))
     }
 
     pub fn new(out: OutputFile) -> Self {
@@ -67,6 +67,23 @@ impl RecordFile {
             self.commit()?;
         }
         Ok(())
+    }
+}
+
+/// Whatever happens to the rest (a panic, an error on the way out), every whole entry already
+/// made reaches the file.
+impl Drop for RecordFile {
+    fn drop(&mut self) {
+        // A JSON line still being written is not whole: only the lines before it go.
+        if self.unit == "line" {
+            let whole = self
+                .line
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |at| at + 1);
+            self.line.truncate(whole);
+        }
+        let _ = self.commit();
     }
 }
 

@@ -2,12 +2,22 @@
 //!
 //! A loss is kept where it was found. Every process that lived through one may miss records from
 //! then on: its history is uncertain from the first loss it lived through (computed from the
-//! loss times, not marked per process, so a lossy storm costs nothing here). After a loss the
-//! collector reads /proc again; [`Timeline::resync`] then corrects what /proc shows otherwise:
-//! a task in other namespaces than the timeline thought (its move was lost) is moved, with a
-//! [`Cause::Resync`] in its history; a task /proc no longer shows is gone (its exit was lost);
-//! a task the timeline did not know is added (its birth was lost). A move there and back inside
-//! the gap leaves no trace in /proc: that is what "uncertain" warns of.
+//! spans of loss times, not marked per process, so a lossy storm costs nothing here). After a
+//! loss the collector reads /proc again, which takes from `read_from` to `ts` (milliseconds:
+//! a task is read at some moment in between), and the reading enters the stream at `ts`, after
+//! every record before it. [`Timeline::resync`] then corrects what /proc shows otherwise, where
+//! /proc can be trusted over the records:
+//!
+//! - a task in other namespaces than the timeline holds is moved there, with a
+//!   [`Cause::Resync`] in its history (its move was lost), unless a record about it came after
+//!   the reading began: that record is fresher than what /proc showed;
+//! - a task /proc no longer shows is gone (its exit was lost), unless it was born after the
+//!   reading began (/proc may have been read before its birth);
+//! - a task the timeline does not know is added (its birth was lost), unless it exited after
+//!   the reading began (/proc showed it before its exit).
+//!
+//! A move there and back inside the gap leaves no trace in /proc: that is what "uncertain"
+//! warns of.
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::{
@@ -46,22 +56,37 @@ impl ProcessHistory {
 impl Timeline {
     /// Records were lost: kept, counted, and every process alive then is uncertain from then.
     pub fn lost(&mut self, loss: &Loss) {
-        self.counts.lost_records += loss.records;
-        self.counts.lost_batches += loss.batches;
+        let c = &mut self.counts;
+        c.lost_records = c.lost_records.saturating_add(loss.records);
+        c.lost_batches = c.lost_batches.saturating_add(loss.batches);
         if self.losses.len() < LOSS_LIMIT {
             self.losses.push(loss.clone());
         } else {
-            self.counts.losses_dropped += 1;
+            c.losses_dropped += 1;
         }
-        let at = self.loss_times.partition_point(|&t| t < loss.ts_ns);
-        let near = |i: usize| {
-            self.loss_times
-                .get(i)
-                .is_some_and(|&t| t.abs_diff(loss.ts_ns) < LOSS_TIME_GRAIN_NS)
-        };
-        if !(near(at) || (at > 0 && near(at - 1))) {
-            self.loss_times.insert(at, loss.ts_ns);
+        self.add_loss_time(loss.ts_ns);
+    }
+
+    /// Adds a loss time to the spans, joining the spans it falls near.
+    fn add_loss_time(&mut self, ts: u64) {
+        let spans = &mut self.loss_spans;
+        let (mut first, mut last) = (ts, ts);
+        // A span that starts before `ts` and reaches near it.
+        if let Some((&f, &l)) = spans.range(..=ts).next_back()
+            && l.saturating_add(LOSS_TIME_GRAIN_NS) >= ts
+        {
+            spans.remove(&f);
+            (first, last) = (f, l.max(ts));
         }
+        // Spans that start near after it.
+        while let Some((&f, &l)) = spans
+            .range(first..=last.saturating_add(LOSS_TIME_GRAIN_NS))
+            .next()
+        {
+            spans.remove(&f);
+            last = last.max(l);
+        }
+        spans.insert(first, last);
     }
 
     /// Every loss kept, in the order found.
@@ -72,16 +97,25 @@ impl Timeline {
     /// The first loss the process lived through: its records from then on may be missing.
     pub fn uncertain_since(&self, h: &ProcessHistory) -> Option<u64> {
         let from = h.born_ns.unwrap_or(0);
-        let first = *self
-            .loss_times
-            .get(self.loss_times.partition_point(|&t| t < from))?;
-        h.end_ns().is_none_or(|end| first <= end).then_some(first)
+        // The spans do not overlap: the first that reaches past its birth.
+        let span = self
+            .loss_spans
+            .range(..=from)
+            .next_back()
+            .filter(|&(_, &last)| last >= from)
+            .or_else(|| self.loss_spans.range(from..).next())?;
+        let since = (*span.0).max(from);
+        h.end_ns().is_none_or(|end| since <= end).then_some(since)
     }
 
-    /// What /proc showed at `ts_ns`, read again after lost records: the timeline is made to
-    /// agree with it (see the module's documentation). Returns what was corrected for tasks
-    /// that are followed.
-    pub fn resync(&mut self, entries: &[ProcEntry], ts_ns: u64) -> Vec<Heal> {
+    /// What /proc showed, read from `read_from` until `ts_ns` after lost records: the timeline
+    /// is made to agree with it where /proc is the fresher (see the module's documentation).
+    /// Returns what was corrected for tasks that are followed. A reading that found nothing
+    /// (/proc could not be listed) changes nothing.
+    pub fn resync(&mut self, entries: &[ProcEntry], read_from: u64, ts_ns: u64) -> Vec<Heal> {
+        if entries.is_empty() {
+            return Vec::new();
+        }
         self.first_ns.get_or_insert(ts_ns);
         self.last_ns = self.last_ns.max(ts_ns);
         let by_tid: FxHashMap<u32, &ProcEntry> = entries.iter().map(|e| (e.tid, e)).collect();
@@ -94,15 +128,34 @@ impl Timeline {
             let same = by_tid.get(&tid).copied().filter(|e| {
                 e.pid == task.pid && e.start_ns.abs_diff(task.start_ns) < APPROX_START_NS
             });
+            let (fresher, young) = (
+                task.last_ns >= read_from,
+                task.born_ns.is_some_and(|b| b >= read_from),
+            );
             match same {
+                None if young => {}
                 None => self.vanish(tid, ts_ns),
+                Some(_) if fresher => {
+                    known.insert(tid);
+                }
                 Some(e) => {
                     known.insert(tid);
                     heals.extend(self.heal(tid, e, ts_ns));
                 }
             }
         }
-        for e in entries.iter().filter(|e| !known.contains(&e.tid)) {
+        // Tasks that exited while /proc was read: it may still have shown them.
+        let exited: FxHashSet<u32> = self
+            .recent_exits
+            .iter()
+            .rev()
+            .take_while(|&&(_, at)| at >= read_from)
+            .map(|&(tid, _)| tid)
+            .collect();
+        for e in entries
+            .iter()
+            .filter(|e| !known.contains(&e.tid) && !exited.contains(&e.tid))
+        {
             heals.extend(self.found_task(e, ts_ns));
         }
         self.maybe_sweep();

@@ -44,6 +44,8 @@ const FINDING_LIMIT: usize = 10_000;
 const HISTORY_LIMIT: usize = 100_000;
 /// Losses kept; later ones are counted.
 pub const LOSS_LIMIT: usize = 10_000;
+/// Exits remembered for a reading of /proc: a storm's worth while /proc is read.
+const RECENT_EXITS: usize = 8192;
 
 /// A process, safe against pid reuse.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -277,6 +279,9 @@ struct Task {
     raw: Option<NsSet>,
     /// When it was born, if its birth was seen.
     born_ns: Option<u64>,
+    /// The kernel time of the last record about it: what the timeline holds of it is at least
+    /// that fresh.
+    last_ns: u64,
 }
 
 impl Task {
@@ -372,8 +377,12 @@ pub struct Timeline {
     rows_made: usize,
     /// Every loss of records, in the order found (capped).
     losses: Vec<Loss>,
-    /// Their times, sorted: what makes a process's history uncertain.
-    loss_times: Vec<u64>,
+    /// Their times, as spans (first, last) of losses close together: what makes a process's
+    /// history uncertain.
+    loss_spans: std::collections::BTreeMap<u64, u64>,
+    /// The last exits seen (tid, time), newest last: a reading of /proc that began before one
+    /// still shows its task.
+    recent_exits: std::collections::VecDeque<(u32, u64)>,
     /// Folded keys still in `order`.
     order_dead: usize,
 }
@@ -403,7 +412,8 @@ impl Timeline {
             rows_made: 0,
             order_dead: 0,
             losses: Vec::new(),
-            loss_times: Vec::new(),
+            loss_spans: std::collections::BTreeMap::new(),
+            recent_exits: std::collections::VecDeque::new(),
         }
     }
 
@@ -705,6 +715,7 @@ impl Timeline {
                 ever_host: self.host_flags(&set),
                 raw: None,
                 born_ns: None,
+                last_ns: 0,
             },
         );
         set
@@ -932,6 +943,7 @@ impl Timeline {
             if task.comm != comm {
                 task.comm = Comm::from(comm);
             }
+            task.last_ns = ts;
             let key_start = if task.pid == pid {
                 task.start_ns
             } else {
@@ -969,6 +981,7 @@ impl Timeline {
                     ever_host: self.host_flags(&resolved),
                     raw: Some(*set),
                     born_ns: None,
+                    last_ns: ts,
                 },
             );
             return (resolved, start_ns);
@@ -981,6 +994,7 @@ impl Timeline {
         };
         task.comm = Comm::from(comm);
         task.raw = Some(*set);
+        task.last_ns = ts;
         if task.set != resolved {
             // A record was lost: trust what the kernel says now.
             self.counts.resyncs += 1;
@@ -1232,6 +1246,7 @@ impl Timeline {
                 ever_host: self.host_flags(&set),
                 raw: None,
                 born_ns: Some(ts),
+                last_ns: ts,
             },
         );
         let child_key = ProcessKey {
@@ -1322,6 +1337,7 @@ impl Timeline {
                 ever_host: self.host_flags(&set),
                 raw,
                 born_ns: Some(ts),
+                last_ns: ts,
             },
         );
         if f.tid == f.pid && matches!(self.scope, Scope::Descendants(_)) {
@@ -1382,6 +1398,7 @@ impl Timeline {
             return matches!(self.scope, Scope::All);
         };
         task.comm = e.comm.clone();
+        task.last_ns = e.ts_ns;
         let in_scope = task.in_scope;
         let key = self.process_key(e.pid, e.start_ns);
         if let Some(h) = self.histories.get_mut(&key) {
@@ -1394,6 +1411,10 @@ impl Timeline {
     fn exit(&mut self, x: &Exit) -> bool {
         self.counts.exits += 1;
         let ts = x.ts_ns;
+        if self.recent_exits.len() == RECENT_EXITS {
+            self.recent_exits.pop_front();
+        }
+        self.recent_exits.push_back((x.tid, ts));
         let Some(task) = self.tasks.remove(&x.tid) else {
             self.counts.unknown_tasks += 1;
             return matches!(self.scope, Scope::All);

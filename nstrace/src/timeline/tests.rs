@@ -674,7 +674,7 @@ fn proc_read_again_after_a_loss_heals_moves_exits_and_births() {
     born.start_ns = 25_000;
     born.inodes[NsKind::Uts.slot()] = Some(4026532300);
     born.inodes[NsKind::Net.slot()] = Some(4026532301);
-    let heals = tl.resync(&[entry(1, 1, 0, "init"), sh, born], 30);
+    let heals = tl.resync(&[entry(1, 1, 0, "init"), sh, born], 28, 30);
 
     let inode = |tid: u32, kind: NsKind| {
         tl.live_set(tid)
@@ -719,11 +719,101 @@ fn a_resync_that_finds_everything_where_it_was_changes_nothing() {
     sh.inodes[NsKind::Uts.slot()] = Some(4026532200);
     // pid_for_children cannot be read before its namespace has a process: says nothing.
     sh.inodes[NsKind::PidForChildren.slot()] = None;
-    let heals = tl.resync(&[entry(1, 1, 0, "init"), sh], 20);
+    let heals = tl.resync(&[entry(1, 1, 0, "init"), sh], 18, 20);
     assert!(heals.is_empty(), "{heals:?}");
     assert_eq!(tl.histories().cloned().collect::<Vec<_>>(), before);
     assert_eq!(
         (tl.counts.resyncs, tl.counts.vanished, tl.counts.found),
         (0, 0, 0)
     );
+}
+
+/// /proc is read over some milliseconds, from `read_from` on: what changed meanwhile is told by
+/// the records, which are fresher.
+#[test]
+fn a_resync_trusts_the_records_made_while_proc_was_read() {
+    let mut tl = machine(Scope::All);
+    // 200, 300 and 500 live before the reading; 400 is born during it, after /proc was read
+    // where it would be; 300 and 500 exit during it, after /proc showed them.
+    for (ts, child) in [(10, 200), (11, 300), (12, 500)] {
+        tl.apply(&fork(ts, 100, child));
+    }
+    tl.lost(&loss_at(20));
+    let uts = with(host_set(), NsKind::Uts, 4026532300, 0);
+    // During the reading (from 30 to 40): 100 unshares after /proc showed it in the host's
+    // uts; 400 is born; 300 and 500 exit.
+    tl.apply(&unshare(32, 100, CLONE_NEWUTS, host_set(), uts));
+    tl.apply(&fork(33, 100, 400));
+    tl.apply(&exit(34, 300, 300));
+    tl.apply(&exit(35, 500, 500));
+    let read = |tid: u32, born: u64| {
+        let mut e = entry(tid, tid, 100, "sh");
+        e.start_ns = u64::from(tid) * 1000 + born;
+        e
+    };
+    // /proc showed 100 (still in the host's uts), 200, 300 and 500; 400 not yet.
+    let heals = tl.resync(
+        &[
+            entry(1, 1, 0, "init"),
+            entry(100, 100, 1, "sh"),
+            read(200, 10),
+            read(300, 11),
+            read(500, 12),
+        ],
+        30,
+        40,
+    );
+    assert!(heals.is_empty(), "{heals:?}");
+    let uts_of = |tid| {
+        tl.live_set(tid)
+            .and_then(|set| set.into_iter().find(|(k, _)| *k == NsKind::Uts))
+            .map(|(_, inum)| inum)
+    };
+    assert_eq!(
+        uts_of(100),
+        Some(4026532300),
+        "its record is fresher than /proc"
+    );
+    assert!(
+        tl.live_set(400).is_some(),
+        "born after the reading began: not gone"
+    );
+    assert!(
+        tl.live_set(300).is_none() && tl.live_set(500).is_none(),
+        "exited: not found again"
+    );
+    assert_eq!(
+        (tl.counts.resyncs, tl.counts.vanished, tl.counts.found),
+        (0, 0, 0)
+    );
+    // A reading that could not list /proc changes nothing.
+    assert!(tl.resync(&[], 50, 60).is_empty());
+    assert!(tl.live_set(200).is_some());
+}
+
+#[test]
+fn losses_close_together_are_one_span_and_a_process_born_inside_it_is_uncertain() {
+    let mut tl = machine(Scope::All);
+    let uts = with(host_set(), NsKind::Uts, 4026532300, 0);
+    tl.lost(&loss_at(100_000_000));
+    tl.apply(&fork(102_000_000, 100, 200));
+    let mut t = transition(
+        103_000_000,
+        200,
+        Call::Unshare,
+        CLONE_NEWUTS,
+        host_set(),
+        uts,
+    );
+    t.start_boottime_ns = 200 * 1000 + 102_000_000;
+    tl.apply(&rec(t));
+    tl.lost(&loss_at(105_000_000));
+    // Out of order, and far: its own span.
+    tl.lost(&loss_at(50_000_000));
+    let h = tl
+        .histories()
+        .find(|h| h.key.pid == 200)
+        .expect("200 moved");
+    assert_eq!(tl.uncertain_since(h), Some(102_000_000));
+    assert_eq!(tl.loss_spans.len(), 2, "{:?}", tl.loss_spans);
 }
