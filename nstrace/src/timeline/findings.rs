@@ -1,16 +1,16 @@
 //! Findings: namespace patterns worth an incident responder's attention.
 //!
 //! Each rule is a row of [`TRANSITION_RULES`] or [`PROCESS_RULES`]: a stable id, a severity,
-//! and a check that looks at one event with the timeline's state around it and returns what it
-//! found. A new rule is a new row.
+//! and a check that looks at one event with the timeline's state around it, through the
+//! timeline's methods, and returns what it found. A new rule is a new row.
 use crate::event::Comm;
 use crate::{
-    container::Container,
+    container::{self, Container},
     event::{Call, Transition},
     ns::{NsKind, NsType},
 };
 
-use super::{NsIdx, Timeline};
+use super::{FINDING_LIMIT, NsIdx, Timeline};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Severity {
@@ -59,11 +59,32 @@ pub struct TransitionRule {
     pub check: fn(&Timeline, &Transition) -> Option<Hit>,
 }
 
-/// A rule about a process once its container is known (at exec).
+/// What userspace read of a live process (after its exec, or at start): what the rules about
+/// processes look at.
+pub struct Look<'a> {
+    pub pid: u32,
+    /// Its container, when known.
+    pub container: Option<&'a Container>,
+    /// The text of `/proc/PID/uid_map`.
+    pub uid_map: &'a str,
+}
+
+/// When a process rule is checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum When {
+    /// At every look at the process.
+    EveryLook,
+    /// When its container is first known; once per container, whose other processes would say
+    /// the same.
+    Attributed,
+}
+
+/// A rule about a process, from what userspace read of it.
 pub struct ProcessRule {
     pub id: &'static str,
     pub severity: Severity,
-    pub check: fn(&Timeline, u32, &Container) -> Option<Hit>,
+    pub when: When,
+    pub check: fn(&Timeline, &Look<'_>) -> Option<Hit>,
 }
 
 pub const TRANSITION_RULES: &[TransitionRule] = &[
@@ -86,13 +107,21 @@ pub const TRANSITION_RULES: &[TransitionRule] = &[
 
 pub const PROCESS_RULES: &[ProcessRule] = &[
     ProcessRule {
+        id: "NS-USERNS-ROOTMAP",
+        severity: Severity::Medium,
+        when: When::EveryLook,
+        check: root_mapping,
+    },
+    ProcessRule {
         id: "NS-SHARES-HOST",
         severity: Severity::Medium,
+        when: When::Attributed,
         check: shares_host,
     },
     ProcessRule {
         id: "NS-JOINS-CONTAINER",
         severity: Severity::Medium,
+        when: When::Attributed,
         check: joins_other_container,
     },
 ];
@@ -109,16 +138,16 @@ fn setns_into_host(tl: &Timeline, t: &Transition) -> Option<Hit> {
     if t.call != Call::Setns || t.errno().is_some() {
         return None;
     }
-    let task = tl.tasks.get(&t.tid)?;
+    tl.task_namespaces(t.tid)?;
     let mut reached = Vec::new();
     let mut kinds = Vec::new();
     for kind in t.changed() {
-        if !host_checked(kind) || task.ever_host[kind.slot()] {
+        if !host_checked(kind) || tl.was_in_host(t.tid, kind) {
             continue;
         }
         let ns = t.after.get(kind);
-        let idx = *tl.by_inode.get(&(kind.ns_type(), ns.inum))?;
-        if tl.namespaces[idx].host {
+        let idx = tl.namespace_of_inode(kind.ns_type(), ns.inum)?;
+        if tl.namespace(idx).host {
             reached.push(idx);
             kinds.push(kind);
         }
@@ -187,17 +216,17 @@ fn refused(_: &Timeline, t: &Transition) -> Option<Hit> {
 /// A container that shares one of the host's pid, ipc, net or uts namespaces while isolated in
 /// its mount namespace (docker --pid=host, --ipc=host, --network=host, --uts=host). Sharing the
 /// host's user namespace is what every rootful container does, and is not flagged.
-fn shares_host(tl: &Timeline, pid: u32, _: &Container) -> Option<Hit> {
-    let task = tl.tasks.get(&pid)?;
-    let mnt = task.set[NsKind::Mnt.slot()]?;
-    if tl.namespaces[mnt].host {
+fn shares_host(tl: &Timeline, look: &Look<'_>) -> Option<Hit> {
+    let set = tl.task_namespaces(look.pid)?;
+    let mnt = set[NsKind::Mnt.slot()]?;
+    if tl.namespace(mnt).host {
         return None;
     }
     let mut shared = Vec::new();
     let mut names = Vec::new();
     for kind in [NsKind::Pid, NsKind::Ipc, NsKind::Net, NsKind::Uts] {
-        if let Some(idx) = task.set[kind.slot()]
-            && tl.namespaces[idx].host
+        if let Some(idx) = set[kind.slot()]
+            && tl.namespace(idx).host
         {
             shared.push(idx);
             names.push(kind.name());
@@ -230,16 +259,17 @@ fn shares_host(tl: &Timeline, pid: u32, _: &Container) -> Option<Hit> {
 
 /// A container in a namespace that belongs to another container (--pid=container:X,
 /// --ipc=container:X): the two see each other's processes or IPC.
-fn joins_other_container(tl: &Timeline, pid: u32, container: &Container) -> Option<Hit> {
-    let task = tl.tasks.get(&pid)?;
+fn joins_other_container(tl: &Timeline, look: &Look<'_>) -> Option<Hit> {
+    let container = look.container?;
+    let set = tl.task_namespaces(look.pid)?;
     let mut joined = Vec::new();
     let mut names = Vec::new();
     let mut others = Vec::new();
     for kind in NsKind::ALL.into_iter().filter(|k| k.is_own()) {
-        let Some(idx) = task.set[kind.slot()] else {
+        let Some(idx) = set[kind.slot()] else {
             continue;
         };
-        if let Some(owner) = &tl.namespaces[idx].owner
+        if let Some(owner) = &tl.namespace(idx).owner
             && owner != container
         {
             joined.push(idx);
@@ -265,6 +295,150 @@ fn joins_other_container(tl: &Timeline, pid: u32, container: &Container) -> Opti
             } else {
                 "resources"
             }
+        ),
+    })
+}
+
+impl Timeline {
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "a finding names everything it is about"
+    )]
+    pub(super) fn found(
+        &mut self,
+        id: &'static str,
+        severity: Severity,
+        hit: Hit,
+        ts_ns: u64,
+        pid: u32,
+        tid: u32,
+        comm: &str,
+    ) {
+        let key = self.process_key(pid, 0);
+        self.flagged.insert(key);
+        if self.findings.len() >= FINDING_LIMIT {
+            self.counts.findings_dropped += 1;
+            return;
+        }
+        self.findings.push(Finding {
+            id,
+            severity: hit.severity.unwrap_or(severity),
+            ts_ns,
+            pid,
+            tid,
+            comm: Comm::from(comm),
+            container: self.containers.get(&pid).cloned(),
+            namespaces: hit.namespaces,
+            message: hit.message,
+        });
+    }
+
+    /// Findings made since the last call.
+    pub fn take_new_findings(&mut self) -> &[Finding] {
+        let new = &self.findings[self.fresh..];
+        self.fresh = self.findings.len();
+        new
+    }
+
+    /// Every finding so far.
+    pub fn findings(&self) -> &[Finding] {
+        &self.findings
+    }
+
+    /// The container of a live process, when known.
+    pub fn container_of(&self, pid: u32) -> Option<&Container> {
+        self.containers.get(&pid)
+    }
+
+    /// What userspace read of a live process at `ts_ns` (after its exec, or at start): the text of
+    /// `/proc/PID/cgroup` and of `/proc/PID/uid_map`. Attributes the process to its container,
+    /// the container to the namespaces it is first seen in, and runs the process rules.
+    pub fn observe(&mut self, pid: u32, ts_ns: u64, cgroup: &str, uid_map: &str) {
+        let Some(task) = self.tasks.get(&pid) else {
+            return;
+        };
+        let (set, in_scope, comm) = (task.set, task.in_scope, task.comm.clone());
+        if in_scope {
+            let known = self.containers.get(&pid).cloned();
+            let look = Look {
+                pid,
+                container: known.as_ref(),
+                uid_map,
+            };
+            self.process_rules(When::EveryLook, &look, ts_ns, &comm);
+        }
+        let Some(container) = container::attribute(cgroup).and_then(|a| a.container().cloned())
+        else {
+            return;
+        };
+        if self.containers.get(&pid) == Some(&container) {
+            return;
+        }
+        self.containers.insert(pid, container.clone());
+        let key = self.process_key(pid, 0);
+        if let Some(h) = self.histories.get_mut(&key) {
+            h.container = Some(container.clone());
+        }
+        if in_scope {
+            let look = Look {
+                pid,
+                container: Some(&container),
+                uid_map,
+            };
+            self.process_rules(When::Attributed, &look, ts_ns, &comm);
+        }
+        for idx in set.into_iter().flatten() {
+            let ns = &mut self.namespaces[idx];
+            if !ns.host && ns.owner.is_none() {
+                ns.owner = Some(container.clone());
+            }
+        }
+    }
+
+    /// Runs the process rules checked `when`, as one look at the process.
+    fn process_rules(&mut self, when: When, look: &Look<'_>, ts_ns: u64, comm: &str) {
+        let mut hits = Vec::new();
+        for rule in PROCESS_RULES.iter().filter(|r| r.when == when) {
+            // Once per container: its other processes say the same.
+            let said = when == When::Attributed
+                && self
+                    .findings
+                    .iter()
+                    .any(|f| f.id == rule.id && f.container.as_ref() == look.container);
+            if !said && let Some(hit) = (rule.check)(self, look) {
+                hits.push((rule, hit));
+            }
+        }
+        for (rule, hit) in hits {
+            self.found(rule.id, rule.severity, hit, ts_ns, look.pid, look.pid, comm);
+        }
+    }
+}
+
+/// A process in a user namespace of its own that maps uid 0 inside to a non-root uid outside
+/// (`unshare -r`): root in there without being root. Said once per user namespace.
+fn root_mapping(tl: &Timeline, look: &Look<'_>) -> Option<Hit> {
+    let user = tl.task_namespaces(look.pid)?[NsKind::User.slot()]?;
+    if tl.namespace(user).host {
+        return None;
+    }
+    let outside = look.uid_map.lines().find_map(|l| {
+        let mut f = l.split_whitespace().map(|v| v.parse::<u64>().ok());
+        match (f.next().flatten(), f.next().flatten()) {
+            (Some(0), Some(outside)) if outside != 0 => Some(outside),
+            _ => None,
+        }
+    })?;
+    let said = tl
+        .findings()
+        .iter()
+        .any(|f| f.id == "NS-USERNS-ROOTMAP" && f.namespaces == [user]);
+    (!said).then(|| Hit {
+        severity: None,
+        namespaces: vec![user],
+        message: format!(
+            "uid {outside} mapped itself to root in its own user namespace: it holds every \
+             capability over the namespaces that user namespace owns"
         ),
     })
 }

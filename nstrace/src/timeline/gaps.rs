@@ -22,7 +22,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::{
     APPROX_START_NS, Cause, Change, LOSS_LIMIT, Membership, Move, ProcEntry, ProcessHistory,
-    ProcessKey, Scope, Timeline, push_move,
+    ProcessKey, Scope, Timeline, history::push_move,
 };
 use crate::{
     event::{Comm, Loss},
@@ -275,12 +275,7 @@ impl Timeline {
         self.counts.found += 1;
         let parent = if e.tid == e.pid { e.ppid } else { e.pid };
         let parent_task = self.tasks.get(&parent).map(|t| (t.set, t.in_scope));
-        let in_scope = match &self.scope {
-            Scope::All => true,
-            Scope::Descendants(roots) => {
-                roots.contains(&e.pid) || parent_task.is_some_and(|(_, in_scope)| in_scope)
-            }
-        };
+        let in_scope = self.follows(e.pid, [parent]);
         let set = self.add_from_proc(e, ts, in_scope);
         // Where it is not in its parent's namespaces, it moved (or was born elsewhere) unseen.
         let from = parent_task.map(|(s, _)| s);

@@ -1,9 +1,12 @@
 //! The model on hand-written streams.
 use nstrace_common::flags::{CLONE_NEWNET, CLONE_NEWPID, CLONE_NEWUTS};
 
-use super::*;
+use nstrace_common::NS_SLOTS;
+
+use super::{findings::Severity, *};
 use crate::{
-    event::{Child, Fork},
+    event::{Call, Child, Exec, Exit, Fork, Loss, NsSet, Record, Transition},
+    ns::{NsKind, NsType},
     transport::Reorder,
 };
 
@@ -816,4 +819,16 @@ fn losses_close_together_are_one_span_and_a_process_born_inside_it_is_uncertain(
         .expect("200 moved");
     assert_eq!(tl.uncertain_since(h), Some(102_000_000));
     assert_eq!(tl.loss_spans.len(), 2, "{:?}", tl.loss_spans);
+}
+
+/// A record file may list a task twice (the fuzzer's find): the second is the one kept, and
+/// the first leaves its namespaces.
+#[test]
+fn a_snapshot_that_lists_a_tid_twice_keeps_the_last() {
+    let mut tl = Timeline::new(Scope::All);
+    let mut again = entry(100, 100, 1, "sh2");
+    again.inodes[NsKind::Uts.slot()] = Some(4026532300);
+    tl.snapshot(&[entry(100, 100, 1, "sh"), again], 0);
+    let uts = |inum| ns_named(&tl, NsType::Uts, inum)[0].members();
+    assert_eq!((uts(HOST[NsKind::Uts.slot()]), uts(4026532300)), (0, 1));
 }
