@@ -5,6 +5,7 @@
 //! there, that check takes well under a second.
 mod bench;
 mod bootstrap;
+mod stats;
 
 use std::{
     ffi::OsString,
@@ -152,10 +153,11 @@ fn run(cli: Cli) -> Result<()> {
             fuzz(15, false)?;
             step("running the unit and root integration tests");
             // The integration tests share kernel state (attached programs, namespaces):
-            // one at a time.
+            // one at a time. The root tests are `#[ignore]`d so that a plain `cargo test`
+            // leaves them out rather than passing them untested: here they run.
             let mut cmd = Command::new("cargo");
             cmd.args(["test", "--workspace", "--exclude", "nstrace-ebpf", "--"])
-                .arg("--test-threads=1")
+                .args(["--test-threads=1", "--include-ignored"])
                 .args(&args);
             if !is_root() {
                 cmd.env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER", "sudo -E");
@@ -197,7 +199,8 @@ fn fuzz(seconds: u64, keep: bool) -> Result<()> {
 }
 
 /// Runs cargo test, passing its output through, and closes with one line that totals every
-/// test binary's result.
+/// test binary's result. Run with `--include-ignored`, no test should be ignored: any that is
+/// was not run, and the closing line says so.
 fn run_tests(cmd: &mut Command) -> Result<()> {
     use std::io::BufRead as _;
     let mut child = cmd
@@ -205,7 +208,7 @@ fn run_tests(cmd: &mut Command) -> Result<()> {
         .spawn()
         .with_context(|| format!("starting {cmd:?}"))?;
     let stdout = child.stdout.take().context("cargo test's stdout")?;
-    let (mut passed, mut failed) = (0u64, 0u64);
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
     for line in std::io::BufReader::new(stdout).lines() {
         let line = line.context("reading cargo test's output")?;
         println!("{line}");
@@ -226,10 +229,15 @@ fn run_tests(cmd: &mut Command) -> Result<()> {
             };
             passed += count(" passed");
             failed += count(" failed");
+            ignored += count(" ignored");
         }
     }
     let status = child.wait().context("waiting for cargo test")?;
-    println!("tests: {passed} passed, {failed} failed");
+    if ignored == 0 {
+        println!("tests: {passed} passed, {failed} failed, 0 ignored");
+    } else {
+        println!("tests: {passed} passed, {failed} failed, {ignored} ignored (NOT run)");
+    }
     if !status.success() {
         bail!("{cmd:?} failed ({status})");
     }
