@@ -55,15 +55,18 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// Whether this process may load eBPF. The tests need root: without it they say so and skip.
-pub fn require_root() -> bool {
+/// Fails the test unless this process may load eBPF (is root).
+///
+/// The tests that need root are `#[ignore]`d, so a plain `cargo test` leaves them out and says
+/// so; `cargo xtask test` runs them (with `--include-ignored`, as root). Run any other way
+/// without root, they fail here instead of passing without having tested anything.
+pub fn assert_root() {
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        true
-    } else {
-        eprintln!("SKIP: this test loads eBPF programs and needs root (`cargo xtask test`)");
-        false
-    }
+    let root = unsafe { libc::geteuid() } == 0;
+    assert!(
+        root,
+        "this test loads eBPF programs and needs root: run `cargo xtask test`"
+    );
 }
 
 /// A running `nstrace --json`.

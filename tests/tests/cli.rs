@@ -6,14 +6,13 @@ use std::{
 };
 
 use nstrace_tests::{
-    Helper, Tracer, assert_same_ns, binary, by, pin_to_cpu0, proc_ns, require_root,
+    Helper, Tracer, assert_root, assert_same_ns, binary, by, pin_to_cpu0, proc_ns,
 };
 
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn text_output_shows_only_what_changed_with_the_proc_inodes() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let mut nstrace = Command::new(binary("nstrace"))
         .arg("--utc")
         .stdout(Stdio::piped())
@@ -74,10 +73,9 @@ fn text_output_shows_only_what_changed_with_the_proc_inodes() {
 }
 
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn the_closing_line_counts_transitions_and_lost_samples() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let tracer = Tracer::start(&[]);
     let mut helper = Helper::spawn(&["unshare", "uts", "hold"]);
     let pid = helper.wait_ready();
@@ -100,10 +98,9 @@ fn the_closing_line_counts_transitions_and_lost_samples() {
 }
 
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn without_privileges_it_says_to_run_as_root() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     // setpriv (util-linux) drops to nobody with no capabilities.
     let out = Command::new("setpriv")
         .args([
@@ -124,10 +121,9 @@ fn without_privileges_it_says_to_run_as_root() {
 /// start-up skips the loader's parse of the kernel's BTF): it is made as usual, and nstrace
 /// traces as it does otherwise.
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn without_cap_sys_chroot_the_loader_parses_btf_and_traces() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     // setpriv (util-linux): CAP_SYS_CHROOT leaves the bounding set, so root's exec of nstrace
     // gets every capability but that one.
     let tracer = Tracer::start_under(&["setpriv", "--bounding-set", "-sys_chroot"], &["-v"]);
@@ -188,10 +184,9 @@ fn report(args: &[&str]) -> (Option<i32>, String, String) {
 }
 
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn report_with_pid_and_type_filters_shows_only_that_process_tree_and_type() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let file = std::env::temp_dir().join(format!("nstrace-cli-{}.jsonl", std::process::id()));
     let pid = record_unshare(&file, "uts,ipc");
     let mode = std::fs::metadata(&file).unwrap().permissions();
@@ -235,10 +230,9 @@ fn report_with_pid_and_type_filters_shows_only_that_process_tree_and_type() {
 }
 
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn a_corrupt_record_is_reported_by_line_and_every_good_line_is_still_read() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let file = std::env::temp_dir().join(format!("nstrace-corrupt-{}.jsonl", std::process::id()));
     let pid = record_unshare(&file, "uts");
     let text = std::fs::read_to_string(&file).unwrap();
@@ -286,10 +280,9 @@ fn report_of_a_file_that_is_not_a_record_says_so() {
 }
 
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn a_closed_output_stops_nstrace_and_leaves_a_whole_record() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let file = std::env::temp_dir().join(format!("nstrace-head-{}.jsonl", std::process::id()));
     // `nstrace --json -o FILE | head -1`, with the pipe made here.
     let mut nstrace = Command::new(binary("nstrace"))
@@ -319,10 +312,9 @@ fn a_closed_output_stops_nstrace_and_leaves_a_whole_record() {
 }
 
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn sigterm_mid_record_flushes_a_whole_record_and_the_counts() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let file = std::env::temp_dir().join(format!("nstrace-term-{}.jsonl", std::process::id()));
     let pid = record_unshare(&file, "net");
     let text = std::fs::read_to_string(&file).unwrap();
@@ -338,10 +330,9 @@ fn sigterm_mid_record_flushes_a_whole_record_and_the_counts() {
 }
 
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn sigterm_mid_binary_record_leaves_whole_frames_that_replay() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let file = std::env::temp_dir().join(format!("nstrace-term-{}.nsr", std::process::id()));
     let tracer = Tracer::start(&["-o", file.to_str().unwrap(), "--binary", "--no-summary"]);
     let mut helper = Helper::spawn(&["unshare", "net", "hold"]);
@@ -375,10 +366,9 @@ impl Drop for SmallDisk {
 }
 
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn a_full_disk_ends_with_a_clear_message_and_a_record_that_replays() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let dir = std::env::temp_dir().join(format!("nstrace-full-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let status = Command::new("mount")
@@ -500,11 +490,10 @@ fn the_collector_benchmark_shows_every_record_it_feeds() {
 /// A Ctrl-C while the programs load still ends the trace with its closing line, even for an
 /// nstrace that inherited SIGINT ignored (as a script's background job does).
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn ctrl_c_while_loading_ends_the_trace_with_the_closing_line() {
     use std::os::unix::process::CommandExt as _;
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let mut cmd = Command::new(binary("nstrace"));
     cmd.args(["-v", "--no-summary"])
         .stdout(Stdio::null())
@@ -551,10 +540,9 @@ fn ctrl_c_while_loading_ends_the_trace_with_the_closing_line() {
 /// Everything in the buffers when nstrace is stopped is read: a collector frozen while 14 MB
 /// of records pile up in one CPU's 16 MiB buffer, then stopped, shows every one, none lost.
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn a_stop_reads_whole_buffers_that_a_frozen_collector_left_full() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     // 60,000 setns records of about 232 bytes each, all on CPU 0.
     const ROUND_TRIPS: u64 = 30_000;
     let mut nstrace = Command::new(binary("nstrace"))
@@ -640,10 +628,9 @@ test ! -e /sys/kernel/tracing/events
 test ! -e /sys/kernel/debug/tracing/events";
 
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn tracefs_not_mounted_is_mounted_by_nstrace_which_then_traces() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let out = nstrace_in_own_mounts(
         NO_TRACEFS,
         &["-v", "--no-summary", "run", "unshare", "--uts", "true"],
@@ -663,10 +650,9 @@ fn tracefs_not_mounted_is_mounted_by_nstrace_which_then_traces() {
 }
 
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn tracefs_that_cannot_be_mounted_gets_the_command_that_mounts_it() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     // A tmpfs over /sys/kernel: no tracing directory to mount tracefs on.
     refused_in_own_mounts(
         &format!("{NO_TRACEFS}\nmount -t tmpfs none /sys/kernel"),
@@ -679,10 +665,9 @@ fn tracefs_that_cannot_be_mounted_gets_the_command_that_mounts_it() {
 }
 
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn a_missing_syscall_tracepoint_is_named_with_the_kernel_option() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     // A tracefs stand-in with the first syscall tracepoint and not the second.
     let setup = format!(
         "{NO_TRACEFS}\nmount -t tmpfs none /sys/kernel/tracing\n\
@@ -698,10 +683,9 @@ fn a_missing_syscall_tracepoint_is_named_with_the_kernel_option() {
 }
 
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn a_kernel_without_btf_is_told_the_kernel_option() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     refused_in_own_mounts(
         "mount -t tmpfs none /sys/kernel/btf",
         &[

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use nstrace_tests::{Helper, Tracer, Value, binary, by, pin_to_cpu0, proc_ns, require_root};
+use nstrace_tests::{Helper, Tracer, Value, assert_root, binary, by, pin_to_cpu0, proc_ns};
 
 /// A directory of this test's own, removed at the end.
 struct Scratch(PathBuf);
@@ -134,10 +134,9 @@ const FORGED_COMM: &[u8] = b"ev\nFAKE\x1b[2J\xff";
 const FORGED_ESCAPED: &str = "ev\\nFAKE\\x1b[2J\\u{fffd}";
 
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn a_forged_comm_stays_one_escaped_line_of_text() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let helper = binary("nshelper");
     let hex = hex(FORGED_COMM);
     let out = nstrace(&[
@@ -195,10 +194,9 @@ fn a_forged_comm_stays_one_escaped_line_of_text() {
 }
 
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn an_exe_path_with_newlines_cannot_forge_the_summary_or_break_the_pictures() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let dir = Scratch::new("exe");
     let forged =
         "x\n4242 FAKE, parent 1\n  00:00:00.000000  setns(3, CLONE_NEWNET): net 1 \u{2192} 2";
@@ -307,10 +305,9 @@ impl Drop for Bait {
 }
 
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn no_output_is_written_through_another_users_link() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let bait = Bait::new("links");
     let dir = Scratch::new("links-record");
     let rec = dir.path("rec.jsonl");
@@ -340,10 +337,9 @@ fn no_output_is_written_through_another_users_link() {
 }
 
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn a_record_over_a_file_another_user_made_becomes_the_callers_own_0600() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let theirs = std::env::temp_dir().join(format!("nstrace-theirs-{}", std::process::id()));
     let _ = std::fs::remove_file(&theirs);
     std::fs::write(&theirs, "").unwrap();
@@ -364,10 +360,9 @@ fn a_record_over_a_file_another_user_made_becomes_the_callers_own_0600() {
 }
 
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn output_paths_are_checked_before_tracing_and_never_overwrite_the_record() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let dir = Scratch::new("paths");
     let started = Instant::now();
     let missing = dir.path("no-such-dir/p.svg");
@@ -422,10 +417,9 @@ fn output_paths_are_checked_before_tracing_and_never_overwrite_the_record() {
 }
 
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn zeros_and_holes_are_read_in_bounded_memory_and_time() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     const LIMIT: u64 = 1 << 30;
     let out = report_bounded(&[os("/dev/zero")], Duration::from_secs(30), LIMIT);
     let err = text(&out.stderr);
@@ -529,10 +523,9 @@ fn sh_bounded(shell: &str, script: &str, limit: Duration) -> Output {
 }
 
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn a_record_reads_the_same_from_a_fifo_a_pipe_and_standard_input() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let dir = Scratch::new("streams");
     for binary_encoding in [false, true] {
         let rec = dir.path(if binary_encoding {
@@ -573,10 +566,9 @@ fn a_record_reads_the_same_from_a_fifo_a_pipe_and_standard_input() {
 }
 
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn a_line_that_is_not_utf8_is_skipped_and_every_other_line_read() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let dir = Scratch::new("utf8");
     let rec = dir.path("rec.jsonl");
     let pid = record_of(
@@ -630,10 +622,9 @@ fn storm_on_cpu0(ops: u64) {
 /// helper's unshare. The loss is in the live JSON, the record (both encodings) and the summary;
 /// the helper is marked uncertain, and /proc read again puts it where it is.
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn lost_records_are_data_and_the_timeline_heals_from_proc() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let dir = Scratch::new("loss");
     for binary_encoding in [false, true] {
         let rec = dir.path(if binary_encoding {
@@ -743,10 +734,9 @@ fn tracer_losses(stderr: &str) -> u64 {
 /// Traces started while a fork storm runs: records the programs could not send before the
 /// buffers were open predate the trace and are not losses.
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn a_trace_started_during_a_fork_storm_counts_no_loss() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let mut storm = Command::new(binary("nsstorm"))
         .args(["fork", "60"])
         .stdout(Stdio::null())
@@ -767,10 +757,9 @@ fn a_trace_started_during_a_fork_storm_counts_no_loss() {
 }
 
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn run_goes_on_recording_until_its_command_ends_when_its_output_is_closed() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let dir = Scratch::new("head");
     let (rec, done) = (dir.path("rec.jsonl"), dir.path("done"));
     let script = format!(
@@ -813,10 +802,9 @@ fn run_goes_on_recording_until_its_command_ends_when_its_output_is_closed() {
 
 /// `nstrace run ... 2>&1 | head -1`: stderr closes too. Nothing nstrace says may end it early.
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn run_outlives_a_closed_stderr_and_exits_with_its_commands_status() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let dir = Scratch::new("stderr");
     let rec = dir.path("rec.jsonl");
     let script = format!(
@@ -838,10 +826,9 @@ fn run_outlives_a_closed_stderr_and_exits_with_its_commands_status() {
 
 /// A record's bad lines are quoted in the errors: escaped, and cut short.
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn a_records_own_text_in_an_error_is_escaped_and_cut_short() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let dir = Scratch::new("bad-text");
     let rec = dir.path("rec.jsonl");
     record_of(&rec, &["unshare", "uts"], false);
@@ -875,10 +862,9 @@ fn a_records_own_text_in_an_error_is_escaped_and_cut_short() {
 }
 
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn a_hangup_ends_a_recording_with_its_summary_and_pictures() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let dir = Scratch::new("hup");
     let (rec, svg) = (dir.path("rec.jsonl"), dir.path("p.svg"));
     let mut nstrace = Command::new(binary("nstrace"))
@@ -925,11 +911,10 @@ fn a_hangup_ends_a_recording_with_its_summary_and_pictures() {
 /// A dropped ssh session: nstrace's terminal hangs up (its writes fail with EIO), then SIGHUP.
 /// The record still gets everything, the pictures are written, the closing line said.
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn a_terminal_that_hangs_up_mid_record_leaves_a_whole_record_and_the_pictures() {
     use std::os::fd::{FromRawFd as _, OwnedFd};
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let dir = Scratch::new("tty");
     let (rec, svg) = (dir.path("rec.jsonl"), dir.path("p.svg"));
     let (mut master, mut slave) = (0, 0);
@@ -992,10 +977,9 @@ fn a_terminal_that_hangs_up_mid_record_leaves_a_whole_record_and_the_pictures() 
 }
 
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn ctrl_c_twice_says_what_still_runs_and_three_times_kills_it() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let mut nstrace = Command::new(binary("nstrace"))
         .args(["run", "--no-summary", "--", "sh", "-c"])
         .arg("trap '' INT TERM HUP; echo started; while :; do sleep 0.1; done")
@@ -1055,10 +1039,9 @@ fn ctrl_c_twice_says_what_still_runs_and_three_times_kills_it() {
 }
 
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn a_command_that_cannot_run_exits_as_a_shell_does_and_odd_options_are_warned_of() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let out = nstrace(&[os("run"), os("--"), os("/nonexistent/command")]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(127), "{err}");
@@ -1117,10 +1100,9 @@ fn a_command_that_cannot_run_exits_as_a_shell_does_and_odd_options_are_warned_of
 }
 
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn every_errno_has_its_name() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let helper = binary("nshelper");
     let out = nstrace(&[
         os("run"),

@@ -1,6 +1,6 @@
 //! Each namespace call made directly (through nshelper), checked against /proc.
 use nstrace_tests::{
-    Helper, Tracer, Value, assert_same_ns, by, changed, proc_ns, proc_ns_one, require_root, strings,
+    Helper, Tracer, Value, assert_root, assert_same_ns, by, changed, proc_ns, proc_ns_one, strings,
 };
 
 fn own_ns() -> nstrace_tests::NsSet {
@@ -10,9 +10,7 @@ fn own_ns() -> nstrace_tests::NsSet {
 /// A child unshares one type: the event's after-set is what /proc shows for the child, its
 /// before-set is the parent's (this test's), and only that type changed.
 fn unshare_one(kind: &str, flag: &str) {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let tracer = Tracer::start(&[]);
     let mut helper = Helper::spawn(&["unshare", kind, "hold"]);
     let pid = helper.wait_ready();
@@ -31,31 +29,37 @@ fn unshare_one(kind: &str, flag: &str) {
 }
 
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn unshare_mnt_enters_a_new_mount_namespace() {
     unshare_one("mnt", "CLONE_NEWNS");
 }
 
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn unshare_uts_enters_a_new_uts_namespace() {
     unshare_one("uts", "CLONE_NEWUTS");
 }
 
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn unshare_ipc_enters_a_new_ipc_namespace() {
     unshare_one("ipc", "CLONE_NEWIPC");
 }
 
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn unshare_net_enters_a_new_network_namespace() {
     unshare_one("net", "CLONE_NEWNET");
 }
 
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn unshare_user_enters_a_new_user_namespace() {
     unshare_one("user", "CLONE_NEWUSER");
 }
 
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn unshare_cgroup_enters_a_new_cgroup_namespace() {
     unshare_one("cgroup", "CLONE_NEWCGROUP");
 }
@@ -63,10 +67,9 @@ fn unshare_cgroup_enters_a_new_cgroup_namespace() {
 /// unshare(CLONE_NEWPID) moves only pid_for_children; the next child is born into the new pid
 /// namespace as its pid 1, and that birth is its own transition.
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn unshare_pid_changes_only_pid_for_children_and_the_next_child_is_born_into_it() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let tracer = Tracer::start(&[]);
     let mut helper = Helper::spawn(&["unshare", "pid", "fork", "hold"]);
     let child = helper.wait_ready();
@@ -96,10 +99,9 @@ fn unshare_pid_changes_only_pid_for_children_and_the_next_child_is_born_into_it(
 /// unshare(CLONE_NEWTIME) moves only time_for_children; the task itself enters the new time
 /// namespace at its next exec, reported as an exec transition.
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn unshare_time_changes_time_for_children_and_exec_enters_it() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let tracer = Tracer::start(&[]);
     let mut helper = Helper::spawn(&["unshare", "time", "exec-self", "hold"]);
     let pid = helper.wait_ready();
@@ -120,10 +122,9 @@ fn unshare_time_changes_time_for_children_and_exec_enters_it() {
 /// setns by a namespace fd into another process's namespaces, with nstype 0 (any type, as crun
 /// does) and with the exact type.
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn setns_by_fd_enters_another_process_namespaces_with_nstype_zero_or_exact() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let tracer = Tracer::start(&[]);
     let mut target = Helper::spawn(&["unshare", "uts,net", "hold"]);
     let t = target.wait_ready();
@@ -160,10 +161,9 @@ fn setns_by_fd_enters_another_process_namespaces_with_nstype_zero_or_exact() {
 /// programs do not know: its first setns's `before` is taken from the /proc snapshot and marked
 /// so, and still matches /proc. From then on the kernel knows it, and the children it forks.
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn a_setns_by_a_process_older_than_the_trace_is_marked_and_matches_proc() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let mut target = Helper::spawn(&["unshare", "uts", "hold"]);
     let t = target.wait_ready();
     let theirs = format!("/proc/{t}/ns/uts");
@@ -197,10 +197,9 @@ fn a_setns_by_a_process_older_than_the_trace_is_marked_and_matches_proc() {
 /// exec or its first call), so the collector fills it in from the /proc snapshot and marks it.
 /// Its next call starts from the set the kernel learnt.
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn an_unshare_by_a_process_older_than_the_trace_is_marked_and_matches_proc() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let mut early = Helper::spawn(&["pause", "unshare", "uts,ipc", "unshare", "net", "hold"]);
     let e = early.wait_paused();
     let before = proc_ns(e);
@@ -225,10 +224,9 @@ fn an_unshare_by_a_process_older_than_the_trace_is_marked_and_matches_proc() {
 /// exec that enters the new time namespace is still reported (the programs arm it from the set
 /// they read at the unshare's exit).
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn an_older_process_that_unshares_time_enters_it_at_exec() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let mut early = Helper::spawn(&["pause", "unshare", "time", "exec-self", "hold"]);
     let e = early.wait_paused();
     let tracer = Tracer::start(&[]);
@@ -248,10 +246,9 @@ fn an_older_process_that_unshares_time_enters_it_at_exec() {
 /// A clone3 with CLONE_NEW* flags that the kernel refuses makes no child: it is reported from
 /// the caller's exit with its errno, and the caller's set before and after is what /proc shows.
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn a_refused_clone3_is_reported_with_its_errno_and_no_child() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let tracer = Tracer::start(&[]);
     let mut helper = Helper::spawn(&["try-clone3", "uts,net", "hold"]);
     assert_eq!(helper.line(), "errno EINVAL");
@@ -270,10 +267,9 @@ fn a_refused_clone3_is_reported_with_its_errno_and_no_child() {
 
 /// A pidfd enters several types at once: the types come from what changed.
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn setns_with_pidfd_enters_uts_ipc_and_net_at_once() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let tracer = Tracer::start(&[]);
     let mut target = Helper::spawn(&["unshare", "uts,ipc,net", "hold"]);
     let t = target.wait_ready();
@@ -296,10 +292,9 @@ fn setns_with_pidfd_enters_uts_ipc_and_net_at_once() {
 /// clone3 with CLONE_NEW* flags: the parent stays where it is, and the event carries the child's
 /// set, which is what /proc shows for the child.
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn clone3_with_new_namespaces_reports_the_childs_set() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let tracer = Tracer::start(&[]);
     let mut helper = Helper::spawn(&["clone3", "uts,ipc,net,pid", "hold"]);
     let child = helper.wait_ready();
@@ -321,10 +316,9 @@ fn clone3_with_new_namespaces_reports_the_childs_set() {
 
 /// A setns the kernel refuses is an event too: errno, and nothing changed.
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn a_failing_setns_is_reported_with_its_errno_and_no_change() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let tracer = Tracer::start(&[]);
     let mut target = Helper::spawn(&["unshare", "uts", "hold"]);
     let t = target.wait_ready();
@@ -348,10 +342,9 @@ fn a_failing_setns_is_reported_with_its_errno_and_no_change() {
 /// before it (the kernel side keeps the set between calls instead of reading it again), also
 /// across an exec, and the last `after` is what /proc shows.
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn consecutive_calls_chain_their_sets_across_an_exec() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let tracer = Tracer::start(&[]);
     let me = std::process::id();
     let (own_uts, own_net) = (format!("/proc/{me}/ns/uts"), format!("/proc/{me}/ns/net"));
@@ -409,10 +402,9 @@ fn consecutive_calls_chain_their_sets_across_an_exec() {
 /// runs in its parent's memory, before its exec.
 #[cfg(target_arch = "x86_64")]
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn a_vfork_child_starts_from_the_set_it_was_born_with() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let tracer = Tracer::start(&[]);
     let mut helper = Helper::spawn(&["vfork-unshare", "uts,ipc", "hold"]);
     let child = helper.wait_ready();

@@ -2,7 +2,7 @@
 //! made which namespace with which call, and the record file replays to the same summary.
 use std::process::Command;
 
-use nstrace_tests::{Run, Value, binary, busybox_bundle, created_by, require_root};
+use nstrace_tests::{Run, Value, assert_root, binary, busybox_bundle, created_by};
 
 fn nshelper() -> String {
     binary("nshelper").display().to_string()
@@ -31,10 +31,9 @@ fn log_causes(ns: &Value) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn unshare_pid_fork_mount_proc_makes_its_child_pid_1_of_a_new_pid_namespace() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let helper = nshelper();
     let mut run = Run::start(&["unshare", "-p", "-f", "--mount-proc", &helper, "hold"]);
     // With its own /proc mounted, the helper sees itself as pid 1.
@@ -72,10 +71,9 @@ fn unshare_pid_fork_mount_proc_makes_its_child_pid_1_of_a_new_pid_namespace() {
 }
 
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn ip_netns_add_makes_a_network_namespace_that_ip_netns_exec_enters() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let name = format!("nstrace-tl-{}", std::process::id());
     let script = format!(
         "ip netns add {name} && exec ip netns exec {name} {} hold",
@@ -110,10 +108,9 @@ fn ip_netns_add_makes_a_network_namespace_that_ip_netns_exec_enters() {
 }
 
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn bwrap_unshare_all_creates_every_namespace_with_one_clone() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let helper = nshelper();
     // Recorded in the binary encoding: its checkpoint and replay read that file.
     let mut run = Run::start_binary(&[
@@ -152,10 +149,9 @@ fn bwrap_unshare_all_creates_every_namespace_with_one_clone() {
 }
 
 #[test]
+#[ignore = "needs root: cargo xtask test runs it"]
 fn a_runc_container_start_shows_runc_making_its_namespaces_and_its_init() {
-    if !require_root() {
-        return;
-    }
+    assert_root();
     let dir = std::env::temp_dir().join(format!("nstrace-runc-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     busybox_bundle(
