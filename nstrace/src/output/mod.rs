@@ -10,6 +10,8 @@ use crate::{
 
 pub mod escape;
 pub mod file;
+#[cfg(test)]
+pub(crate) mod fixture;
 pub mod json;
 pub mod perfetto;
 pub mod summary;

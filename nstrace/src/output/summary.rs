@@ -682,4 +682,28 @@ mod tests {
             "{forged}"
         );
     }
+
+    /// The whole summary of a container's start, as text and as JSON, pinned; regenerate with
+    /// NSTRACE_BLESS=1 after a deliberate change.
+    #[test]
+    fn the_summary_matches_the_golden_files() {
+        let tl = crate::output::fixture::story();
+        let times = Times {
+            clock: WallClock::with_offset(0),
+            utc: true,
+        };
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/output/testdata");
+        let json = serde_json::to_string_pretty(&json(&tl, &times)).unwrap() + "\n";
+        for (name, got) in [
+            ("summary.golden.txt", text(&tl, &times)),
+            ("summary.golden.json", json),
+        ] {
+            let path = format!("{dir}/{name}");
+            if std::env::var_os("NSTRACE_BLESS").is_some() {
+                std::fs::write(&path, &got).unwrap();
+            }
+            let want = std::fs::read_to_string(&path).expect("the golden file");
+            assert_eq!(got, want, "{name} changed (NSTRACE_BLESS=1 to accept)");
+        }
+    }
 }

@@ -700,4 +700,54 @@ mod tests {
             entries[1].1.as_ref().err()
         );
     }
+
+    /// The JSON Lines record of `records()` (and a loss), as `--json` and `-o` write it: pinned,
+    /// and read back whole. Regenerate with NSTRACE_BLESS=1 after a deliberate change.
+    #[test]
+    fn json_lines_match_the_golden_file_and_read_back() {
+        use crate::output::{Sink as _, json::JsonSink};
+        let loss = Loss {
+            ts_ns: 9_500,
+            noticed_ns: 9_900,
+            cpu: 1,
+            records: 24,
+            batches: 2,
+        };
+        let mut out = Vec::new();
+        {
+            let mut sink = JsonSink::new(&mut out, WallClock::with_offset(0), true);
+            for r in records() {
+                sink.record(&r).unwrap();
+            }
+            sink.loss(&loss).unwrap();
+        }
+        let got = String::from_utf8(out).unwrap();
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/testdata/record.golden.jsonl"
+        );
+        if std::env::var_os("NSTRACE_BLESS").is_some() {
+            std::fs::write(path, &got).unwrap();
+        }
+        let want = std::fs::read_to_string(path).expect("the golden file");
+        assert_eq!(
+            got, want,
+            "the JSON Lines changed (NSTRACE_BLESS=1 to accept)"
+        );
+        let back: Vec<Entry> = want.lines().map(|l| parse_line(l).unwrap()).collect();
+        let (read, losses): (Vec<_>, Vec<_>) = back
+            .into_iter()
+            .partition(|e| matches!(e, Entry::Record(_)));
+        let read: Vec<Record> = read
+            .into_iter()
+            .filter_map(|e| match e {
+                Entry::Record(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        // Every field a record holds goes through (the JSON drops only what it derives).
+        let expected = records();
+        assert_eq!(read, expected);
+        assert!(matches!(&losses[..], [Entry::Loss(l)] if *l == loss));
+    }
 }
