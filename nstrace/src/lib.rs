@@ -19,6 +19,7 @@ pub mod clock;
 pub mod collect;
 pub mod container;
 pub mod event;
+pub mod lines;
 pub mod load;
 pub mod ns;
 pub mod output;

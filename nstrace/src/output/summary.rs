@@ -570,11 +570,8 @@ pub fn json(tl: &Timeline, times: &Times) -> Value {
         .losses()
         .iter()
         .map(|l| {
-            let mut v = crate::record::loss_line(l);
+            let mut v = serde_json::to_value(l).unwrap_or(Value::Null);
             v["time"] = times.rfc3339(l.ts_ns).into();
-            if let Some(fields) = v.as_object_mut() {
-                fields.remove("type");
-            }
             v
         })
         .collect();

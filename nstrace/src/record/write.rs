@@ -1,13 +1,7 @@
 //! Writing a record file: whole entries only, in either encoding.
 use std::{io, path::Path};
 
-use serde::Serialize;
-
-use super::BIN_MAGIC;
-use crate::{
-    event::{Exec, Exit, Fork, Record, Transition},
-    output::file::{self, OutputFile},
-};
+use crate::output::file::{self, OutputFile};
 
 /// A record file being written: every line reaches the file whole, or not at all. A write that
 /// fails part-way (a full disk) is cut back to the last whole line, so the file always replays.
@@ -17,7 +11,7 @@ pub struct RecordFile {
     /// Bytes of whole lines in the file.
     committed: u64,
     /// What a whole entry is called in messages: "line", or "frame" in a binary file.
-    unit: &'static str,
+    pub(super) unit: &'static str,
 }
 
 impl RecordFile {
@@ -98,70 +92,5 @@ impl io::Write for RecordFile {
 
     fn flush(&mut self) -> io::Result<()> {
         self.commit()
-    }
-}
-
-/// One entry of a binary record file, as written (read back as `read::Frame`).
-#[derive(Serialize)]
-enum FrameRef<'a> {
-    Json(&'a str),
-    Transition(&'a Transition),
-    Fork(&'a Fork),
-    Exec(&'a Exec),
-    Exit(&'a Exit),
-}
-
-/// A record file in the binary encoding: the same entries as the JSON Lines [`JsonSink`]
-/// writes to a record file, a frame each.
-///
-/// [`JsonSink`]: crate::output::json::JsonSink
-pub struct BinSink {
-    file: RecordFile,
-    frame: Vec<u8>,
-}
-
-impl BinSink {
-    pub fn new(mut file: RecordFile) -> io::Result<Self> {
-        file.unit = "frame";
-        file.frame(&BIN_MAGIC)?;
-        Ok(Self {
-            file,
-            frame: Vec::with_capacity(512),
-        })
-    }
-
-    fn put(&mut self, entry: &FrameRef<'_>) -> io::Result<()> {
-        let mut frame = std::mem::take(&mut self.frame);
-        frame.clear();
-        frame.extend_from_slice(&[0; 4]);
-        let mut frame = postcard::to_extend(entry, frame).map_err(io::Error::other)?;
-        let len = u32::try_from(frame.len() - 4).map_err(io::Error::other)?;
-        frame[..4].copy_from_slice(&len.to_le_bytes());
-        let written = self.file.frame(&frame);
-        self.frame = frame;
-        written
-    }
-}
-
-impl crate::output::Sink for BinSink {
-    fn record(&mut self, record: &Record) -> io::Result<()> {
-        self.put(&match record {
-            Record::Transition(t) => FrameRef::Transition(t),
-            Record::Fork(f) => FrameRef::Fork(f),
-            Record::Exec(e) => FrameRef::Exec(e),
-            Record::Exit(x) => FrameRef::Exit(x),
-        })
-    }
-
-    fn note(&mut self, line: &serde_json::Value) -> io::Result<()> {
-        self.put(&FrameRef::Json(&line.to_string()))
-    }
-
-    fn loss(&mut self, loss: &crate::event::Loss) -> io::Result<()> {
-        self.note(&super::loss_line(loss))
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        io::Write::flush(&mut self.file)
     }
 }

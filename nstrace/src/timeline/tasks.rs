@@ -75,6 +75,21 @@ pub struct ProcEntry {
     pub inodes: [Option<u32>; NS_SLOTS],
 }
 
+impl ProcEntry {
+    /// The task whose namespaces are the host's: pid 1, or kthreadd (pid 2, on the kernel's
+    /// initial nsproxy) where pid 1's links cannot be read. In a nested pid namespace, that
+    /// namespace's init: the host as nstrace can see it.
+    pub fn init_of(entries: &[ProcEntry]) -> Option<&ProcEntry> {
+        entries
+            .iter()
+            .filter(|e| {
+                (e.tid == 1 || (e.tid == 2 && e.ppid == 0))
+                    && e.inodes[NsKind::Mnt.slot()].is_some()
+            })
+            .min_by_key(|e| e.tid)
+    }
+}
+
 /// Which processes the timeline follows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Scope {
@@ -141,15 +156,11 @@ impl Timeline {
 
     /// Loads the processes that existed when tracing began.
     pub fn snapshot(&mut self, entries: &[ProcEntry], at_ns: u64) {
-        // pid 1's mnt and net are the host's when it is in the initial pid namespace; where its
-        // links cannot be read, kthreadd's (pid 2, on the kernel's initial nsproxy) are.
+        // The init's mnt and net are the host's when it is in the initial pid namespace.
         let init_pid_ns = NsType::Pid.initial_inode();
-        let readable = |e: &&ProcEntry| {
-            (e.tid == 1 || (e.tid == 2 && e.ppid == 0))
-                && e.inodes[NsKind::Pid.slot()] == init_pid_ns
-                && e.inodes[NsKind::Mnt.slot()].is_some()
-        };
-        if let Some(init) = entries.iter().filter(readable).min_by_key(|e| e.tid) {
+        if let Some(init) =
+            ProcEntry::init_of(entries).filter(|e| e.inodes[NsKind::Pid.slot()] == init_pid_ns)
+        {
             self.host_mnt_net = [
                 init.inodes[NsKind::Mnt.slot()],
                 init.inodes[NsKind::Net.slot()],

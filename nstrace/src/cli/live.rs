@@ -1,0 +1,216 @@
+//! Live tracing: the whole machine, `run`, or `record`.
+use std::{collections::BTreeMap, io, path::Path};
+
+use anyhow::{Context as _, bail};
+use nstrace::{
+    clock::{WallClock, monotonic_ns},
+    collect::{self, Options, Summary},
+    load,
+    ns::{NsKind, NsType},
+    output::Sink,
+    pipeline::Pipeline,
+    proc,
+    record::{Header, ProcessLine},
+    timeline::{ProcEntry, Scope, Timeline},
+};
+
+use super::{
+    command::{NotStarted, check_command, exit_code, start_command, wait_for_command},
+    outputs::{Outputs, finish, record_sink},
+    signals::StopSignals,
+};
+use crate::{Command, Common, filter, stdout_sink};
+
+/// Live tracing: the whole machine, `run`, or `record`.
+pub(crate) async fn live(common: &Common, command: Option<&Command>) -> anyhow::Result<u8> {
+    // First: a Ctrl-C, SIGTERM or SIGHUP from here on ends the trace cleanly, even one that
+    // arrives while the programs load (a process started in the background by a script
+    // inherits SIGINT ignored until a handler is installed).
+    let mut signals = StopSignals::install();
+    if matches!(command, Some(Command::Record)) && common.output.is_none() {
+        bail!("`nstrace record` needs -o FILE, the file to write");
+    }
+    let run_cmd = match command {
+        Some(Command::Run { cmd }) => {
+            check_command(&cmd[0])?;
+            Some(cmd.clone())
+        }
+        _ => None,
+    };
+    check_pids(&common.pid);
+    let mut outputs = Outputs::create(common, true, None)?;
+    let nested = in_nested_pid_namespace();
+    let mut loaded = load::load()?;
+    // Loaded: from here on the trace runs, and its record takes the name given.
+    let mut archive = outputs
+        .record()?
+        .map(|out| record_sink(out, common.binary))
+        .transpose()?;
+    let options = Options {
+        buffer_pages: common
+            .buffer_pages
+            .unwrap_or_else(nstrace::collect::machine_buffer_pages),
+        // `run` goes on until its command ends, and `record` until it is stopped, whoever
+        // reads their output; a plain trace ends with its reader (`nstrace | head`).
+        stop_on_closed_output: command.is_none(),
+        resync_from_proc: !nested,
+        ..Options::default()
+    };
+    let clock = WallClock::now();
+    let following_cmd = run_cmd.is_some();
+    let mut stdout = stdout_sink(common, clock);
+    // A command is followed from its birth: its pid joins the scope when it starts.
+    let scope = if following_cmd || !common.pid.is_empty() {
+        Scope::Descendants(common.pid.iter().copied().collect())
+    } else {
+        Scope::All
+    };
+    let mut pipeline = Pipeline::new(Timeline::new(scope), filter(common));
+    pipeline.sinks.push(stdout.as_mut());
+    if let Some(archive) = archive.as_mut() {
+        pipeline.archive = Some(archive.as_mut());
+    }
+
+    let (child_tx, child_rx) = tokio::sync::oneshot::channel::<tokio::process::Child>();
+    let hooks = loaded.hooks.len();
+    let not_started = std::cell::RefCell::new(None);
+    let ready = |cpus: usize, pipeline: &mut Pipeline<'_>| -> io::Result<()> {
+        let at = monotonic_ns();
+        let snapshot = proc::snapshot();
+        begin(
+            common,
+            pipeline,
+            &snapshot,
+            at,
+            &clock,
+            following_cmd,
+            nested,
+        )?;
+        nstrace::say!(
+            "nstrace: tracing clone, clone3, unshare, setns, fork, exec and exit ({hooks} hooks, \
+             {cpus} CPUs, {} tasks already running); Ctrl-C to stop",
+            snapshot.len()
+        );
+        if let Some(cmd) = &run_cmd {
+            let child = match start_command(cmd, pipeline) {
+                Ok(child) => child,
+                Err(e) => {
+                    let error = NotStarted::new(&cmd[0], &e);
+                    let message = error.what.clone();
+                    *not_started.borrow_mut() = Some(error);
+                    return Err(io::Error::new(e.kind(), message));
+                }
+            };
+            let _ = child_tx.send(child);
+        }
+        Ok(())
+    };
+    let status = std::cell::Cell::new(None);
+    let stop = async {
+        if following_cmd {
+            if let Ok(child) = child_rx.await {
+                status.set(wait_for_command(child, &mut signals).await);
+            }
+        } else {
+            signals.recv().await;
+        }
+    };
+    let collected = collect::collect(&mut loaded, &options, &mut pipeline, stop, ready).await;
+    if let Some(error) = not_started.into_inner() {
+        return Err(error.into());
+    }
+    let summary: Summary = collected.context("tracing")?;
+    let Pipeline { timeline, .. } = pipeline;
+    drop(stdout);
+    nstrace::say!("{}", summary.closing_line());
+    finish(common, &mut outputs, &timeline, clock)?;
+    Ok(exit_code(status.get()))
+}
+
+/// The start of a trace, once the buffers are open: the host's set, the record file's header
+/// and snapshot, the snapshot into the timeline.
+pub(crate) fn begin(
+    common: &Common,
+    pipeline: &mut Pipeline<'_>,
+    snapshot: &[nstrace::timeline::ProcEntry],
+    at: u64,
+    clock: &WallClock,
+    following_cmd: bool,
+    nested: bool,
+) -> io::Result<()> {
+    let host = host_set(snapshot);
+    if nested {
+        nstrace::say!(
+            "nstrace: note: nstrace runs in a nested pid namespace: it sees only that \
+             namespace's processes in /proc, and `host` means this namespace's view"
+        );
+    }
+    if let Some(archive) = pipeline.archive.as_mut() {
+        let header = Header::new(
+            kernel_release(),
+            clock_offset(clock),
+            at,
+            host,
+            nested,
+            common.pid.clone(),
+            following_cmd || !common.pid.is_empty(),
+        );
+        write_line(&mut **archive, &header)?;
+        for entry in snapshot {
+            write_line(&mut **archive, &ProcessLine::from(entry))?;
+        }
+    }
+    pipeline.snapshot(snapshot, at)?;
+    log::debug!(
+        "snapshot of {} tasks taken (peak RSS {} KiB)",
+        snapshot.len(),
+        nstrace::load::peak_rss_kib()
+    );
+    Ok(())
+}
+
+/// Whether nstrace runs in a pid namespace other than the initial one: its /proc then shows that
+/// namespace's processes, by that namespace's pids.
+pub(crate) fn in_nested_pid_namespace() -> bool {
+    let own = proc::ns_inode(Path::new("/proc/self/ns"), NsKind::Pid);
+    own.is_some() && own != NsType::Pid.initial_inode()
+}
+
+/// The host's namespace set, by slot name (see [`ProcEntry::init_of`]).
+pub(crate) fn host_set(snapshot: &[ProcEntry]) -> BTreeMap<String, u32> {
+    ProcEntry::init_of(snapshot)
+        .map(|init| {
+            NsKind::ALL
+                .into_iter()
+                .filter_map(|k| init.inodes[k.slot()].map(|i| (k.name().to_owned(), i)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Warns of `--pid`s that name no process: nothing is followed until one with that pid starts.
+pub(crate) fn check_pids(pids: &[u32]) {
+    for pid in pids {
+        if !Path::new("/proc").join(pid.to_string()).exists() {
+            nstrace::say!(
+                "nstrace: warning: --pid {pid}: no such process; nothing is followed for it \
+                 unless a process with that pid starts"
+            );
+        }
+    }
+}
+
+pub(crate) fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+pub(crate) fn clock_offset(clock: &WallClock) -> i64 {
+    clock.to_utc(0).timestamp_nanos_opt().unwrap_or(0)
+}
+
+/// Writes a header, snapshot or follow line into a record file.
+pub(crate) fn write_line(sink: &mut dyn Sink, value: &impl serde::Serialize) -> io::Result<()> {
+    sink.note(&serde_json::to_value(value).map_err(io::Error::other)?)
+}

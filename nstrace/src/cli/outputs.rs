@@ -1,0 +1,160 @@
+//! The files asked for (the record, the pictures) and the summary at the end.
+use std::{
+    io::{self, Write as _},
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, bail};
+use nstrace::{
+    clock::WallClock,
+    output::{
+        Sink,
+        file::{self, OutputFile, PendingOutput},
+        json::JsonSink,
+        summary::{self, Times},
+    },
+    record::{BinSink, RecordFile},
+    timeline::Timeline,
+};
+
+use crate::Common;
+
+/// The files asked for, made before tracing or replaying begins: a path that cannot be written
+/// is said at once, not after the trace, and nothing is put in place until all are made (see
+/// [`nstrace::output::file`]).
+pub(crate) struct Outputs {
+    record: Option<PendingOutput>,
+    perfetto: Option<PendingOutput>,
+    svg: Option<PendingOutput>,
+}
+
+impl Outputs {
+    /// Checks that no two outputs, and no output and `input` (the record `report` reads), are
+    /// one file; then makes each.
+    pub(crate) fn create(
+        common: &Common,
+        record: bool,
+        input: Option<&Path>,
+    ) -> anyhow::Result<Self> {
+        let mut named: Vec<(&str, &Path)> = Vec::new();
+        if record && let Some(path) = &common.output {
+            named.push(("the record file (-o)", path));
+        }
+        if let Some(path) = &common.perfetto {
+            named.push(("the Perfetto trace (--perfetto)", path));
+        }
+        if let Some(path) = &common.svg {
+            named.push(("the SVG picture (--svg)", path));
+        }
+        let ids: Vec<_> = named.iter().map(|(_, p)| file::identity(p)).collect();
+        if let Some(input) = input.filter(|p| p.as_os_str() != "-") {
+            let read = file::identity(input);
+            if let Some(at) = ids.iter().position(|id| id.same(&read)) {
+                bail!(
+                    "{} {} is the record it is made from: name another file",
+                    named[at].0,
+                    named[at].1.display()
+                );
+            }
+        }
+        for (i, id) in ids.iter().enumerate() {
+            if let Some(j) = ids[..i].iter().position(|other| other.same(id)) {
+                bail!(
+                    "{} and {} are one file, {}: name two",
+                    named[j].0,
+                    named[i].0,
+                    named[i].1.display()
+                );
+            }
+        }
+        let make = |path: &Option<PathBuf>, what: &str| {
+            path.as_deref()
+                .map(|p| file::create(p).with_context(|| what.to_owned()))
+                .transpose()
+        };
+        Ok(Self {
+            record: if record {
+                make(&common.output, "the record file (-o)")?
+            } else {
+                None
+            },
+            perfetto: make(&common.perfetto, "the Perfetto trace (--perfetto)")?,
+            svg: make(&common.svg, "the SVG picture (--svg)")?,
+        })
+    }
+
+    /// The record file, put in place (once tracing can start).
+    pub(crate) fn record(&mut self) -> anyhow::Result<Option<OutputFile>> {
+        self.record
+            .take()
+            .map(|pending| pending.commit().context("the record file (-o)"))
+            .transpose()
+    }
+
+    /// The pictures asked for, written and put in place.
+    pub(crate) fn pictures(&mut self, timeline: &Timeline, times: &Times) -> anyhow::Result<()> {
+        if let Some(out) = self.perfetto.take() {
+            let trace = nstrace::output::perfetto::trace(timeline);
+            write_picture(out, &serde_json::to_vec(&trace)?, "the Perfetto trace")?;
+        }
+        if let Some(out) = self.svg.take() {
+            let svg = nstrace::output::svg::render(timeline, times);
+            write_picture(out, svg.as_bytes(), "the SVG picture")?;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn write_picture(out: PendingOutput, bytes: &[u8], what: &str) -> anyhow::Result<()> {
+    let path = out.path().display().to_string();
+    let mut out = out.commit().with_context(|| format!("{what} {path}"))?;
+    out.file
+        .write_all(bytes)
+        .with_context(|| format!("writing {what} {path}"))?;
+    nstrace::say!("nstrace: wrote {path}");
+    Ok(())
+}
+
+/// The summary on stdout, and the pictures asked for.
+pub(crate) fn finish(
+    common: &Common,
+    outputs: &mut Outputs,
+    timeline: &Timeline,
+    clock: WallClock,
+) -> anyhow::Result<()> {
+    let times = Times {
+        clock,
+        utc: common.utc,
+    };
+    outputs.pictures(timeline, &times)?;
+    match print_summary(common, timeline, &times) {
+        // Nobody is reading any more (a closed pipe, a hung-up terminal): nothing to tell.
+        Err(e) if nstrace::output::reader_gone(&e) => Ok(()),
+        result => result.context("writing the summary"),
+    }
+}
+
+pub(crate) fn print_summary(common: &Common, timeline: &Timeline, times: &Times) -> io::Result<()> {
+    if common.no_summary {
+        return Ok(());
+    }
+    let mut out = io::stdout().lock();
+    if common.json {
+        serde_json::to_writer(&mut out, &summary::json(timeline, times))?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", summary::text(timeline, times))?;
+    }
+    out.flush()
+}
+
+/// The record file's sink (0600, whole entries only), JSON Lines or binary.
+pub(crate) fn record_sink(out: OutputFile, binary: bool) -> anyhow::Result<Box<dyn Sink>> {
+    let path = out.path.display().to_string();
+    let file = RecordFile::new(out);
+    Ok(if binary {
+        Box::new(BinSink::new(file).with_context(|| format!("writing the record file {path}"))?)
+    } else {
+        Box::new(JsonSink::new(file, WallClock::now(), true))
+    })
+}
