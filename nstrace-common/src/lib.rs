@@ -64,6 +64,15 @@ pub mod record {
 }
 
 /// Which call a [`Transition`] reports: its `call` field.
+/// What a syscall exit can return that never reaches userspace (include/linux/errno.h): a call
+/// a signal interrupted, which the kernel restarts or turns into EINTR.
+pub mod errno {
+    pub const ERESTARTSYS: i64 = 512;
+    pub const ERESTARTNOINTR: i64 = 513;
+    pub const ERESTARTNOHAND: i64 = 514;
+    pub const ERESTART_RESTARTBLOCK: i64 = 516;
+}
+
 pub mod call {
     pub const CLONE: u32 = 1;
     pub const CLONE3: u32 = 2;

@@ -87,8 +87,9 @@ pub static TASKS: LruHashMap<u64, TaskState> = LruHashMap::with_max_entries(1024
 #[map]
 pub static TIME_ARMED: LruHashMap<u32, NsSet> = LruHashMap::with_max_entries(4096, 0);
 
-/// Where records are built: 456 bytes do not fit the verifier's stack budget comfortably, and
-/// building on the stack makes verification orders of magnitude slower.
+/// Where records are built: a transition and the pointers behind its set do not fit the
+/// verifier's 512-byte stack budget comfortably, and building on the stack makes verification
+/// orders of magnitude slower.
 #[map]
 pub static SCRATCH: PerCpuArray<TaskState> = PerCpuArray::with_max_entries(1, 0);
 

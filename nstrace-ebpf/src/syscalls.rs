@@ -3,8 +3,8 @@
 //! There are no entry programs. A call's arguments are read at its exit from the user registers
 //! saved at its entry, and its `before` is the set the caller's last call, exec or birth left it
 //! in: the programs keep that set (`TASKS`) for every task born or exec'd since tracing began,
-//! and for every task from its first call on. Each call thus costs one program, and an entry
-//! program would cost a sixth of a setns. A clone that makes its child is reported at the
+//! and for every task from its first call on. Each call thus costs one program (what an entry
+//! program would add to a setns is in docs/bench.md). A clone that makes its child is reported at the
 //! child's birth (see `lifecycle`), where the caller's set, which a clone never changes, is read.
 //!
 //! A task the programs do not know (it existed before tracing began and has neither exec'd nor
@@ -21,7 +21,7 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use nstrace_common::{Transition, call, flags::NS_MASK, slot, stat};
+use nstrace_common::{Transition, call, errno, flags::NS_MASK, slot, stat};
 
 use crate::{
     maps::{
@@ -126,7 +126,7 @@ fn try_clone_exit(ctx: &TracePointContext) -> Result<(), ()> {
     let ret = ret(ctx);
     // A clone interrupted by a signal is restarted (-ERESTARTNOINTR and kin, never seen by the
     // caller) and reported when it makes its child.
-    if ret > 0 || (-516..=-512).contains(&ret) {
+    if ret > 0 || (-errno::ERESTART_RESTARTBLOCK..=-errno::ERESTARTSYS).contains(&ret) {
         return Ok(());
     }
     let cur = Current::get();

@@ -173,7 +173,7 @@ fn nsproxy_slot<const S: usize>(body: &[u64; NSPROXY_MAX / 8], ptrs: &mut [u64; 
 }
 
 /// The pointers behind a task's namespace set, slot by slot: nsproxy read whole, the user
-/// namespace of its credentials and, unless the caller knows it (`pid_ns`, fixed for a task's
+/// namespace of its credentials and, unless the caller knows it (`pid_ns_ptr`, fixed for a task's
 /// life), its active pid namespace. Nothing is dereferenced beyond them.
 #[inline(always)]
 pub unsafe fn read_ns_ptrs(
@@ -269,9 +269,9 @@ unsafe fn resolve_direct<const S: usize>(
     Ok(1 << S)
 }
 
-/// What the current task's set is after a call: `after` holds the set before it (see
-/// the entry the call started from) and `ptrs` the pointers behind it; both are brought up to date,
-/// every slot but the pid namespace (fixed for a task's life) through [`resolve_direct`].
+/// What the current task's set is after a call: `after` holds the set before it (the task's
+/// entry the call started from) and `ptrs` the pointers behind that set; both are brought up to
+/// date, every slot but the pid namespace (fixed for a task's life) through [`resolve_direct`].
 /// Returns the slots whose namespace changed, a bit each. On an error both are partly updated:
 /// the caller marks the entry stale.
 #[inline(always)]

@@ -35,16 +35,16 @@ pub struct Options {
 }
 
 /// Each CPU's perf buffer by default, in pages: 64 MiB of kernel memory shared out over the
-/// CPUs (not in nstrace's RSS), at least 4 MiB and at most 16 MiB each. On this 2-CPU bench
-/// machine 16 MiB is about 50,000 setns records, 45 ms of the setns storm on that CPU: room for
-/// the collector, or its whole virtual CPU, to be descheduled a while. A machine with many CPUs
-/// has as many buffers for the collector's one thread to keep up with, and less storm per CPU.
+/// CPUs (not in nstrace's RSS), at least 4 MiB and at most 16 MiB each. 16 MiB holds tens of
+/// milliseconds of a setns storm on one CPU (docs/bench.md): room for the collector, or its
+/// whole virtual CPU, to be descheduled a while. A machine with many CPUs has as many buffers
+/// for the collector's one thread to keep up with, and less storm per CPU.
 pub fn default_buffer_pages(cpus: usize) -> usize {
-    const TOTAL_PAGES: usize = (64 << 20) / 4096;
-    let share = TOTAL_PAGES / cpus.max(1);
+    let page = crate::ring::page_size();
+    let share = (64 << 20) / page / cpus.max(1);
     // The largest power of two within the share.
     let pages = 1 << share.max(1).ilog2();
-    pages.clamp(1024, 4096)
+    pages.clamp((4 << 20) / page, (16 << 20) / page)
 }
 
 /// [`default_buffer_pages`] for this machine's online CPUs.
@@ -230,7 +230,7 @@ pub async fn collect(
     c.pump(
         pipeline,
         Pump::Last {
-            buffer_bytes: options.buffer_pages * 4096,
+            buffer_bytes: options.buffer_pages * crate::ring::page_size(),
         },
     )?;
     c.finish(pipeline)?;

@@ -2,7 +2,9 @@
 //!
 //! The data flows one way: kernel programs (nstrace-ebpf) → wire records (nstrace-common) →
 //! [`transport`] (per-CPU perf buffers, ordered by kernel time) → [`event`] (typed records) →
-//! [`output`] sinks. [`load`] puts the programs in the kernel; [`collect`] drives the rest.
+//! [`output`] sinks. [`load`] puts the programs in the kernel; [`collect`] drives the rest;
+//! [`pipeline`] feeds the [`timeline`] and the sinks, live or from a [`record`]. The `nstrace`
+//! command itself is src/main.rs and src/cli/.
 
 /// Says something on stderr, as `eprintln!` would, but never panics: stderr may be a closed
 /// pipe (`nstrace run -- CMD 2>&1 | head`) or a terminal that hung up, and a trace that has

@@ -235,8 +235,9 @@ pub fn load() -> Result<Loaded, LoadError> {
 
 /// A loader that has not parsed the kernel's BTF.
 ///
-/// aya 0.14's `EbpfLoader::new()` reads and parses all of /sys/kernel/btf/vmlinux (20-40 ms and
-/// 16 MiB here, the longest step of start-up) for CO-RE relocations these programs do not have,
+/// aya 0.14's `EbpfLoader::new()` reads and parses all of /sys/kernel/btf/vmlinux (the longest
+/// step of start-up, and most of its memory: docs/bench.md) for CO-RE relocations these programs
+/// do not have,
 /// whatever the loader is told afterwards. Made on a thread with a root of its own
 /// (`unshare(CLONE_FS)`, then `chroot` to a directory without that path), it finds no file and
 /// parses nothing. Nothing else runs on that thread. Without CAP_SYS_CHROOT the loader is made as

@@ -312,12 +312,15 @@ pub fn errno_name(errno: i32) -> String {
     }
     // What a syscall exit can return that never reaches userspace (include/linux/errno.h):
     // the restart codes a signal turns a call into, and their kin.
-    let kernel = match errno {
-        512 => "ERESTARTSYS",
-        513 => "ERESTARTNOINTR",
-        514 => "ERESTARTNOHAND",
+    use nstrace_common::errno::{
+        ERESTART_RESTARTBLOCK, ERESTARTNOHAND, ERESTARTNOINTR, ERESTARTSYS,
+    };
+    let kernel = match i64::from(errno) {
+        ERESTARTSYS => "ERESTARTSYS",
+        ERESTARTNOINTR => "ERESTARTNOINTR",
+        ERESTARTNOHAND => "ERESTARTNOHAND",
         515 => "ENOIOCTLCMD",
-        516 => "ERESTART_RESTARTBLOCK",
+        ERESTART_RESTARTBLOCK => "ERESTART_RESTARTBLOCK",
         517 => "EPROBE_DEFER",
         518 => "EOPENSTALE",
         519 => "ENOPARAM",

@@ -22,8 +22,8 @@ pub fn ns_inode(dir: &Path, kind: NsKind) -> Option<u32> {
 }
 
 /// Every task on the machine, threads included, read on up to one thread a CPU (at most eight):
-/// the snapshot is taken after the programs attach, and start-up waits for it. Reading ten links
-/// a task costs about 70 µs of the kernel's time.
+/// the snapshot is taken after the programs attach, and start-up waits for it, and the kernel
+/// takes a while over ten links a task (docs/bench.md).
 pub fn snapshot() -> Vec<ProcEntry> {
     let Ok(processes) = procfs::process::all_processes() else {
         return Vec::new();

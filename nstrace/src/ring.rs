@@ -2,7 +2,7 @@
 //!
 //! aya 0.14 opens perf buffers with `wakeup_events = 1`: every sample then raises an irq_work
 //! in the traced task's context, a self-IPI that costs more than the rest of the probe put
-//! together (measured: a fifth of a setns storm's CPU time). Here the buffer is opened the same
+//! together (docs/bench.md has the measurement). Here the buffer is opened the same
 //! way except that the reader is woken only when `watermark` bytes are waiting, and the reader
 //! drains the ring itself, many samples at a time.
 //!
@@ -17,8 +17,8 @@ use std::{
 };
 
 use aya_obj::generated::{
-    PERF_EVENT_IOC_ENABLE, PERF_FLAG_FD_CLOEXEC, perf_event_attr, perf_event_mmap_page,
-    perf_event_sample_format::PERF_SAMPLE_RAW, perf_event_type,
+    PERF_EVENT_IOC_ENABLE, PERF_FLAG_FD_CLOEXEC, bpf_attr, bpf_cmd, perf_event_attr,
+    perf_event_mmap_page, perf_event_sample_format::PERF_SAMPLE_RAW, perf_event_type,
     perf_sw_ids::PERF_COUNT_SW_BPF_OUTPUT, perf_type_id::PERF_TYPE_SOFTWARE,
 };
 
@@ -92,8 +92,7 @@ impl PerfRing {
     /// Maps a control page and `pages` data pages: of the perf fd (`of_fd`), or anonymous
     /// memory shaped the same way (the tests' stand-in for the kernel).
     fn map(fd: OwnedFd, pages: usize, flags: libc::c_int, of_fd: bool) -> io::Result<Self> {
-        // SAFETY: sysconf has no preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let page = page_size();
         let mmap_len = page * (pages + 1);
         let map_fd = if of_fd { fd.as_raw_fd() } else { -1 };
         // SAFETY: a fresh mapping as the perf ABI describes; checked below.
@@ -217,42 +216,49 @@ impl PerfRing {
 
     /// Puts this ring in slot `cpu` of a BPF_MAP_TYPE_PERF_EVENT_ARRAY.
     pub fn attach(&self, map: BorrowedFd<'_>, cpu: u32) -> io::Result<()> {
-        /// `union bpf_attr` for BPF_MAP_UPDATE_ELEM (include/uapi/linux/bpf.h).
-        #[repr(C)]
-        struct MapElem {
-            map_fd: u32,
-            _pad: u32,
-            key: u64,
-            value: u64,
-            flags: u64,
-        }
-        const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
         let key = cpu;
         let value = self.fd.as_raw_fd() as u32;
-        let attr = MapElem {
-            map_fd: map.as_raw_fd() as u32,
-            _pad: 0,
-            key: &key as *const u32 as u64,
-            value: &value as *const u32 as u64,
-            flags: 0,
-        };
-        // SAFETY: a valid attr whose pointers outlive the call.
-        unsafe { bpf(BPF_MAP_UPDATE_ELEM, &attr) }
+        // SAFETY: all-zero is the kernel's default for every field of the union.
+        let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+        // SAFETY: the map-element part of the union, written whole.
+        unsafe {
+            let elem = &mut attr.__bindgen_anon_2;
+            elem.map_fd = map.as_raw_fd() as u32;
+            elem.key = &key as *const u32 as u64;
+            elem.__bindgen_anon_1.value = &value as *const u32 as u64;
+        }
+        // SAFETY: its pointers outlive the call.
+        unsafe { bpf(bpf_cmd::BPF_MAP_UPDATE_ELEM, &attr) }
     }
 }
 
-/// The bpf(2) system call with `attr`, the command's part of `union bpf_attr`.
+/// The bpf(2) system call with `attr` (include/uapi/linux/bpf.h's `union bpf_attr`, as aya-obj's
+/// bindings have it).
 ///
 /// # Safety
-/// `attr` must be laid out as the kernel expects for `cmd`, and every pointer in it must be
-/// valid for the call.
-pub(crate) unsafe fn bpf<A>(cmd: libc::c_long, attr: &A) -> io::Result<()> {
-    // SAFETY: the caller's promise; the size is the attr's own.
-    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *const A, size_of::<A>()) };
+/// The part of `attr` that `cmd` reads must be set as the kernel expects, and every pointer in
+/// it must be valid for the call.
+pub(crate) unsafe fn bpf(cmd: bpf_cmd, attr: &bpf_attr) -> io::Result<()> {
+    // SAFETY: the caller's promise; the size is the whole union's, its unused bytes zero.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd as libc::c_long,
+            attr as *const bpf_attr,
+            size_of::<bpf_attr>(),
+        )
+    };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// This machine's page size: perf buffers are counted in pages.
+pub fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).unwrap_or(4096)
 }
 
 impl AsRawFd for PerfRing {

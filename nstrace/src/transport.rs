@@ -17,6 +17,7 @@ use aya::{
     maps::{Map, MapData, PerCpuArray, PerCpuValues},
     programs::ProgramFd,
 };
+use aya_obj::generated::{BPF_F_TEST_RUN_ON_CPU, bpf_attr, bpf_cmd};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     sync::Notify,
@@ -25,7 +26,7 @@ use tokio::{
 
 use crate::{
     event::{DecodeError, Record, Spare, decode_reusing, records},
-    ring::{Item, PerfRing, bpf},
+    ring::{Item, PerfRing, bpf, page_size},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +84,7 @@ pub struct Rings {
 /// for many times as many again while the reader gets going. Waking more often than a quarter
 /// of a large buffer keeps fewer records waiting in the collector's memory.
 fn watermark(pages: usize) -> u32 {
-    (pages * 4096 / 4).min(256 * 1024) as u32
+    (pages * page_size() / 4).min(256 * 1024) as u32
 }
 
 /// A ring's fd, watched for readiness while the ring itself stays with [`Rings`].
@@ -262,36 +263,13 @@ impl Staged {
     /// Runs the flush program on `cpu` (BPF_PROG_TEST_RUN with BPF_F_TEST_RUN_ON_CPU: in an
     /// interrupt there, returning once it ran).
     fn flush_on(&self, cpu: u32) -> std::io::Result<()> {
-        #[repr(C)]
-        #[derive(Default)]
-        struct TestRun {
-            prog_fd: u32,
-            retval: u32,
-            data_size_in: u32,
-            data_size_out: u32,
-            data_in: u64,
-            data_out: u64,
-            repeat: u32,
-            duration: u32,
-            ctx_size_in: u32,
-            ctx_size_out: u32,
-            ctx_in: u64,
-            ctx_out: u64,
-            flags: u32,
-            cpu: u32,
-            batch_size: u32,
-            _pad: u32,
-        }
-        const BPF_PROG_TEST_RUN: libc::c_long = 10;
-        const BPF_F_TEST_RUN_ON_CPU: u32 = 1;
-        let attr = TestRun {
-            prog_fd: self.flush.as_fd().as_raw_fd() as u32,
-            flags: BPF_F_TEST_RUN_ON_CPU,
-            cpu,
-            ..TestRun::default()
-        };
-        // SAFETY: a valid attr for the command, with no pointers.
-        unsafe { bpf(BPF_PROG_TEST_RUN, &attr) }
+        // SAFETY: all-zero is the kernel's default for every field of the union.
+        let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+        attr.test.prog_fd = self.flush.as_fd().as_raw_fd() as u32;
+        attr.test.flags = BPF_F_TEST_RUN_ON_CPU;
+        attr.test.cpu = cpu;
+        // SAFETY: the test-run part of the attr, with no pointers.
+        unsafe { bpf(bpf_cmd::BPF_PROG_TEST_RUN, &attr) }
     }
 }
 

@@ -142,3 +142,76 @@ pub fn render(tl: &Timeline, times: &Times) -> String {
     svg.push_str("</svg>\n");
     svg
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::WallClock;
+
+    fn picture() -> (Timeline, String) {
+        let tl = crate::output::fixture::story();
+        let times = Times {
+            clock: WallClock::with_offset(0),
+            utc: true,
+        };
+        let svg = render(&tl, &times);
+        (tl, svg)
+    }
+
+    #[test]
+    fn a_container_start_is_a_row_per_process_with_its_bars_ticks_and_findings() {
+        let (tl, svg) = picture();
+        let doc = roxmltree::Document::parse(&svg).expect("well-formed XML");
+        let texts: Vec<&str> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("text"))
+            .filter_map(|n| n.text())
+            .collect();
+        let rows = tl
+            .histories()
+            .filter(|h| !h.moves.is_empty() || h.born_ns.is_some())
+            .count();
+        assert_eq!(rows, 4);
+        for label in [
+            "50 runc:[1:CHILD]",
+            "51 sleep [docker:0123456789ab]",
+            "60 nsenter",
+            "52 sh",
+        ] {
+            assert!(texts.contains(&label), "no row {label:?} in {texts:?}");
+        }
+        let titles: Vec<&str> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("title"))
+            .filter_map(|n| n.text())
+            .collect();
+        // A mark for each finding, named by its id.
+        for f in tl.findings() {
+            assert!(
+                titles.iter().any(|t| t.contains(f.id)),
+                "no mark for {} in {titles:?}",
+                f.id
+            );
+        }
+        // A tick for each move that changed something, with its cause.
+        let moves = tl
+            .histories()
+            .flat_map(|h| &h.moves)
+            .filter(|m| m.errno.is_none())
+            .count();
+        let ticks = doc.descendants().filter(|n| n.has_tag_name("line")).count();
+        assert_eq!(ticks, moves + 5, "a tick per move, and five grid lines");
+        assert!(
+            titles
+                .iter()
+                .any(|t| t.contains("found so in /proc after lost records"))
+        );
+    }
+
+    #[test]
+    fn the_same_namespace_set_has_the_same_colour_and_the_hosts_is_grey() {
+        assert_eq!(colour("host namespaces"), "#d9d9d9");
+        assert_eq!(colour("net:[4026532181]"), colour("net:[4026532181]"));
+        assert_ne!(colour("net:[4026532181]"), colour("host namespaces"));
+    }
+}

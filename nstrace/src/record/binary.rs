@@ -1,7 +1,7 @@
 //! The binary encoding of a record file: [`BIN_MAGIC`], then one frame per entry, a 4-byte
 //! little-endian length and a postcard-encoded entry. Records are their decoded form; every
-//! other entry is its JSON line. About a fifth of the JSON Lines' size, and replayed several
-//! times faster.
+//! other entry is its JSON line. Smaller than JSON Lines and faster to replay (docs/bench.md
+//! has the figures).
 use std::io;
 
 use serde::{Deserialize, Serialize};

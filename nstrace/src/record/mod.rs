@@ -7,7 +7,7 @@
 //! after a loss the `resync` line and `process` lines of /proc read again. Binary (`--binary`):
 //! [`BIN_MAGIC`], then one frame per entry, a 4-byte little-endian length and a postcard-encoded
 //! frame; every entry but a record is a JSON line inside a frame, records are their decoded
-//! form. Binary files are about a fifth of the size and replay several times faster. `report`
+//! form. Binary files are smaller and replay faster (docs/bench.md). `report`
 //! tells them apart by their first bytes. An entry that does not parse is reported with its
 //! number, and every good entry is still read.
 //!

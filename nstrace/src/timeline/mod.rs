@@ -49,8 +49,8 @@ pub const LOSS_LIMIT: usize = 10_000;
 /// Exits remembered for a reading of /proc: a storm's worth while /proc is read.
 const RECENT_EXITS: usize = 8192;
 
-/// Counters of what the timeline saw.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Counters of what the timeline saw (the summary's `counts`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counts {
     pub transitions: u64,
     pub forks: u64,
@@ -61,6 +61,7 @@ pub struct Counts {
     /// Times a task's reported set differed from the model's (a record was lost).
     pub resyncs: u64,
     pub histories_dropped: u64,
+    #[serde(skip)]
     pub findings_dropped: u64,
     /// Records the kernel could not deliver (see [`Loss`]), and the batches they were in.
     pub lost_records: u64,

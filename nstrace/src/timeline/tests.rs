@@ -10,18 +10,22 @@ use crate::{
     transport::Reorder,
 };
 
-const HOST: [u32; NS_SLOTS] = [
-    4026531841, // mnt
-    0xEFFF_FFFE,
-    0xEFFF_FFFF,
-    0xEFFF_FFFC,
-    0xEFFF_FFFC,
-    4026531840, // net
-    0xEFFF_FFFD,
-    0xEFFF_FFFB,
-    0xEFFF_FFFA,
-    0xEFFF_FFFA,
-];
+/// The host's set on the machine these streams run on: each initial namespace's fixed inode,
+/// and mnt and net as its pid 1 has them (they have no fixed inode).
+const HOST: [u32; NS_SLOTS] = {
+    let mut out = [0; NS_SLOTS];
+    let mut i = 0;
+    while i < NS_SLOTS {
+        let kind = NsKind::ALL[i];
+        out[kind.slot()] = match (kind, kind.ns_type().initial_inode()) {
+            (_, Some(inum)) => inum,
+            (NsKind::Mnt, None) => 4026531841,
+            _ => 4026531840,
+        };
+        i += 1;
+    }
+    out
+};
 
 fn host_set() -> NsSet {
     NsSet {
@@ -54,16 +58,15 @@ fn machine(scope: Scope) -> Timeline {
     tl
 }
 
-fn transition(
-    ts: u64,
-    tid: u32,
-    call: Call,
-    flags: u64,
-    before: NsSet,
-    after: NsSet,
-) -> Transition {
-    Transition {
-        ts_ns: ts,
+/// A transition by `tid`, to be built up: `setns(300, CLONE_NEWNET).at(20).to(net)`. It starts
+/// at time 0, in the host's set and staying there, as a call that succeeded.
+#[derive(Clone)]
+struct Tx(Transition);
+
+/// A call of `tid` with these flags (setns's nstype).
+fn call(call: Call, tid: u32, flags: u64) -> Tx {
+    Tx(Transition {
+        ts_ns: 0,
         call,
         flags,
         ret: 0,
@@ -76,10 +79,45 @@ fn transition(
         pid_level: 0,
         start_boottime_ns: u64::from(tid) * 1000,
         comm: "sh".into(),
-        before,
-        after,
+        before: host_set(),
+        after: host_set(),
         child: None,
         before_inferred: false,
+    })
+}
+
+fn unshare(tid: u32, flags: u64) -> Tx {
+    call(Call::Unshare, tid, flags)
+}
+
+fn setns(tid: u32, nstype: u64) -> Tx {
+    call(Call::Setns, tid, nstype)
+}
+
+impl Tx {
+    fn at(mut self, ts_ns: u64) -> Self {
+        self.0.ts_ns = ts_ns;
+        self
+    }
+
+    /// The set before the call.
+    fn from(mut self, set: NsSet) -> Self {
+        self.0.before = set;
+        self
+    }
+
+    /// The set after the call.
+    fn to(mut self, set: NsSet) -> Self {
+        self.0.after = set;
+        self
+    }
+
+    fn done(self) -> Transition {
+        self.0
+    }
+
+    fn rec(self) -> Record {
+        rec(self.0)
     }
 }
 
@@ -112,11 +150,6 @@ fn rec(t: Transition) -> Record {
     Record::Transition(Box::new(t))
 }
 
-/// An unshare by `tid` from `before` to `after`.
-fn unshare(ts: u64, tid: u32, flags: u64, before: NsSet, after: NsSet) -> Record {
-    rec(transition(ts, tid, Call::Unshare, flags, before, after))
-}
-
 fn ns_named(tl: &Timeline, ty: NsType, inum: u32) -> Vec<&Namespace> {
     tl.namespaces()
         .iter()
@@ -136,7 +169,7 @@ fn host_namespaces_are_labelled_from_fixed_inodes_and_pid_1() {
 fn unshare_creates_a_namespace_that_empties_when_its_last_member_exits() {
     let mut tl = machine(Scope::All);
     let after = with(host_set(), NsKind::Uts, 4026532177, 0);
-    tl.apply(&unshare(10, 100, CLONE_NEWUTS, host_set(), after));
+    tl.apply(&unshare(100, CLONE_NEWUTS).at(10).to(after).rec());
     let uts = ns_named(&tl, NsType::Uts, 4026532177)[0];
     let created = uts.created.as_ref().expect("creator");
     assert_eq!((created.process.pid, created.call), (100, Call::Unshare));
@@ -173,14 +206,14 @@ fn a_reused_pid_is_a_new_process() {
     let mut tl = machine(Scope::All);
     tl.apply(&fork(10, 100, 200));
     let first = with(host_set(), NsKind::Net, 4026532300, 0);
-    let mut t = transition(20, 200, Call::Unshare, CLONE_NEWNET, host_set(), first);
+    let mut t = unshare(200, CLONE_NEWNET).at(20).to(first).done();
     t.start_boottime_ns = 200_010;
     tl.apply(&rec(t));
     tl.apply(&exit(30, 200, 200));
     // pid 200 again, a new process.
     tl.apply(&fork(40, 100, 200));
     let second = with(host_set(), NsKind::Uts, 4026532301, 0);
-    let mut t = transition(50, 200, Call::Unshare, CLONE_NEWUTS, host_set(), second);
+    let mut t = unshare(200, CLONE_NEWUTS).at(50).to(second).done();
     t.start_boottime_ns = 200_040;
     tl.apply(&rec(t));
     let keys: Vec<ProcessKey> = tl.histories().map(|h| h.key).collect();
@@ -208,18 +241,11 @@ fn a_reused_pid_is_a_new_process() {
 fn a_reused_inode_with_another_ns_id_is_another_namespace() {
     let mut tl = machine(Scope::All);
     let a = with(host_set(), NsKind::Net, 4026532400, 50);
-    tl.apply(&unshare(10, 100, CLONE_NEWNET, host_set(), a));
-    tl.apply(&rec(transition(
-        20,
-        100,
-        Call::Setns,
-        CLONE_NEWNET,
-        a,
-        host_set(),
-    )));
+    tl.apply(&unshare(100, CLONE_NEWNET).at(10).to(a).rec());
+    tl.apply(&setns(100, CLONE_NEWNET).at(20).from(a).rec());
     // The namespace is freed; the kernel hands its inode to a new one.
     let b = with(host_set(), NsKind::Net, 4026532400, 51);
-    tl.apply(&unshare(30, 100, CLONE_NEWNET, host_set(), b));
+    tl.apply(&unshare(100, CLONE_NEWNET).at(30).to(b).rec());
     let nets = ns_named(&tl, NsType::Net, 4026532400);
     assert_eq!(nets.len(), 2);
     assert_eq!((nets[0].id, nets[1].id), (50, 51));
@@ -229,23 +255,9 @@ fn a_reused_inode_with_another_ns_id_is_another_namespace() {
     // Without ids an inode seen again is the same namespace (the best the kernel tells).
     let mut tl = machine(Scope::All);
     let c = with(host_set(), NsKind::Net, 4026532500, 0);
-    tl.apply(&unshare(10, 100, CLONE_NEWNET, host_set(), c));
-    tl.apply(&rec(transition(
-        20,
-        100,
-        Call::Setns,
-        CLONE_NEWNET,
-        c,
-        host_set(),
-    )));
-    tl.apply(&rec(transition(
-        30,
-        100,
-        Call::Setns,
-        CLONE_NEWNET,
-        host_set(),
-        c,
-    )));
+    tl.apply(&unshare(100, CLONE_NEWNET).at(10).to(c).rec());
+    tl.apply(&setns(100, CLONE_NEWNET).at(20).from(c).rec());
+    tl.apply(&setns(100, CLONE_NEWNET).at(30).to(c).rec());
     assert_eq!(ns_named(&tl, NsType::Net, 4026532500).len(), 1);
 }
 
@@ -253,7 +265,7 @@ fn a_reused_inode_with_another_ns_id_is_another_namespace() {
 fn records_from_two_cpus_are_applied_in_kernel_time_order() {
     // CPU 1 delivers the child's setns before CPU 0 delivers the fork that made the child.
     let target = with(host_set(), NsKind::Uts, 4026532600, 0);
-    let mut setns = transition(20, 300, Call::Setns, 0, host_set(), target);
+    let mut setns = setns(300, 0).at(20).to(target).done();
     setns.start_boottime_ns = 300_010;
     let cpu1 = vec![rec(setns)];
     let cpu0 = vec![fork(10, 100, 300)];
@@ -287,7 +299,7 @@ fn a_thread_that_setns_alone_is_shown_apart_from_its_siblings() {
         comm: "sh".into(),
     }));
     let net = with(host_set(), NsKind::Net, 4026532700, 0);
-    let mut t = transition(20, 101, Call::Setns, CLONE_NEWNET, host_set(), net);
+    let mut t = setns(101, CLONE_NEWNET).at(20).to(net).done();
     t.pid = 100;
     t.start_boottime_ns = 101_010;
     tl.apply(&rec(t));
@@ -313,7 +325,7 @@ fn a_pid_namespace_is_created_by_clone_and_empties_when_its_init_and_children_ex
         4026532800,
         0,
     );
-    let mut t = transition(10, 100, Call::Clone3, CLONE_NEWPID, host_set(), host_set());
+    let mut t = call(Call::Clone3, 100, CLONE_NEWPID).at(10).done();
     t.ret = 400;
     t.child = Some(Box::new(Child {
         tid: 400,
@@ -352,13 +364,13 @@ fn a_descendants_scope_follows_children_however_reparented() {
     // 500 exits; 501 is re-parented to init but is still 100's descendant.
     tl.apply(&exit(12, 500, 500));
     let net = with(host_set(), NsKind::Net, 4026532900, 0);
-    let mut t = transition(20, 501, Call::Unshare, CLONE_NEWNET, host_set(), net);
+    let mut t = unshare(501, CLONE_NEWNET).at(20).to(net).done();
     t.ppid = 1;
     t.start_boottime_ns = 501_011;
     assert!(tl.apply(&rec(t)));
     // Another process on the machine is not followed.
     tl.apply(&fork(30, 1, 600));
-    let mut other = transition(31, 600, Call::Unshare, CLONE_NEWUTS, host_set(), host_set());
+    let mut other = unshare(600, CLONE_NEWUTS).at(31).done();
     other.start_boottime_ns = 600_030;
     assert!(!tl.apply(&rec(other)));
 }
@@ -366,7 +378,7 @@ fn a_descendants_scope_follows_children_however_reparented() {
 #[test]
 fn a_refused_call_is_an_attempt_in_the_history_and_changes_nothing() {
     let mut tl = machine(Scope::All);
-    let mut t = transition(10, 100, Call::Setns, CLONE_NEWNET, host_set(), host_set());
+    let mut t = setns(100, CLONE_NEWNET).at(10).done();
     t.ret = -1;
     tl.apply(&rec(t));
     let h: Vec<_> = tl.histories().collect();
@@ -379,7 +391,7 @@ fn a_refused_call_is_an_attempt_in_the_history_and_changes_nothing() {
 fn a_thread_that_execs_takes_over_its_process_which_keeps_its_history() {
     let mut tl = machine(Scope::All);
     let net = with(host_set(), NsKind::Net, 4026533000, 0);
-    tl.apply(&unshare(10, 100, CLONE_NEWNET, host_set(), net));
+    tl.apply(&unshare(100, CLONE_NEWNET).at(10).to(net).rec());
     tl.apply(&Record::Fork(Fork {
         ts_ns: 20,
         tid: 101,
@@ -415,14 +427,7 @@ fn ids(tl: &Timeline) -> Vec<&'static str> {
 fn unshared_tree() -> Timeline {
     let mut tl = machine(Scope::All);
     let mnt = with(host_set(), NsKind::Mnt, 4026533100, 0);
-    tl.apply(&rec(transition(
-        10,
-        100,
-        Call::Unshare,
-        libc::CLONE_NEWNS as u64,
-        host_set(),
-        mnt,
-    )));
+    tl.apply(&unshare(100, libc::CLONE_NEWNS as u64).at(10).to(mnt).rec());
     tl.apply(&fork(20, 100, 700));
     tl
 }
@@ -432,10 +437,10 @@ fn setns_into_the_host_from_a_process_never_there_is_an_escape_and_going_home_is
     let mut tl = unshared_tree();
     let mnt = with(host_set(), NsKind::Mnt, 4026533100, 0);
     // 100 was in the host's mount namespace before: returning is not an escape.
-    tl.apply(&rec(transition(30, 100, Call::Setns, 0, mnt, host_set())));
+    tl.apply(&setns(100, 0).at(30).from(mnt).rec());
     assert!(ids(&tl).is_empty(), "{:?}", tl.findings());
     // 700 was born outside it.
-    let mut t = transition(40, 700, Call::Setns, 0, mnt, host_set());
+    let mut t = setns(700, 0).at(40).from(mnt).done();
     t.start_boottime_ns = 700_020;
     tl.apply(&rec(t));
     assert_eq!(ids(&tl), ["NS-SETNS-HOST"]);
@@ -479,14 +484,9 @@ fn a_fully_isolated_container_and_an_unknown_cgroup_are_not_flagged() {
     ] {
         isolated = with(isolated, kind, inum, 0);
     }
-    let mut t = transition(
-        10,
-        100,
-        Call::Clone3,
-        CLONE_NEWPID | CLONE_NEWNET,
-        host_set(),
-        host_set(),
-    );
+    let mut t = call(Call::Clone3, 100, CLONE_NEWPID | CLONE_NEWNET)
+        .at(10)
+        .done();
     t.child = Some(Box::new(Child {
         tid: 800,
         start_ns: 800_010,
@@ -510,18 +510,14 @@ fn a_fully_isolated_container_and_an_unknown_cgroup_are_not_flagged() {
 fn unprivileged_user_namespaces_root_mappings_and_refusals_are_flagged() {
     let mut tl = machine(Scope::All);
     let user = with(host_set(), NsKind::User, 4026533300, 0);
-    let mut t = transition(
-        10,
-        100,
-        Call::Unshare,
-        libc::CLONE_NEWUSER as u64,
-        host_set(),
-        user,
-    );
+    let mut t = unshare(100, libc::CLONE_NEWUSER as u64)
+        .at(10)
+        .to(user)
+        .done();
     t.uid = 1000;
     tl.apply(&rec(t));
     tl.observe(100, 11, "0::/\n", "         0       1000          1\n");
-    let mut refused = transition(12, 100, Call::Setns, CLONE_NEWNET, user, user);
+    let mut refused = setns(100, CLONE_NEWNET).at(12).from(user).to(user).done();
     refused.ret = -i64::from(libc::EPERM);
     tl.apply(&rec(refused));
     assert_eq!(
@@ -530,14 +526,12 @@ fn unprivileged_user_namespaces_root_mappings_and_refusals_are_flagged() {
     );
     // Root making a user namespace is ordinary.
     let mut tl = machine(Scope::All);
-    tl.apply(&rec(transition(
-        10,
-        100,
-        Call::Unshare,
-        libc::CLONE_NEWUSER as u64,
-        host_set(),
-        user,
-    )));
+    tl.apply(
+        &unshare(100, libc::CLONE_NEWUSER as u64)
+            .at(10)
+            .to(user)
+            .rec(),
+    );
     tl.observe(100, 11, "0::/\n", "0 0 1\n");
     assert!(ids(&tl).is_empty(), "{:?}", tl.findings());
 }
@@ -551,7 +545,7 @@ fn unshare_storm(n: u32, kind: NsKind, flag: u64) -> Timeline {
         ts += 100;
         tl.apply(&fork(ts, 100, child));
         let after = with(host_set(), kind, 4026540000 + i, 10_000 + u64::from(i));
-        let mut t = transition(ts + 10, child, Call::Unshare, flag, host_set(), after);
+        let mut t = unshare(child, flag).at(ts + 10).to(after).done();
         t.start_boottime_ns = u64::from(child) * 1000 + ts;
         tl.apply(&rec(t));
         tl.apply(&exit(ts + 20, child, child));
@@ -635,22 +629,22 @@ fn a_loss_makes_the_processes_that_lived_through_it_uncertain() {
     let uts = with(host_set(), NsKind::Uts, 4026532200, 0);
     // 100 moves and lives on; 200 moves and exits before the loss; 300 is born after it.
     // A child's start time is the one `fork` gives it.
-    let of_child = |mut t: Transition, born: u64| {
+    let of_child = |t: Tx, born: u64| {
+        let mut t = t.done();
         t.start_boottime_ns = u64::from(t.tid) * 1000 + born;
         rec(t)
     };
     let net = with(uts, NsKind::Net, 4026532400, 0);
-    let unshare = |ts, tid, flag, from, to| transition(ts, tid, Call::Unshare, flag, from, to);
-    tl.apply(&rec(unshare(10, 100, CLONE_NEWUTS, host_set(), uts)));
+    tl.apply(&unshare(100, CLONE_NEWUTS).at(10).to(uts).rec());
     tl.apply(&fork(20, 100, 200));
-    tl.apply(&of_child(
-        unshare(30, 200, CLONE_NEWUTS, uts, host_set()),
-        20,
-    ));
+    tl.apply(&of_child(unshare(200, CLONE_NEWUTS).at(30).from(uts), 20));
     tl.apply(&exit(40, 200, 200));
     tl.lost(&loss_at(50));
     tl.apply(&fork(60, 100, 300));
-    tl.apply(&of_child(unshare(70, 300, CLONE_NEWNET, uts, net), 60));
+    tl.apply(&of_child(
+        unshare(300, CLONE_NEWNET).at(70).from(uts).to(net),
+        60,
+    ));
     let since = |pid: u32| {
         let h = tl
             .histories()
@@ -716,7 +710,7 @@ fn proc_read_again_after_a_loss_heals_moves_exits_and_births() {
 fn a_resync_that_finds_everything_where_it_was_changes_nothing() {
     let mut tl = machine(Scope::All);
     let uts = with(host_set(), NsKind::Uts, 4026532200, 0);
-    tl.apply(&unshare(10, 100, CLONE_NEWUTS, host_set(), uts));
+    tl.apply(&unshare(100, CLONE_NEWUTS).at(10).to(uts).rec());
     let before = tl.histories().cloned().collect::<Vec<_>>();
     let mut sh = entry(100, 100, 1, "sh");
     sh.inodes[NsKind::Uts.slot()] = Some(4026532200);
@@ -745,7 +739,7 @@ fn a_resync_trusts_the_records_made_while_proc_was_read() {
     let uts = with(host_set(), NsKind::Uts, 4026532300, 0);
     // During the reading (from 30 to 40): 100 unshares after /proc showed it in the host's
     // uts; 400 is born; 300 and 500 exit.
-    tl.apply(&unshare(32, 100, CLONE_NEWUTS, host_set(), uts));
+    tl.apply(&unshare(100, CLONE_NEWUTS).at(32).to(uts).rec());
     tl.apply(&fork(33, 100, 400));
     tl.apply(&exit(34, 300, 300));
     tl.apply(&exit(35, 500, 500));
@@ -800,14 +794,7 @@ fn losses_close_together_are_one_span_and_a_process_born_inside_it_is_uncertain(
     let uts = with(host_set(), NsKind::Uts, 4026532300, 0);
     tl.lost(&loss_at(100_000_000));
     tl.apply(&fork(102_000_000, 100, 200));
-    let mut t = transition(
-        103_000_000,
-        200,
-        Call::Unshare,
-        CLONE_NEWUTS,
-        host_set(),
-        uts,
-    );
+    let mut t = unshare(200, CLONE_NEWUTS).at(103_000_000).to(uts).done();
     t.start_boottime_ns = 200 * 1000 + 102_000_000;
     tl.apply(&rec(t));
     tl.lost(&loss_at(105_000_000));
