@@ -7,7 +7,8 @@
 /// A container, as its cgroup names it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Container {
-    /// docker, containerd, cri-o, podman, nspawn, runc.
+    /// docker, containerd, cri-o, podman, nspawn, runc, crun; empty when the cgroup does not
+    /// say (see [`runtime_of`]).
     pub runtime: &'static str,
     pub id: String,
     /// The Kubernetes pod uid, when there is one.
@@ -106,15 +107,30 @@ pub fn from_path(path: &str) -> Option<Container> {
     if kube && is_id(last) {
         return found("containerd", last);
     }
-    // runc and crun without a cgroupsPath: one level under the root, named by the container
-    // id; `ctr` (containerd): <namespace>/<id>.
+    // runc and crun without a cgroupsPath, a systemd-nspawn --keep-unit payload: one level
+    // under the root, named by the container. Which runtime made it the cgroup does not say:
+    // the timeline asks what made its namespaces (`runtime_of`). `ctr` (containerd):
+    // <namespace>/<id>.
     if parts.len() == 1 && !last.ends_with(".slice") && !last.ends_with(".scope") {
-        return found("runc", last);
+        return found("", last);
     }
     if parts.len() == 2 && matches!(parts[0], "default" | "k8s.io" | "moby") {
         return found("containerd", last);
     }
     None
+}
+
+/// The runtime whose process is called `comm` (what made a container's namespaces), when it is
+/// one: runc's and crun's children, systemd-nspawn.
+pub fn runtime_of(comm: &str) -> Option<&'static str> {
+    [
+        ("runc", "runc"),
+        ("crun", "crun"),
+        ("systemd-nspawn", "nspawn"),
+        ("conmon", "podman"),
+    ]
+    .into_iter()
+    .find_map(|(prefix, runtime)| comm.starts_with(prefix).then_some(runtime))
 }
 
 /// Reads the text of `/proc/PID/cgroup`: the v2 line (`0::PATH`) when there is one, else the v1
@@ -215,10 +231,12 @@ mod tests {
             attribute("0::/machine.slice/machine-web\\x2d1.scope\n"),
             c("nspawn", "web-1", None)
         );
-        assert_eq!(
-            attribute("0::/mycontainer\n"),
-            c("runc", "mycontainer", None)
-        );
+        // Whose it is, the cgroup does not say (see `runtime_of`).
+        assert_eq!(attribute("0::/mycontainer\n"), c("", "mycontainer", None));
+        assert_eq!(runtime_of("runc:[1:CHILD]"), Some("runc"));
+        assert_eq!(runtime_of("crun"), Some("crun"));
+        assert_eq!(runtime_of("systemd-nspawn"), Some("nspawn"));
+        assert_eq!(runtime_of("bash"), None);
         assert_eq!(
             attribute("0::/default/redis\n"),
             c("containerd", "redis", None)

@@ -22,7 +22,7 @@ fn output(cmd: &mut Command) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn have(program: &str) -> bool {
+pub fn have(program: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {program}")])
         .stdout(std::process::Stdio::null())
@@ -125,11 +125,20 @@ fn bpf_linker_matches(major: u32) -> bool {
         })
 }
 
-fn is_debian() -> bool {
+pub fn is_debian() -> bool {
     Path::new("/etc/debian_version").exists() && have("apt-get")
 }
 
 fn apt_install(packages: &[&str]) -> Result<()> {
+    apt_get_install(packages, &["--no-install-recommends"])
+}
+
+/// [`apt_install`] with the packages' recommendations (an engine needs its runtime's helpers).
+pub fn apt_install_recommended(packages: &[&str]) -> Result<()> {
+    apt_get_install(packages, &[])
+}
+
+fn apt_get_install(packages: &[&str], options: &[&str]) -> Result<()> {
     step("refreshing the package lists (apt-get update)");
     run_cmd(
         Command::new("apt-get")
@@ -143,7 +152,8 @@ fn apt_install(packages: &[&str]) -> Result<()> {
     run_cmd(
         Command::new("apt-get")
             .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(["install", "-y", "-q"])
+            .args(options)
             .args(packages),
     )
 }

@@ -5,6 +5,7 @@
 //! there, that check takes well under a second.
 mod bench;
 mod bootstrap;
+mod engines;
 mod stats;
 
 use std::{
@@ -128,6 +129,8 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Test { args } => {
             bootstrap::toolchain()?;
             bootstrap::test_tools()?;
+            // Held until the tests are done: a daemon this run started is stopped then.
+            let _dockerd = engines::start()?;
             step("checking formatting (cargo fmt --check)");
             run_cmd(Command::new("cargo").args(["fmt", "--all", "--", "--check"]))?;
             step("running clippy (warnings are errors)");

@@ -46,6 +46,9 @@ impl Timeline {
         let ts = t.ts_ns;
         let (before, start_ns) =
             self.ensure_task(t.tid, t.pid, t.start_boottime_ns, &t.comm, &t.before, ts);
+        if let Some(task) = self.tasks.get_mut(&t.tid) {
+            task.ppid = t.ppid;
+        }
         let in_scope = self.in_scope(t.tid);
         if in_scope {
             for rule in TRANSITION_RULES {
@@ -146,6 +149,9 @@ impl Timeline {
         if let Some(child) = &t.child {
             self.birth(t, child, key, in_scope);
         }
+        if !changed.is_empty() {
+            self.moved_in_container(t.pid, ts);
+        }
         in_scope
     }
 
@@ -173,6 +179,7 @@ impl Timeline {
         };
         self.remove_task(child.tid, ts);
         let task = Task {
+            ppid: if thread { t.ppid } else { t.pid },
             born_ns: Some(ts),
             last_ns: ts,
             ..self.new_task(pid, child.start_ns, t.comm.clone(), set, in_scope)
@@ -247,6 +254,7 @@ impl Timeline {
         let in_scope = self.follows(f.pid, [f.parent_tid, f.parent_pid]);
         self.remove_task(f.tid, ts);
         let task = Task {
+            ppid: f.parent_pid,
             raw,
             born_ns: Some(ts),
             last_ns: ts,

@@ -10,6 +10,8 @@ use crate::{
     ns::{NsKind, NsType},
 };
 
+use nstrace_common::NS_SLOTS;
+
 use super::{FINDING_LIMIT, NsIdx, Timeline};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -69,13 +71,13 @@ pub struct Look<'a> {
     pub uid_map: &'a str,
 }
 
-/// When a process rule is checked.
+/// What a process rule needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum When {
-    /// At every look at the process.
+    /// A look at the process (its uid_map): checked at every look.
     EveryLook,
-    /// When its container is first known; once per container, whose other processes would say
-    /// the same.
+    /// The process's container: checked at every look once it is known, and after each move
+    /// of the process; said once per container, whose other processes would say the same.
     Attributed,
 }
 
@@ -345,6 +347,11 @@ impl Timeline {
         &self.findings
     }
 
+    /// A container's namespace set, as its first process was seen in it.
+    pub fn container_set(&self, container: &Container) -> Option<&[Option<NsIdx>; NS_SLOTS]> {
+        self.container_sets.get(container)
+    }
+
     /// The container of a live process, when known.
     pub fn container_of(&self, pid: u32) -> Option<&Container> {
         self.containers.get(&pid)
@@ -357,7 +364,15 @@ impl Timeline {
         let Some(task) = self.tasks.get(&pid) else {
             return;
         };
-        let (set, in_scope, comm) = (task.set, task.in_scope, task.comm.clone());
+        let (set, in_scope, comm, ppid) = (task.set, task.in_scope, task.comm.clone(), task.ppid);
+        let container = container::attribute(cgroup)
+            .and_then(|a| a.container().cloned())
+            .and_then(|c| self.with_runtime(c, &set));
+        if let Some(container) = container
+            && self.containers.get(&pid) != Some(&container)
+        {
+            self.attribute(pid, container, &set, in_scope, ppid, &comm);
+        }
         if in_scope {
             let known = self.containers.get(&pid).cloned();
             let look = Look {
@@ -365,46 +380,88 @@ impl Timeline {
                 container: known.as_ref(),
                 uid_map,
             };
-            self.process_rules(When::EveryLook, &look, ts_ns, &comm);
+            self.process_rules(None, &look, ts_ns, &comm);
         }
-        let Some(container) = container::attribute(cgroup).and_then(|a| a.container().cloned())
-        else {
-            return;
-        };
-        if self.containers.get(&pid) == Some(&container) {
-            return;
+    }
+
+    /// A container the cgroup names without its runtime (runc or crun without a cgroups path,
+    /// a systemd-nspawn payload) gets the runtime that made its namespaces; when nothing known
+    /// made them, it is not taken for a container.
+    fn with_runtime(
+        &self,
+        mut container: Container,
+        set: &[Option<NsIdx>; NS_SLOTS],
+    ) -> Option<Container> {
+        if !container.runtime.is_empty() {
+            return Some(container);
         }
+        let maker = [NsKind::Mnt, NsKind::Pid, NsKind::Uts, NsKind::Net]
+            .into_iter()
+            .filter_map(|k| set[k.slot()])
+            .find_map(|idx| self.namespaces[idx].created.as_ref())?;
+        container.runtime = container::runtime_of(&maker.comm)?;
+        Some(container)
+    }
+
+    /// `pid` belongs to `container`: its history (made if need be) says so, and the container
+    /// owns the namespaces it is first seen in that nothing owns yet.
+    fn attribute(
+        &mut self,
+        pid: u32,
+        container: Container,
+        set: &[Option<NsIdx>; NS_SLOTS],
+        in_scope: bool,
+        ppid: u32,
+        comm: &str,
+    ) {
         self.containers.insert(pid, container.clone());
         let key = self.process_key(pid, 0);
-        if let Some(h) = self.histories.get_mut(&key) {
+        if let Some(h) = self.history(key, ppid, comm, in_scope) {
             h.container = Some(container.clone());
         }
-        if in_scope {
-            let look = Look {
-                pid,
-                container: Some(&container),
-                uid_map,
-            };
-            self.process_rules(When::Attributed, &look, ts_ns, &comm);
-        }
-        for idx in set.into_iter().flatten() {
-            let ns = &mut self.namespaces[idx];
+        for idx in set.iter().flatten() {
+            let ns = &mut self.namespaces[*idx];
             if !ns.host && ns.owner.is_none() {
                 ns.owner = Some(container.clone());
             }
         }
+        self.container_sets.entry(container).or_insert(*set);
     }
 
-    /// Runs the process rules checked `when`, as one look at the process.
-    fn process_rules(&mut self, when: When, look: &Look<'_>, ts_ns: u64, comm: &str) {
+    /// After a move of a process in a container: the rules about containers look again (a
+    /// process attributed before it had its own mount namespace, say).
+    pub(super) fn moved_in_container(&mut self, pid: u32, ts_ns: u64) {
+        let (Some(container), Some(task)) = (self.containers.get(&pid), self.tasks.get(&pid))
+        else {
+            return;
+        };
+        if !task.in_scope {
+            return;
+        }
+        let (container, comm) = (container.clone(), task.comm.clone());
+        let look = Look {
+            pid,
+            container: Some(&container),
+            uid_map: "",
+        };
+        self.process_rules(Some(When::Attributed), &look, ts_ns, &comm);
+    }
+
+    /// Runs the process rules (those checked `when`, or all), as one look at the process.
+    fn process_rules(&mut self, when: Option<When>, look: &Look<'_>, ts_ns: u64, comm: &str) {
         let mut hits = Vec::new();
-        for rule in PROCESS_RULES.iter().filter(|r| r.when == when) {
-            // Once per container: its other processes say the same.
-            let said = when == When::Attributed
-                && self
-                    .findings
-                    .iter()
-                    .any(|f| f.id == rule.id && f.container.as_ref() == look.container);
+        for rule in PROCESS_RULES
+            .iter()
+            .filter(|r| when.is_none_or(|w| r.when == w))
+        {
+            // The rules about containers say a thing once per container: its other processes
+            // would say the same.
+            let said = rule.when == When::Attributed
+                && (look.container.is_none()
+                    || self
+                        .findings
+                        .iter()
+                        .any(|f| f.id == rule.id && f.container.as_ref() == look.container));
             if !said && let Some(hit) = (rule.check)(self, look) {
                 hits.push((rule, hit));
             }
@@ -415,17 +472,21 @@ impl Timeline {
     }
 }
 
-/// A process in a user namespace of its own that maps uid 0 inside to a non-root uid outside
-/// (`unshare -r`): root in there without being root. Said once per user namespace.
+/// A user namespace made by a non-root user who mapped uid 0 in it to their own uid
+/// (`unshare -r`): root in there without being root. A root runtime mapping a container's root
+/// to an unprivileged uid (`podman run --uidmap`) makes the container safer, and is not one.
+/// Said once per user namespace.
 fn root_mapping(tl: &Timeline, look: &Look<'_>) -> Option<Hit> {
     let user = tl.task_namespaces(look.pid)?[NsKind::User.slot()]?;
-    if tl.namespace(user).host {
+    let ns = tl.namespace(user);
+    let maker = ns.created.as_ref().filter(|c| c.uid != 0)?;
+    if ns.host {
         return None;
     }
     let outside = look.uid_map.lines().find_map(|l| {
         let mut f = l.split_whitespace().map(|v| v.parse::<u64>().ok());
         match (f.next().flatten(), f.next().flatten()) {
-            (Some(0), Some(outside)) if outside != 0 => Some(outside),
+            (Some(0), Some(outside)) if outside == u64::from(maker.uid) => Some(outside),
             _ => None,
         }
     })?;

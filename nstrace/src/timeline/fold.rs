@@ -189,6 +189,9 @@ impl Timeline {
         for f in &self.findings {
             marked.extend(f.namespaces.iter().copied());
         }
+        for set in self.container_sets.values() {
+            marked.extend(set.iter().flatten());
+        }
         // A namespace without members is kept only while something refers to it: one that was
         // only ever some task's pid_for_children or time_for_children has never had a member
         // and never empties.

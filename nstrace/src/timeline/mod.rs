@@ -90,6 +90,9 @@ pub struct Timeline {
     host_mnt_net: [Option<u32>; 2],
     /// Containers of live processes, by pid.
     containers: FxHashMap<u32, Container>,
+    /// Each container's namespace set, as its first process was seen in it.
+    container_sets:
+        std::collections::BTreeMap<Container, [Option<NsIdx>; nstrace_common::NS_SLOTS]>,
     /// Every finding, in order (capped); `fresh` of them not yet taken.
     findings: Vec<Finding>,
     fresh: usize,
@@ -130,6 +133,7 @@ impl Timeline {
             scope,
             host_mnt_net: [None, None],
             containers: FxHashMap::default(),
+            container_sets: std::collections::BTreeMap::new(),
             findings: Vec::new(),
             fresh: 0,
             counts: Counts::default(),

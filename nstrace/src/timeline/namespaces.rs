@@ -21,6 +21,8 @@ pub type NsIdx = usize;
 pub struct Creation {
     pub process: ProcessKey,
     pub tid: u32,
+    /// The caller's uid.
+    pub uid: u32,
     pub comm: Comm,
     pub call: Call,
     pub flags: u64,
@@ -251,6 +253,7 @@ impl Timeline {
         ns.created = Some(Creation {
             process: key,
             tid: t.tid,
+            uid: t.uid,
             comm: t.comm.clone(),
             call: t.call,
             flags: t.flags,

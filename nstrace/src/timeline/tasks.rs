@@ -28,6 +28,8 @@ pub(super) fn ancestors(pid: u32, parent_of: &HashMap<u32, u32>) -> impl Iterato
 #[derive(Clone, Debug)]
 pub(super) struct Task {
     pub(super) pid: u32,
+    /// Its process's parent, as last seen.
+    pub(super) ppid: u32,
     pub(super) start_ns: u64,
     /// The start time came from /proc, in clock ticks: compare it within a tick.
     pub(super) approx_start: bool,
@@ -200,6 +202,7 @@ impl Timeline {
         }
         let task = Task {
             approx_start: true,
+            ppid: e.ppid,
             ..self.new_task(e.pid, e.start_ns, e.comm.clone(), set, in_scope)
         };
         // /proc lists a tid once; a record file may say anything.
@@ -246,6 +249,7 @@ impl Timeline {
     ) -> Task {
         Task {
             pid,
+            ppid: 0,
             start_ns,
             approx_start: false,
             comm,

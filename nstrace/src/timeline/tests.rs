@@ -536,6 +536,110 @@ fn unprivileged_user_namespaces_root_mappings_and_refusals_are_flagged() {
     assert!(ids(&tl).is_empty(), "{:?}", tl.findings());
 }
 
+#[test]
+fn a_container_process_that_never_moved_is_listed_under_its_container() {
+    // docker run --pid=host: the container's process was born by a fork, changed nothing
+    // itself, and is still the container's, in its history and its finding.
+    let mut tl = unshared_tree();
+    tl.observe(700, 30, DOCKER_A, "");
+    let history = tl
+        .histories()
+        .find(|h| h.key.pid == 700)
+        .expect("the container's process has a history");
+    assert_eq!(
+        history.container.as_ref().map(|c| c.runtime),
+        Some("docker")
+    );
+    assert_eq!(history.born_ns, Some(20));
+    assert_eq!(
+        tl.findings()[0].container.as_ref(),
+        history.container.as_ref()
+    );
+}
+
+#[test]
+fn a_root_runtime_mapping_container_root_to_a_high_uid_is_not_a_root_mapping() {
+    // podman run --uidmap 0:100000:65536: root made the user namespace.
+    let mut tl = machine(Scope::All);
+    let user = with(host_set(), NsKind::User, 4026533300, 0);
+    tl.apply(
+        &unshare(100, libc::CLONE_NEWUSER as u64)
+            .at(10)
+            .to(user)
+            .rec(),
+    );
+    tl.observe(100, 11, "0::/\n", "0 100000 65536\n");
+    assert!(ids(&tl).is_empty(), "{:?}", tl.findings());
+    // A non-root user mapping root to someone else's uid cannot (the kernel refuses it), and
+    // mapping root to its own uid is the finding, once per user namespace.
+    let mut tl = machine(Scope::All);
+    let mut t = unshare(100, libc::CLONE_NEWUSER as u64)
+        .at(10)
+        .to(user)
+        .done();
+    t.uid = 1000;
+    tl.apply(&rec(t));
+    tl.observe(100, 11, "0::/\n", "0 1000 1\n");
+    tl.observe(100, 12, "0::/\n", "0 1000 1\n");
+    assert_eq!(ids(&tl), ["NS-USERNS-UNPRIVILEGED", "NS-USERNS-ROOTMAP"]);
+    assert!(tl.findings()[1].message.contains("uid 1000"));
+}
+
+#[test]
+fn a_process_attributed_before_its_own_mount_namespace_is_checked_again_after_it_moves() {
+    // The container's first process is seen in the host's mounts (it has not unshared yet):
+    // nothing to say. Once it has its own mounts, sharing the host's pid namespace is.
+    let mut tl = machine(Scope::All);
+    tl.apply(&fork(10, 100, 700));
+    tl.observe(700, 11, DOCKER_A, "");
+    assert!(ids(&tl).is_empty(), "{:?}", tl.findings());
+    let mnt = with(host_set(), NsKind::Mnt, 4026533100, 0);
+    let mut t = unshare(700, libc::CLONE_NEWNS as u64).at(20).to(mnt).done();
+    t.start_boottime_ns = 700_010;
+    tl.apply(&rec(t));
+    assert_eq!(ids(&tl), ["NS-SHARES-HOST"]);
+    let f = &tl.findings()[0];
+    assert_eq!(f.ts_ns, 20);
+    assert_eq!(f.container.as_ref().map(|c| c.runtime), Some("docker"));
+}
+
+/// sh (100), called `comm`, unshares mnt, uts and ipc and is then seen in the one-level cgroup
+/// `/payload`.
+fn made_by(comm: &str) -> Timeline {
+    let mut tl = machine(Scope::All);
+    let mut set = with(host_set(), NsKind::Mnt, 4026533100, 0);
+    set = with(set, NsKind::Uts, 4026533101, 0);
+    let mut t = unshare(100, (libc::CLONE_NEWNS | libc::CLONE_NEWUTS) as u64)
+        .at(10)
+        .to(set)
+        .done();
+    t.comm = comm.into();
+    tl.apply(&rec(t));
+    tl.observe(100, 11, "0::/payload\n", "");
+    tl
+}
+
+#[test]
+fn a_one_level_cgroup_is_named_by_the_runtime_that_made_its_namespaces_or_is_no_container() {
+    for (comm, runtime) in [
+        ("runc:[1:CHILD]", Some("runc")),
+        ("crun", Some("crun")),
+        ("systemd-nspawn", Some("nspawn")),
+        ("unshare", None),
+    ] {
+        let tl = made_by(comm);
+        let found = tl.container_of(100);
+        assert_eq!(found.map(|c| c.runtime), runtime, "{comm}");
+        if let Some(c) = found {
+            assert_eq!(c.short(), format!("{}:payload", runtime.unwrap()));
+        }
+        // Whatever the runtime, a finding names it, never another.
+        for f in tl.findings() {
+            assert_eq!(f.container.as_ref().map(|c| c.runtime), runtime, "{f:?}");
+        }
+    }
+}
+
 /// `n` short processes that each fork from sh, unshare `kind` and exit.
 fn unshare_storm(n: u32, kind: NsKind, flag: u64) -> Timeline {
     let mut tl = machine(Scope::All);

@@ -13,7 +13,7 @@ pub use text::text;
 use crate::{
     clock::WallClock,
     event::{Comm, Loss},
-    ns::flag_names,
+    ns::{NsKind, flag_names},
     output::FindingView,
     timeline::{Change, Counts, Namespace, NsIdx, ProcessHistory, Timeline},
 };
@@ -246,6 +246,21 @@ pub struct FoldedNamespace<'a> {
     pub made: &'a str,
 }
 
+/// Whose each of a container's namespaces is, by type: a map in JSON.
+#[derive(Default)]
+pub struct Whose(pub Vec<(&'static str, String)>);
+
+impl Serialize for Whose {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (ty, whose) in &self.0 {
+            map.serialize_entry(ty, whose)?;
+        }
+        map.end()
+    }
+}
+
 /// A namespace a container made, and who made it.
 #[derive(Serialize)]
 pub struct MadeRow {
@@ -260,14 +275,20 @@ pub struct MemberRow {
     pub comm: String,
 }
 
-/// Each container's start as a story: who made its namespaces with which call, which existing
-/// ones it joined, its processes.
+/// Each container's start as a story: who made its namespaces with which call, whose each of
+/// its namespaces is, which it shares, its processes.
 #[derive(Serialize)]
 pub struct ContainerRow {
     pub name: String,
     pub made: Vec<MadeRow>,
+    /// Per namespace type, in /proc order, whose its namespace is: `own`, `host`, or the
+    /// container it shares it with.
+    pub namespaces: Whose,
     /// Namespaces it is in that it does not own (the host's, another container's).
     pub shares: Vec<String>,
+    /// Of those, the ones its processes moved into after it started.
+    #[serde(skip)]
+    pub joined: Vec<String>,
     pub processes: Vec<MemberRow>,
     /// When its first process was born.
     #[serde(skip)]
@@ -466,6 +487,14 @@ fn folded_rows(tl: &Timeline, t: Times) -> FoldedRows<'_> {
     }
 }
 
+/// A namespace a container shares: `pid:[4026531836] (host)`, `ipc:[4026532249] of docker:…`.
+fn share_label(ns: &Namespace) -> String {
+    match &ns.owner {
+        Some(o) => format!("{} of {}", ns.label(), o.short()),
+        None => ns.label(),
+    }
+}
+
 fn container_rows(tl: &Timeline, t: Times) -> Vec<ContainerRow> {
     let mut names: Vec<_> = tl
         .histories()
@@ -490,27 +519,46 @@ fn container_rows(tl: &Timeline, t: Times) -> Vec<ContainerRow> {
                 .histories()
                 .filter(|h| h.container.as_ref() == Some(&c))
                 .collect();
+            let set = tl.container_set(&c);
+            let mut namespaces = Whose::default();
             let mut shares: Vec<String> = Vec::new();
+            let mut joined: Vec<String> = Vec::new();
+            // Whose each namespace it was started in is.
+            for kind in NsKind::ALL.into_iter().filter(|k| k.is_own()) {
+                let Some(idx) = set.and_then(|s| s[kind.slot()]) else {
+                    continue;
+                };
+                let ns = tl.namespace(idx);
+                let whose = match &ns.owner {
+                    _ if ns.host => "host".to_owned(),
+                    Some(o) if *o == c => "own".to_owned(),
+                    Some(o) => o.short(),
+                    None => "unknown".to_owned(),
+                };
+                if whose != "own" && !shares.contains(&share_label(ns)) {
+                    shares.push(share_label(ns));
+                }
+                namespaces.0.push((kind.ns_type().name(), whose));
+            }
+            // And those its processes moved into since.
             for h in &members {
                 for ch in h.moves.iter().flat_map(|m| &m.changes) {
                     let Some(to) = ch.to else { continue };
                     let ns = tl.namespace(to);
-                    if ns.owner.as_ref() == Some(&c) || !ch.kind.is_own() {
-                        continue;
-                    }
-                    let label = match &ns.owner {
-                        Some(o) => format!("{} of {}", ns.label(), o.short()),
-                        None => ns.label(),
-                    };
-                    if !shares.contains(&label) {
-                        shares.push(label);
+                    let label = share_label(ns);
+                    if ns.owner.as_ref() != Some(&c) && ch.kind.is_own() && !shares.contains(&label)
+                    {
+                        shares.push(label.clone());
+                        joined.push(label);
                     }
                 }
             }
             ContainerRow {
                 name: c.short(),
                 made,
+                namespaces,
                 shares,
+                joined,
                 processes: members
                     .iter()
                     .map(|h| MemberRow {
@@ -580,11 +628,11 @@ mod tests {
 
     #[test]
     fn names_a_traced_process_chose_cannot_add_lines_or_controls() {
-        let plain = summary_of("ev", "/tmp/x", "0::/evil\n");
+        let plain = summary_of("ev", "/tmp/x", "0::/default/evil\n");
         let forged = summary_of(
             "ev\nFAKE\x1b[2J",
             "/tmp/x\n100 FAKE, parent 1\n",
-            "0::/evil\u{1b}[2J\u{202e}name\n",
+            "0::/default/evil\u{1b}[2J\u{202e}name\n",
         );
         assert_eq!(forged.lines().count(), plain.lines().count(), "{forged}");
         assert!(
@@ -602,7 +650,7 @@ mod tests {
             "{forged}"
         );
         assert!(
-            forged.contains("runc:evil\\x1b[2J\\u{202e}name"),
+            forged.contains("containerd:evil\\x1b[2J\\u{202e}name"),
             "{forged}"
         );
     }

@@ -273,8 +273,21 @@ fn containers(out: &mut String, rows: &[ContainerRow]) {
                 Escaped(&made.created_by)
             );
         }
-        for ns in &v.shares {
-            let _ = writeln!(out, "  shares {}", Escaped(ns));
+        let whose: Vec<String> = v
+            .namespaces
+            .0
+            .iter()
+            .map(|(ty, whose)| match whose.as_str() {
+                "own" => format!("{ty} its own"),
+                "host" => format!("{ty} the host's"),
+                other => format!("{ty} {}'s", Escaped(other)),
+            })
+            .collect();
+        if !whose.is_empty() {
+            let _ = writeln!(out, "  namespaces: {}", whose.join(", "));
+        }
+        for ns in &v.joined {
+            let _ = writeln!(out, "  joined {}", Escaped(ns));
         }
         let procs: Vec<String> = v
             .processes
