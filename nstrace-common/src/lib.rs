@@ -63,16 +63,21 @@ pub mod record {
     pub const MOVE: u32 = 5;
 }
 
-/// Which call a [`Transition`] reports: its `call` field.
-/// What a syscall exit can return that never reaches userspace (include/linux/errno.h): a call
-/// a signal interrupted, which the kernel restarts or turns into EINTR.
+/// Errors a syscall exit returns, by number (the kernel's, not libc's: the programs have no
+/// libc).
 pub mod errno {
+    /// What a fork into a pid namespace whose init has exited returns (alloc_pid), as well as
+    /// what a short memory does.
+    pub const ENOMEM: i64 = 12;
+    // What a call a signal interrupted returns, which the kernel restarts or turns into EINTR:
+    // never seen by userspace (include/linux/errno.h).
     pub const ERESTARTSYS: i64 = 512;
     pub const ERESTARTNOINTR: i64 = 513;
     pub const ERESTARTNOHAND: i64 = 514;
     pub const ERESTART_RESTARTBLOCK: i64 = 516;
 }
 
+/// Which call a [`Transition`] reports: its `call` field.
 pub mod call {
     pub const CLONE: u32 = 1;
     pub const CLONE3: u32 = 2;

@@ -110,8 +110,10 @@ fn exit(
 
 /// sys_exit of clone and clone3, and of fork and vfork where they exist (x86_64): one program
 /// attached to each. It fires in the new child too (ret 0), before the child runs a line of its
-/// own: the child learns its set there, so its first call starts from it. A clone that made its child was reported at the child's birth;
-/// one that failed is reported here, with the caller's set before and after.
+/// own: the child learns its set there, so its first call starts from it. A clone that made its
+/// child was reported at the child's birth; one that failed is reported here, with the caller's
+/// set before and after, when it would have made namespaces or entered its pid namespace for
+/// children.
 #[tracepoint]
 pub fn clone_exit(ctx: TracePointContext) -> u32 {
     let _ = try_clone_exit(&ctx);
@@ -130,20 +132,29 @@ fn try_clone_exit(ctx: &TracePointContext) -> Result<(), ()> {
         return Ok(());
     }
     let cur = Current::get();
-    // A refused call with CLONE_NEW* flags: reported. The child: learns its set.
-    let refused = if ret < 0 {
-        Some(task::clone_call(cur.task).ok_or(())?)
-    } else {
-        None
-    };
+    // A refused call: its CLONE_NEW* flags, when it has some. The child: learns its set.
+    let refused = (ret < 0).then(|| task::clone_call(cur.task));
     let p = transition_slot(call::FORK, pid_tgid)?;
     let learnt = learn(&cur, pid_tgid, p);
-    let Some((call, flags)) = refused else {
-        // A CLONE_VM child keeps its parent's time namespace until its exec.
-        if learnt.is_ok() {
-            arm_time(&p.ev);
+    let (call, flags) = match refused {
+        None => {
+            // A CLONE_VM child keeps its parent's time namespace until its exec.
+            if learnt.is_ok() {
+                arm_time(&p.ev);
+            }
+            return Ok(());
         }
-        return Ok(());
+        Some(Some(made)) => made,
+        // A plain fork refused while the caller's children go to another pid namespace: its
+        // init has exited (ENOMEM), and this was a failed entry into it.
+        Some(None)
+            if ret == -errno::ENOMEM
+                && learnt.is_ok()
+                && p.ev.after.inum[slot::PID] != p.ev.after.inum[slot::PID_FOR_CHILDREN] =>
+        {
+            (call::FORK, 0)
+        }
+        Some(None) => return Ok(()),
     };
     let ev = &mut p.ev;
     ev.call = call;

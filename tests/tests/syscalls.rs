@@ -1,6 +1,7 @@
 //! Each namespace call made directly (through nshelper), checked against /proc.
 use nstrace_tests::{
-    Helper, Tracer, Value, assert_root, assert_same_ns, by, changed, proc_ns, proc_ns_one, strings,
+    Helper, Run, Tracer, Value, assert_root, assert_same_ns, by, changed, proc_ns, proc_ns_one,
+    strings,
 };
 
 fn own_ns() -> nstrace_tests::NsSet {
@@ -94,6 +95,50 @@ fn unshare_pid_changes_only_pid_for_children_and_the_next_child_is_born_into_it(
         proc_ns_one(parent, "pid_for_children")
     );
     helper.finish();
+}
+
+/// A fork into a pid namespace whose init has exited is refused (ENOMEM): a failed entry into
+/// that namespace, reported as such (`unshare -p` without `--fork` runs a shell whose first
+/// child is the namespace's init; once it has exited, the shell cannot fork again).
+#[test]
+#[ignore = "needs root: cargo xtask test runs it"]
+fn a_fork_into_a_pid_namespace_whose_init_exited_is_a_refused_entry() {
+    assert_root();
+    let mut run = Run::start(&["unshare", "--pid", "sh", "-c", "/bin/true; /bin/true"]);
+    let (status, transitions, summary) = run.finish();
+    assert!(!status.success(), "the second fork fails: {}", run.stderr());
+    let unshare = transitions
+        .iter()
+        .find(|t| t["call"] == "unshare")
+        .expect("the unshare");
+    let pid = unshare["pid"].as_u64().unwrap();
+    let ns = &unshare["after"]["pid_for_children"];
+    let forks: Vec<&Value> = transitions
+        .iter()
+        .filter(|t| t["pid"] == pid && t["call"] == "fork")
+        .collect();
+    assert_eq!(forks.len(), 2, "{forks:#?}");
+    assert_eq!(forks[0]["child"]["ns_tid"], 1, "the init: {}", forks[0]);
+    assert_eq!(forks[0]["errno"], Value::Null);
+    assert_eq!(forks[1]["errno"], "ENOMEM", "{}", forks[1]);
+    assert!(forks[1]["child"].is_null());
+    assert_eq!(&forks[1]["after"]["pid_for_children"], ns);
+    assert_eq!(forks[1]["before"], forks[1]["after"], "nothing changed");
+    // The shell's history has the attempt; no finding (an ordinary mistake, not an attack).
+    let shell = summary["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"] == pid)
+        .expect("the shell's history");
+    let refused: Vec<&Value> = shell["moves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["errno"] == "ENOMEM")
+        .collect();
+    assert_eq!(refused.len(), 1, "{shell}");
+    assert_eq!(summary["findings"], serde_json::json!([]));
 }
 
 /// unshare(CLONE_NEWTIME) moves only time_for_children; the task itself enters the new time

@@ -5,7 +5,7 @@ use super::Sink;
 use crate::{
     clock::WallClock,
     event::{Call, NsSet, Record, Transition},
-    ns::write_flag_names,
+    ns::{NsKind, write_flag_names},
 };
 
 pub const HEADER: &str = "TIME             PID      COMM             TRANSITION";
@@ -297,6 +297,14 @@ fn describe_head(line: &mut String, t: &Transition) -> bool {
             }
             line.push(')');
         }
+        Call::Fork if t.errno().is_some() => {
+            // Refused: its pid namespace for children has no init any more.
+            let _ = write!(
+                line,
+                "fork into pid:[{}]",
+                t.after.inum[NsKind::PidForChildren.slot()]
+            );
+        }
         Call::Fork => line.push_str("fork"),
         Call::Exec => line.push_str("exec"),
         call => {
@@ -309,6 +317,9 @@ fn describe_head(line: &mut String, t: &Transition) -> bool {
     match t.errno_name() {
         Some(errno) => {
             let _ = write!(line, " = -1 {errno}  FAILED, nothing changed");
+            if t.call == Call::Fork {
+                line.push_str(" (its init has exited, or memory is short)");
+            }
             return false;
         }
         None if t.call != Call::Exec => {

@@ -74,16 +74,15 @@ impl Timeline {
             Call::Exec => Cause::Exec,
             Call::Clone | Call::Clone3 | Call::Fork => Cause::Present,
         };
-        let failed = t
-            .errno()
-            .filter(|_| !matches!(t.call, Call::Fork | Call::Exec));
-        if let Some(errno) = failed {
+        if let Some(errno) = t.errno().filter(|_| t.call != Call::Exec) {
             let attempt = match t.call {
                 Call::Clone | Call::Clone3 => Cause::Clone {
                     call: t.call,
                     flags: t.flags,
                     parent: t.pid,
                 },
+                // A fork into a pid namespace whose init has exited (ENOMEM).
+                Call::Fork => Cause::ForkInto,
                 _ => cause,
             };
             self.record_move(key, t, in_scope, attempt, Vec::new, Some(errno), false);

@@ -42,6 +42,9 @@ pub enum Cause {
     BornInto {
         parent: u32,
     },
+    /// A plain fork into the caller's pid_for_children: only ever an attempt, refused because
+    /// that namespace's init has exited (a fork that succeeds is its child's `BornInto`).
+    ForkInto,
     Unshare {
         flags: u64,
     },
@@ -77,6 +80,7 @@ impl Cause {
             Cause::BornInto { parent } => {
                 format!("born of {parent} by fork into its pid/time namespace for children")
             }
+            Cause::ForkInto => "fork into its pid namespace for children".into(),
             Cause::Unshare { flags: f } => format!("unshare({})", flags(*f, false)),
             Cause::Setns { fd, nstype } => {
                 let t = if *nstype == 0 {
