@@ -187,6 +187,8 @@ pub async fn collect(
             _ = tick.tick() => {
                 let now = c.pump(pipeline, Pump::Running)?;
                 c.schedule_resync(pipeline, false);
+                // Only what the reordering has let through is that old.
+                pipeline.tick(now.saturating_sub(window_ns))?;
                 pipeline.flush()?;
                 if stopping_until.is_some_and(|until| now >= until) {
                     break;
@@ -570,6 +572,7 @@ impl Collector<'_> {
         self.release(u64::MAX, pipeline)?;
         self.schedule_resync(pipeline, true);
         self.release(u64::MAX, pipeline)?;
+        pipeline.finish_names(crate::pipeline::NAME_WAIT)?;
         pipeline.flush()
     }
 }

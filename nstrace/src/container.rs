@@ -120,6 +120,23 @@ pub fn from_path(path: &str) -> Option<Container> {
     None
 }
 
+/// Every runtime a [`Container`] names, and the empty one (not known yet).
+const RUNTIMES: [&str; 8] = [
+    "docker",
+    "containerd",
+    "cri-o",
+    "podman",
+    "nspawn",
+    "runc",
+    "crun",
+    "",
+];
+
+/// A runtime by its name (as a record file's `container` line has it).
+pub fn runtime_named(name: &str) -> Option<&'static str> {
+    RUNTIMES.into_iter().find(|r| *r == name)
+}
+
 /// The runtime whose process is called `comm` (what made a container's namespaces), when it is
 /// one: runc's and crun's children, systemd-nspawn.
 pub fn runtime_of(comm: &str) -> Option<&'static str> {

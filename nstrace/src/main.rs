@@ -24,6 +24,7 @@ EXAMPLES:
                                          one command and all it starts, then a summary
     nstrace run -o start.jsonl -- runc run demo
     nstrace record -o host.jsonl         record the whole machine until Ctrl-C
+    nstrace --container web              only what happens in the container named web
     nstrace report host.jsonl --pid 4242 the same timeline, offline, for one process tree
 ";
 
@@ -72,6 +73,10 @@ struct Common {
     /// Show only records of processes with this command name.
     #[arg(long, global = true, value_name = "NAME")]
     comm: Option<String>,
+    /// Show only what happens in this container: its name (docker, podman; for Kubernetes the
+    /// container, its pod, or namespace/pod), its id or the start of it, or runtime:id.
+    #[arg(long, global = true, value_name = "NAME|ID")]
+    container: Option<String>,
     /// Show only transitions of these namespace types (comma-separated: mnt,uts,ipc,pid,net,
     /// user,cgroup,time).
     #[arg(long = "type", global = true, value_name = "TYPES", value_delimiter = ',', value_parser = ns_type)]
@@ -169,6 +174,7 @@ fn filter(common: &Common) -> Filter {
         comm: common.comm.clone(),
         types: (!common.types.is_empty()).then(|| common.types.clone()),
         findings_only: common.findings,
+        container: common.container.clone(),
     }
 }
 

@@ -6,6 +6,7 @@ use nstrace::{
     clock::{WallClock, monotonic_ns},
     collect::{self, Options, Summary},
     load,
+    names::{Resolver, Roots},
     ns::{NsKind, NsType},
     output::Sink,
     pipeline::Pipeline,
@@ -66,6 +67,9 @@ pub(crate) async fn live(common: &Common, command: Option<&Command>) -> anyhow::
         Scope::All
     };
     let mut pipeline = Pipeline::new(Timeline::new(scope), filter(common));
+    pipeline.names = Some(Box::new(
+        Resolver::spawn(Roots::default()).context("starting the container names' reader")?,
+    ));
     pipeline.sinks.push(stdout.as_mut());
     if let Some(archive) = archive.as_mut() {
         pipeline.archive = Some(archive.as_mut());

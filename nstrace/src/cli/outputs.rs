@@ -140,10 +140,17 @@ pub(crate) fn print_summary(common: &Common, timeline: &Timeline, times: &Times)
     }
     let mut out = io::stdout().lock();
     if common.json {
-        serde_json::to_writer(&mut out, &summary::json(timeline, times))?;
+        serde_json::to_writer(
+            &mut out,
+            &summary::json(timeline, times, common.container.as_deref()),
+        )?;
         writeln!(out)?;
     } else {
-        write!(out, "{}", summary::text(timeline, times))?;
+        write!(
+            out,
+            "{}",
+            summary::text(timeline, times, common.container.as_deref())
+        )?;
     }
     out.flush()
 }

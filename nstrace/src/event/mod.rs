@@ -373,6 +373,16 @@ impl Record {
             Record::Exit(e) => e.tid,
         }
     }
+
+    /// The process the record is about (the child, for a fork).
+    pub fn pid(&self) -> u32 {
+        match self {
+            Record::Transition(t) => t.pid,
+            Record::Fork(f) => f.pid,
+            Record::Exec(e) => e.pid,
+            Record::Exit(e) => e.pid,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -137,6 +137,17 @@ pub fn story() -> Timeline {
         "0::/system.slice/docker-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope\n",
         "",
     );
+    // Its engine's names for it, as the names' reader answers.
+    for container in tl.take_new_containers() {
+        let names = crate::names::Names {
+            name: Some("shop-web-1".into()),
+            image: Some("bb:latest".into()),
+            compose_project: Some("shop".into()),
+            compose_service: Some("web".into()),
+            ..Default::default()
+        };
+        tl.name(container, names);
+    }
     let inside = set(&[
         (NsKind::Mnt, 4026532177),
         (NsKind::Pid, 4026532180),

@@ -99,7 +99,7 @@ impl FindingView {
             pid: f.pid,
             tid: f.tid,
             comm: f.comm.to_string(),
-            container: f.container.as_ref().map(|c| c.short()),
+            container: f.container.as_ref().map(|c| timeline.container_label(c)),
             namespaces: f
                 .namespaces
                 .iter()

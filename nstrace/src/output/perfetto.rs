@@ -46,7 +46,7 @@ pub fn trace(tl: &Timeline) -> Value {
     for h in tl.histories() {
         let group = group_of(h.container.as_ref().map_or_else(
             || "no container".into(),
-            |c| escape(&c.short()).into_owned(),
+            |c| escape(&tl.container_label(c)).into_owned(),
         ));
         track.insert(h.key.pid, group);
         events.push(json!({

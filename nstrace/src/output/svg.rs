@@ -70,7 +70,7 @@ pub fn render(tl: &Timeline, times: &Times) -> String {
         let container = h
             .container
             .as_ref()
-            .map(|c| format!(" [{}]", c.short()))
+            .map(|c| format!(" [{}]", tl.container_label(c)))
             .unwrap_or_default();
         let _ = writeln!(
             svg,
@@ -174,7 +174,7 @@ mod tests {
         assert_eq!(rows, 4);
         for label in [
             "50 runc:[1:CHILD]",
-            "51 sleep [docker:0123456789ab]",
+            "51 sleep [shop-web-1 (docker:0123456789ab)]",
             "60 nsenter",
             "52 sh",
         ] {

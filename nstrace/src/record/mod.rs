@@ -20,8 +20,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     clock::WallClock,
+    container::Container,
     event::{Loss, Record},
     lines::{LifeLine, TransitionLine},
+    names::Names,
     ns::NsKind,
     timeline::ProcEntry,
 };
@@ -183,6 +185,46 @@ impl ResyncLine {
     }
 }
 
+/// A container's names, as its engine gave them (live), where they came in the stream.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ContainerLine {
+    #[serde(rename = "type", skip_deserializing, default = "container_kind")]
+    pub kind: String,
+    pub runtime: String,
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+    /// Empty when the engine had none.
+    pub names: Names,
+}
+
+fn container_kind() -> String {
+    "container".into()
+}
+
+impl ContainerLine {
+    pub fn new(container: &Container, names: &Names) -> Self {
+        Self {
+            kind: container_kind(),
+            runtime: container.runtime.into(),
+            id: container.id.clone(),
+            pod_uid: container.pod.clone(),
+            names: names.clone(),
+        }
+    }
+
+    fn into_entry(self) -> Result<Entry, String> {
+        let runtime = crate::container::runtime_named(&self.runtime)
+            .ok_or_else(|| format!("unknown container runtime {:?}", self.runtime))?;
+        let container = Container {
+            runtime,
+            id: self.id,
+            pod: self.pod_uid,
+        };
+        Ok(Entry::Container(container, self.names))
+    }
+}
+
 #[derive(Deserialize)]
 struct ObservationLine {
     ts_ns: u64,
@@ -198,6 +240,7 @@ enum Line {
     Header(Header),
     Follow(FollowLine),
     Observation(ObservationLine),
+    Container(ContainerLine),
     Loss(Loss),
     Resync(ResyncLine),
     Process(ProcessLine),
@@ -215,6 +258,8 @@ pub enum Entry {
     Follow(u32),
     /// What was read of a process after its exec: (pid, ts_ns, cgroup, uid_map).
     Observation(u32, u64, String, String),
+    /// A container's names, from its engine.
+    Container(Container, Names),
     /// Records lost in the kernel, where the live run found them.
     Loss(Loss),
     /// /proc re-read after a loss, from `read_from` until `ts`: the `process` entries that
@@ -254,6 +299,7 @@ pub fn parse_line(line: &str) -> Result<Entry, String> {
         Line::Process(p) => Entry::Process(p.into()),
         Line::Follow(f) => Entry::Follow(f.pid),
         Line::Observation(o) => Entry::Observation(o.pid, o.ts_ns, o.cgroup, o.uid_map),
+        Line::Container(c) => c.into_entry()?,
         Line::Loss(l) => Entry::Loss(l),
         Line::Resync(r) => Entry::Resync {
             read_from: r.read_from_ns,

@@ -216,19 +216,22 @@ pub fn rebuild(
             Entry::Observation(pid, ts, cgroup, uid_map) => {
                 pipeline.observed(*pid, *ts, cgroup, uid_map)?;
             }
+            Entry::Container(container, names) => {
+                pipeline.named(container.clone(), names.clone())?;
+            }
             Entry::Loss(loss) => pipeline.lost(loss)?,
             Entry::Resync { read_from, ts } => resync = Some((*read_from, *ts, Vec::new())),
             Entry::Record(r) => pipeline.feed(r, false)?,
         }
         Ok(())
     })?;
-    settle(pipeline, &mut snapshot, &mut started, &mut resync).map_err(|source| {
-        ReplayError::Read {
+    settle(pipeline, &mut snapshot, &mut started, &mut resync)
+        .and_then(|()| pipeline.finish_names(std::time::Duration::ZERO))
+        .map_err(|source| ReplayError::Read {
             path: name,
             unit: "entry",
             line: 0,
             source,
-        }
-    })?;
+        })?;
     Ok((header, replayed))
 }

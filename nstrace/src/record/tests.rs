@@ -294,3 +294,26 @@ fn json_lines_match_the_golden_file_and_read_back() {
     assert_eq!(read, expected);
     assert!(matches!(&losses[..], [Entry::Loss(l)] if *l == loss));
 }
+
+#[test]
+fn a_container_line_reads_back_and_an_unknown_runtime_is_a_bad_line() {
+    let container = crate::container::Container {
+        runtime: "containerd",
+        id: "abc".into(),
+        pod: Some("0d8c1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b".into()),
+    };
+    let names = crate::names::Names {
+        name: Some("web".into()),
+        pod: Some("shop-7d9f".into()),
+        pod_namespace: Some("prod".into()),
+        ..Default::default()
+    };
+    let line = serde_json::to_string(&ContainerLine::new(&container, &names)).unwrap();
+    match parse_line(&line) {
+        Ok(Entry::Container(c, n)) => assert_eq!((c, n), (container, names)),
+        _ => panic!("not a container entry: {line}"),
+    }
+    let forged = line.replace("containerd", "evil");
+    let error = parse_line(&forged).err().expect("a bad line");
+    assert!(error.contains("unknown container runtime"), "{error}");
+}

@@ -224,6 +224,9 @@ impl Timeline {
         // Put in only now: a namespace the clone made has no members yet above, which is how
         // `created` knows it is new.
         self.put_task(child.tid, task);
+        if !thread {
+            self.inherit_container(pid, t.pid);
+        }
         let comm = t.comm.clone();
         let ppid = t.pid;
         if let Some(h) = self.history(child_key, ppid, &comm, in_scope) {
@@ -260,6 +263,9 @@ impl Timeline {
             ..self.new_task(f.pid, f.start_ns, f.comm.clone(), set, in_scope)
         };
         self.put_task(f.tid, task);
+        if f.tid == f.pid {
+            self.inherit_container(f.pid, f.parent_pid);
+        }
         if f.tid == f.pid && matches!(self.scope, Scope::Descendants(_)) {
             // Following a command: every process it starts has a track, moved or not.
             let key = ProcessKey {

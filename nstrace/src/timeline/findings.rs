@@ -10,8 +10,6 @@ use crate::{
     ns::{NsKind, NsType},
 };
 
-use nstrace_common::NS_SLOTS;
-
 use super::{FINDING_LIMIT, NsIdx, Timeline};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -276,8 +274,9 @@ fn joins_other_container(tl: &Timeline, look: &Look<'_>) -> Option<Hit> {
         {
             joined.push(idx);
             names.push(kind.name());
-            if !others.contains(&owner.short()) {
-                others.push(owner.short());
+            let label = tl.container_label(owner);
+            if !others.contains(&label) {
+                others.push(label);
             }
         }
     }
@@ -347,109 +346,19 @@ impl Timeline {
         &self.findings
     }
 
-    /// A container's namespace set, as its first process was seen in it.
-    pub fn container_set(&self, container: &Container) -> Option<&[Option<NsIdx>; NS_SLOTS]> {
-        self.container_sets.get(container)
-    }
-
-    /// The container of a live process, when known.
-    pub fn container_of(&self, pid: u32) -> Option<&Container> {
-        self.containers.get(&pid)
-    }
-
-    /// What userspace read of a live process at `ts_ns` (after its exec, or at start): the text of
-    /// `/proc/PID/cgroup` and of `/proc/PID/uid_map`. Attributes the process to its container,
-    /// the container to the namespaces it is first seen in, and runs the process rules.
-    pub fn observe(&mut self, pid: u32, ts_ns: u64, cgroup: &str, uid_map: &str) {
-        let Some(task) = self.tasks.get(&pid) else {
-            return;
-        };
-        let (set, in_scope, comm, ppid) = (task.set, task.in_scope, task.comm.clone(), task.ppid);
-        let container = container::attribute(cgroup)
-            .and_then(|a| a.container().cloned())
-            .and_then(|c| self.with_runtime(c, &set));
-        if let Some(container) = container
-            && self.containers.get(&pid) != Some(&container)
-        {
-            self.attribute(pid, container, &set, in_scope, ppid, &comm);
-        }
-        if in_scope {
-            let known = self.containers.get(&pid).cloned();
-            let look = Look {
-                pid,
-                container: known.as_ref(),
-                uid_map,
-            };
-            self.process_rules(None, &look, ts_ns, &comm);
-        }
-    }
-
-    /// A container the cgroup names without its runtime (runc or crun without a cgroups path,
-    /// a systemd-nspawn payload) gets the runtime that made its namespaces; when nothing known
-    /// made them, it is not taken for a container.
-    fn with_runtime(
-        &self,
-        mut container: Container,
-        set: &[Option<NsIdx>; NS_SLOTS],
-    ) -> Option<Container> {
-        if !container.runtime.is_empty() {
-            return Some(container);
-        }
-        let maker = [NsKind::Mnt, NsKind::Pid, NsKind::Uts, NsKind::Net]
-            .into_iter()
-            .filter_map(|k| set[k.slot()])
-            .find_map(|idx| self.namespaces[idx].created.as_ref())?;
-        container.runtime = container::runtime_of(&maker.comm)?;
-        Some(container)
-    }
-
-    /// `pid` belongs to `container`: its history (made if need be) says so, and the container
-    /// owns the namespaces it is first seen in that nothing owns yet.
-    fn attribute(
+    /// Runs the process rules (those checked `when`, or all), as one look at the process.
+    pub(super) fn process_rules(
         &mut self,
-        pid: u32,
-        container: Container,
-        set: &[Option<NsIdx>; NS_SLOTS],
-        in_scope: bool,
-        ppid: u32,
+        when: Option<When>,
+        look: &Look<'_>,
+        ts_ns: u64,
         comm: &str,
     ) {
-        self.containers.insert(pid, container.clone());
-        let key = self.process_key(pid, 0);
-        if let Some(h) = self.history(key, ppid, comm, in_scope) {
-            h.container = Some(container.clone());
-        }
-        for idx in set.iter().flatten() {
-            let ns = &mut self.namespaces[*idx];
-            if !ns.host && ns.owner.is_none() {
-                ns.owner = Some(container.clone());
-            }
-        }
-        self.container_sets.entry(container).or_insert(*set);
-    }
-
-    /// After a move of a process in a container: the rules about containers look again (a
-    /// process attributed before it had its own mount namespace, say).
-    pub(super) fn moved_in_container(&mut self, pid: u32, ts_ns: u64) {
-        let (Some(container), Some(task)) = (self.containers.get(&pid), self.tasks.get(&pid))
-        else {
-            return;
-        };
-        if !task.in_scope {
-            return;
-        }
-        let (container, comm) = (container.clone(), task.comm.clone());
-        let look = Look {
-            pid,
-            container: Some(&container),
-            uid_map: "",
-        };
-        self.process_rules(Some(When::Attributed), &look, ts_ns, &comm);
-    }
-
-    /// Runs the process rules (those checked `when`, or all), as one look at the process.
-    fn process_rules(&mut self, when: Option<When>, look: &Look<'_>, ts_ns: u64, comm: &str) {
         let mut hits = Vec::new();
+        // A runtime's own process in a container (runc:[1:CHILD], crun) is halfway through
+        // making it: in the host's pid namespace until its child is born, say. The container is
+        // looked at once the runtime has exec'd its program.
+        let making = container::runtime_of(comm).is_some();
         for rule in PROCESS_RULES
             .iter()
             .filter(|r| when.is_none_or(|w| r.when == w))
@@ -457,7 +366,8 @@ impl Timeline {
             // The rules about containers say a thing once per container: its other processes
             // would say the same.
             let said = rule.when == When::Attributed
-                && (look.container.is_none()
+                && (making
+                    || look.container.is_none()
                     || self
                         .findings
                         .iter()

@@ -183,7 +183,7 @@ impl Timeline {
                     vanished: None,
                     moves: Vec::new(),
                     moves_dropped: 0,
-                    container: None,
+                    container: self.containers.get(&key.pid).cloned(),
                 }))
             }
         }

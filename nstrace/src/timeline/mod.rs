@@ -15,13 +15,15 @@
 //!
 //! One file a concern: [`namespaces`] (the registry), [`tasks`] (live tasks and which are
 //! followed), [`history`] (what each process did), `apply` (records into all three),
-//! [`findings`] (the rules, and what userspace reads of a process), `gaps` (losses and healing
-//! from /proc), `fold` (what keeps memory flat).
+//! `containers` (what userspace reads of a process: its container, and the container's
+//! names), [`findings`] (the rules), `gaps` (losses and healing from /proc), `fold` (what keeps
+//! memory flat).
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::{container::Container, event::Loss, ns::NsType};
+use crate::{container::Container, event::Loss, names::Names, ns::NsType};
 
 mod apply;
+mod containers;
 pub mod findings;
 mod fold;
 mod gaps;
@@ -93,6 +95,10 @@ pub struct Timeline {
     /// Each container's namespace set, as its first process was seen in it.
     container_sets:
         std::collections::BTreeMap<Container, [Option<NsIdx>; nstrace_common::NS_SLOTS]>,
+    /// Containers first seen and not yet taken (see `take_new_containers`).
+    new_containers: Vec<Container>,
+    /// What each container's engine calls it, once known.
+    names: FxHashMap<Container, Names>,
     /// Every finding, in order (capped); `fresh` of them not yet taken.
     findings: Vec<Finding>,
     fresh: usize,
@@ -134,6 +140,8 @@ impl Timeline {
             host_mnt_net: [None, None],
             containers: FxHashMap::default(),
             container_sets: std::collections::BTreeMap::new(),
+            new_containers: Vec::new(),
+            names: FxHashMap::default(),
             findings: Vec::new(),
             fresh: 0,
             counts: Counts::default(),

@@ -603,6 +603,34 @@ fn a_process_attributed_before_its_own_mount_namespace_is_checked_again_after_it
     assert_eq!(f.container.as_ref().map(|c| c.runtime), Some("docker"));
 }
 
+#[test]
+fn a_runtime_halfway_through_making_a_container_is_not_judged_its_program_is() {
+    // runc's init is in the container's cgroup before it has made the container: its child
+    // unshares the mounts while still in the host's pid namespace (its own children will not
+    // be). What is judged is the program it execs.
+    let mut tl = machine(Scope::All);
+    tl.apply(&fork(10, 100, 700));
+    tl.observe(700, 11, DOCKER_A, "");
+    let mnt = with(host_set(), NsKind::Mnt, 4026533100, 0);
+    let mut t = unshare(700, libc::CLONE_NEWNS as u64).at(20).to(mnt).done();
+    t.start_boottime_ns = 700_010;
+    t.comm = "runc:[1:CHILD]".into();
+    tl.apply(&rec(t));
+    assert!(ids(&tl).is_empty(), "{:?}", tl.findings());
+    tl.apply(&Record::Exec(Box::new(Exec {
+        ts_ns: 30,
+        tid: 700,
+        pid: 700,
+        old_tid: 700,
+        start_ns: 700_010,
+        comm: "sleep".into(),
+        filename: "/bin/sleep".into(),
+    })));
+    tl.observe(700, 31, DOCKER_A, "");
+    assert_eq!(ids(&tl), ["NS-SHARES-HOST"]);
+    assert_eq!(tl.findings()[0].comm, "sleep");
+}
+
 /// sh (100), called `comm`, unshares mnt, uts and ipc and is then seen in the one-level cgroup
 /// `/payload`.
 fn made_by(comm: &str) -> Timeline {

@@ -12,7 +12,9 @@ pub use text::text;
 
 use crate::{
     clock::WallClock,
+    container::Container,
     event::{Comm, Loss},
+    names::Names,
     ns::{NsKind, flag_names},
     output::FindingView,
     timeline::{Change, Counts, Namespace, NsIdx, ProcessHistory, Timeline},
@@ -279,7 +281,13 @@ pub struct MemberRow {
 /// its namespaces is, which it shares, its processes.
 #[derive(Serialize)]
 pub struct ContainerRow {
+    /// How it is shown: `web (docker:0123456789ab)`, or `docker:0123456789ab` unnamed.
     pub name: String,
+    pub runtime: &'static str,
+    pub id: String,
+    /// What its engine calls it, when it said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub names: Option<Names>,
     pub made: Vec<MadeRow>,
     /// Per namespace type, in /proc order, whose its namespace is: `own`, `host`, or the
     /// container it shares it with.
@@ -310,28 +318,46 @@ pub struct LossRow<'a> {
 }
 
 /// The machine-readable summary: one JSON object (its keys sorted).
-pub fn json(tl: &Timeline, times: &Times) -> Value {
-    serde_json::to_value(summary(tl, times)).unwrap_or(Value::Null)
+pub fn json(tl: &Timeline, times: &Times, only: Option<&str>) -> Value {
+    serde_json::to_value(summary(tl, times, only)).unwrap_or(Value::Null)
 }
 
-/// What the summary says of `tl`.
-pub fn summary<'a>(tl: &'a Timeline, times: &Times) -> Summary<'a> {
+/// What the summary says of `tl`; with `only` (a `--container` argument), of that container:
+/// its processes, its namespaces and those they were in, its findings (and every loss).
+pub fn summary<'a>(tl: &'a Timeline, times: &Times, only: Option<&str>) -> Summary<'a> {
     let times = *times;
+    let keep = |c: Option<&Container>| {
+        only.is_none_or(|what| c.is_some_and(|c| tl.container_matches(c, what)))
+    };
+    let shown = only.map(|what| focus(tl, what));
     Summary {
         kind: "summary",
         namespaces: tl
             .namespaces()
             .iter()
             .enumerate()
-            .filter(|(_, ns)| ns.touched)
+            .filter(|(idx, ns)| ns.touched && shown.as_ref().is_none_or(|s| s.contains(idx)))
             .map(|(idx, ns)| namespace_row(tl, idx, ns, times))
             .collect(),
-        processes: tl.histories().map(|h| process_row(tl, h, times)).collect(),
-        folded: folded_rows(tl, times),
-        containers: container_rows(tl, times),
+        processes: tl
+            .histories()
+            .filter(|h| keep(h.container.as_ref()))
+            .map(|h| process_row(tl, h, times))
+            .collect(),
+        folded: if only.is_some() {
+            // Folded processes are counted by kind, not by container.
+            FoldedRows {
+                processes: Vec::new(),
+                namespaces: Vec::new(),
+            }
+        } else {
+            folded_rows(tl, times)
+        },
+        containers: container_rows(tl, times, &keep),
         findings: tl
             .findings()
             .iter()
+            .filter(|f| keep(f.container.as_ref()))
             .map(|f| FindingRow {
                 view: FindingView::new(tl, f),
                 time: times.stamp(f.ts_ns),
@@ -347,6 +373,28 @@ pub fn summary<'a>(tl: &'a Timeline, times: &Times) -> Summary<'a> {
             .collect(),
         counts: &tl.counts,
     }
+}
+
+/// The namespaces a container's summary shows: those it owns or started in, and every one its
+/// processes moved into or out of.
+fn focus(tl: &Timeline, what: &str) -> std::collections::BTreeSet<NsIdx> {
+    let ours = |c: Option<&Container>| c.is_some_and(|c| tl.container_matches(c, what));
+    let mut shown: std::collections::BTreeSet<NsIdx> = tl
+        .namespaces()
+        .iter()
+        .enumerate()
+        .filter(|(_, ns)| ours(ns.owner.as_ref()))
+        .map(|(idx, _)| idx)
+        .collect();
+    for h in tl.histories().filter(|h| ours(h.container.as_ref())) {
+        if let Some(set) = h.container.as_ref().and_then(|c| tl.container_set(c)) {
+            shown.extend(set.iter().flatten());
+        }
+        for change in h.moves.iter().flat_map(|m| &m.changes) {
+            shown.extend(change.from.into_iter().chain(change.to));
+        }
+    }
+    shown
 }
 
 /// `call(FLAG|FLAG)` of what made a namespace.
@@ -397,7 +445,7 @@ fn namespace_row<'a>(
             .filter(|_| ns.members() == 0)
             .map(|ts| t.stamp(ts)),
         replaced: ns.replaced,
-        owner: ns.owner.as_ref().map(|o| o.short()),
+        owner: ns.owner.as_ref().map(|o| tl.container_label(o)),
         log: ns
             .log
             .iter()
@@ -433,7 +481,7 @@ fn process_row<'a>(tl: &'a Timeline, h: &'a ProcessHistory, t: Times) -> Process
         ppid: h.ppid,
         comm: &h.comm,
         exe: h.exe.as_deref(),
-        container: h.container.as_ref().map(|c| c.short()),
+        container: h.container.as_ref().map(|c| tl.container_label(c)),
         born: h.born_ns.map(|ts| t.stamp(ts)),
         moves_dropped: h.moves_dropped,
         exited: h.exited.map(|(ts, status)| ExitRow {
@@ -487,23 +535,28 @@ fn folded_rows(tl: &Timeline, t: Times) -> FoldedRows<'_> {
     }
 }
 
-/// A namespace a container shares: `pid:[4026531836] (host)`, `ipc:[4026532249] of docker:…`.
-fn share_label(ns: &Namespace) -> String {
+/// A namespace a container shares: `pid:[4026531836] (host)`, `ipc:[4026532249] of web (docker:…)`.
+fn share_label(tl: &Timeline, ns: &Namespace) -> String {
     match &ns.owner {
-        Some(o) => format!("{} of {}", ns.label(), o.short()),
+        Some(o) => format!("{} of {}", ns.label(), tl.container_label(o)),
         None => ns.label(),
     }
 }
 
-fn container_rows(tl: &Timeline, t: Times) -> Vec<ContainerRow> {
-    let mut names: Vec<_> = tl
+fn container_rows(
+    tl: &Timeline,
+    t: Times,
+    keep: &dyn Fn(Option<&Container>) -> bool,
+) -> Vec<ContainerRow> {
+    let mut containers: Vec<_> = tl
         .histories()
         .filter_map(|h| h.container.clone())
         .chain(tl.namespaces().iter().filter_map(|n| n.owner.clone()))
+        .filter(|c| keep(Some(c)))
         .collect();
-    names.sort();
-    names.dedup();
-    names
+    containers.sort();
+    containers.dedup();
+    containers
         .into_iter()
         .map(|c| {
             let made = tl
@@ -532,11 +585,11 @@ fn container_rows(tl: &Timeline, t: Times) -> Vec<ContainerRow> {
                 let whose = match &ns.owner {
                     _ if ns.host => "host".to_owned(),
                     Some(o) if *o == c => "own".to_owned(),
-                    Some(o) => o.short(),
+                    Some(o) => tl.container_label(o),
                     None => "unknown".to_owned(),
                 };
-                if whose != "own" && !shares.contains(&share_label(ns)) {
-                    shares.push(share_label(ns));
+                if whose != "own" && !shares.contains(&share_label(tl, ns)) {
+                    shares.push(share_label(tl, ns));
                 }
                 namespaces.0.push((kind.ns_type().name(), whose));
             }
@@ -545,7 +598,7 @@ fn container_rows(tl: &Timeline, t: Times) -> Vec<ContainerRow> {
                 for ch in h.moves.iter().flat_map(|m| &m.changes) {
                     let Some(to) = ch.to else { continue };
                     let ns = tl.namespace(to);
-                    let label = share_label(ns);
+                    let label = share_label(tl, ns);
                     if ns.owner.as_ref() != Some(&c) && ch.kind.is_own() && !shares.contains(&label)
                     {
                         shares.push(label.clone());
@@ -554,7 +607,10 @@ fn container_rows(tl: &Timeline, t: Times) -> Vec<ContainerRow> {
                 }
             }
             ContainerRow {
-                name: c.short(),
+                name: tl.container_label(&c),
+                runtime: c.runtime,
+                id: c.id.clone(),
+                names: tl.names_of(&c).filter(|n| !n.is_empty()).cloned(),
                 made,
                 namespaces,
                 shares,
@@ -623,7 +679,7 @@ mod tests {
             clock: WallClock::with_offset(0),
             utc: true,
         };
-        text(&tl, &times)
+        text(&tl, &times, None)
     }
 
     #[test]
@@ -665,9 +721,9 @@ mod tests {
             utc: true,
         };
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/output/testdata");
-        let json = serde_json::to_string_pretty(&json(&tl, &times)).unwrap() + "\n";
+        let json = serde_json::to_string_pretty(&json(&tl, &times, None)).unwrap() + "\n";
         for (name, got) in [
-            ("summary.golden.txt", text(&tl, &times)),
+            ("summary.golden.txt", text(&tl, &times, None)),
             ("summary.golden.json", json),
         ] {
             let path = format!("{dir}/{name}");

@@ -11,8 +11,8 @@ use crate::{
 };
 
 /// The human summary.
-pub fn text(tl: &Timeline, times: &Times) -> String {
-    let s = summary(tl, times);
+pub fn text(tl: &Timeline, times: &Times, only: Option<&str>) -> String {
+    let s = summary(tl, times, only);
     let mut out = String::new();
     namespaces(&mut out, &s.namespaces);
     members(&mut out, &s.namespaces);
@@ -265,6 +265,14 @@ fn containers(out: &mut String, rows: &[ContainerRow]) {
     let _ = writeln!(out, "\nCONTAINERS ({})", rows.len());
     for v in rows {
         let _ = writeln!(out, "{}", Escaped(&v.name));
+        if let Some(details) = v
+            .names
+            .as_ref()
+            .map(|n| n.details())
+            .filter(|d| !d.is_empty())
+        {
+            let _ = writeln!(out, "  {}", Escaped(&details));
+        }
         for made in &v.made {
             let _ = writeln!(
                 out,

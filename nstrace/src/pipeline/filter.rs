@@ -1,0 +1,58 @@
+//! What is printed of the records: `--comm`, `--type`, `--findings`, `--container`.
+use crate::{container::Container, event::Record, ns::NsType, timeline::Timeline};
+
+/// What is printed: records of followed processes that pass these.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only records whose command name is this.
+    pub comm: Option<String>,
+    /// Only transitions that move one of these types (forks, execs and exits always pass).
+    pub types: Option<Vec<NsType>>,
+    /// Only findings.
+    pub findings_only: bool,
+    /// Only records, findings and corrections about processes of this container: a name, an
+    /// id or its start, `runtime:id` (see [`crate::names::matches`]).
+    pub container: Option<String>,
+}
+
+impl Filter {
+    /// Whether a record passes, by what it says itself (its container is looked at later, by
+    /// [`Filter::in_container`], once its container's names are known).
+    pub fn accepts(&self, record: &Record) -> bool {
+        if self.findings_only {
+            return false;
+        }
+        if let Some(comm) = &self.comm {
+            let name = match record {
+                Record::Transition(t) => &t.comm,
+                Record::Fork(f) => &f.comm,
+                Record::Exec(e) => &e.comm,
+                Record::Exit(x) => &x.comm,
+            };
+            if name != comm {
+                return false;
+            }
+        }
+        match (&self.types, record) {
+            (Some(types), Record::Transition(t)) => {
+                let moved = t.changed().into_iter().chain(t.child_moved());
+                let flagged = types
+                    .iter()
+                    .any(|ty| t.flags & ty.own_slot().clone_flag() != 0);
+                flagged || moved.map(|k| k.ns_type()).any(|ty| types.contains(&ty))
+            }
+            _ => true,
+        }
+    }
+}
+
+impl Filter {
+    /// Whether something about a process of `container` (none: not in one) passes
+    /// `--container`.
+    pub fn in_container(&self, timeline: &Timeline, container: Option<&Container>) -> bool {
+        match &self.container {
+            None => true,
+            Some(what) => container.is_some_and(|c| timeline.container_matches(c, what)),
+        }
+    }
+}
