@@ -16,17 +16,23 @@ pub struct Container {
 }
 
 impl Container {
-    /// A short name for tables: `docker:0123456789ab`.
+    /// A short name for tables: `docker:0123456789ab`, and the pod uid when it has no other
+    /// name (see [`crate::names::label`]).
     pub fn short(&self) -> String {
-        let id: String = if self.id.len() == 64 && self.id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            self.id[..12].to_owned()
-        } else {
-            self.id.clone()
-        };
         match &self.pod {
-            Some(pod) => format!("{}:{id} (pod {pod})", self.runtime),
-            None => format!("{}:{id}", self.runtime),
+            Some(pod) => format!("{} (pod {pod})", self.short_id()),
+            None => self.short_id(),
         }
+    }
+
+    /// `runtime:id`, a long hex id cut to 12 characters as docker does.
+    pub fn short_id(&self) -> String {
+        let id = if self.id.len() == 64 && self.id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            &self.id[..12]
+        } else {
+            &self.id
+        };
+        format!("{}:{id}", self.runtime)
     }
 }
 
@@ -150,6 +156,18 @@ pub fn runtime_of(comm: &str) -> Option<&'static str> {
     .find_map(|(prefix, runtime)| comm.starts_with(prefix).then_some(runtime))
 }
 
+/// Whether an exec starts a runtime rather than a container's program: a runtime's name, or a
+/// program re-executing itself (runc's init runs `/proc/self/exe`, then its sealed copy from a
+/// `/dev/fd/N`; dockerd's helpers `/proc/PID/exe`).
+pub fn runtime_exec(comm: &str, filename: &str) -> bool {
+    let self_exec = filename == "/proc/self/exe"
+        || (filename.starts_with("/proc/") && filename.ends_with("/exe"))
+        || filename.starts_with("/dev/fd/")
+        || filename.starts_with("/proc/self/fd/")
+        || filename.starts_with("memfd:");
+    self_exec || runtime_of(comm).is_some()
+}
+
 /// Reads the text of `/proc/PID/cgroup`: the v2 line (`0::PATH`) when there is one, else the v1
 /// lines (a container shows in any controller's path).
 pub fn attribute(cgroup_file: &str) -> Option<Attribution> {
@@ -254,6 +272,12 @@ mod tests {
         assert_eq!(runtime_of("crun"), Some("crun"));
         assert_eq!(runtime_of("systemd-nspawn"), Some("nspawn"));
         assert_eq!(runtime_of("bash"), None);
+        assert!(runtime_exec("exe", "/proc/self/exe"));
+        assert!(runtime_exec("runc", "/dev/fd/6"));
+        assert!(runtime_exec("exe", "/proc/17215/exe"));
+        assert!(runtime_exec("crun", "/usr/bin/crun"));
+        assert!(!runtime_exec("sleep", "/bin/sleep"));
+        assert!(!runtime_exec("exe", "/usr/local/bin/exe"));
         assert_eq!(
             attribute("0::/default/redis\n"),
             c("containerd", "redis", None)

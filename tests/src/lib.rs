@@ -16,6 +16,8 @@ use std::{
 
 pub use serde_json::Value;
 
+pub mod engines;
+
 /// How long an event may take to show up.
 pub const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -194,6 +196,15 @@ impl Tracer {
     /// Waits for one event that `pred` accepts.
     pub fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         self.wait_for_n(1, what, pred).remove(0)
+    }
+
+    /// Stops nstrace as [`Tracer::stop`] does; what it printed (the summary is the last line)
+    /// and its stderr.
+    pub fn stop_with_output(self) -> (Vec<Value>, String) {
+        let events = Arc::clone(&self.events);
+        let stderr = self.stop();
+        let events = events.lock().expect("lock").clone();
+        (events, stderr)
     }
 
     /// Stops nstrace with SIGTERM (SIGINT may be ignored in a background job) and returns its

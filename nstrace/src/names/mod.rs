@@ -86,7 +86,7 @@ impl Names {
 /// when it has no name.
 pub fn label(container: &Container, names: Option<&Names>) -> String {
     match names.and_then(Names::title) {
-        Some(title) => format!("{title} ({})", container.short()),
+        Some(title) => format!("{title} ({})", container.short_id()),
         None => container.short(),
     }
 }
@@ -98,7 +98,7 @@ pub fn matches(container: &Container, names: Option<&Names>, what: &str) -> bool
     let id = container.id.as_str();
     id == what
         || (what.len() >= 3 && id.starts_with(what))
-        || container.short() == what
+        || container.short_id() == what
         || format!("{}:{id}", container.runtime) == what
         || names.is_some_and(|n| n.called(what))
 }

@@ -75,17 +75,44 @@ impl Default for Roots {
 
 /// A container's names, from its engine's state; empty when none is found.
 pub fn read(container: &Container, roots: &Roots) -> Names {
+    try_read(container, roots).unwrap_or_default()
+}
+
+/// [`read`], or None when its engine's state was not found: the engine may not have written it
+/// yet (runc saves its state after its init has started).
+pub fn try_read(container: &Container, roots: &Roots) -> Option<Names> {
     let id = container.id.as_str();
     if !is_component(id) {
-        return Names::default();
+        return Some(Names::default());
     }
-    let found = match container.runtime {
+    match container.runtime {
         "docker" => docker(roots, id).or_else(|| bundle(roots, id)),
         "podman" => podman(roots, id),
-        "nspawn" => None,
+        // A machine's name is its id.
+        "nspawn" => Some(Names::default()),
         _ => bundle(roots, id),
-    };
-    found.unwrap_or_default()
+    }
+}
+
+/// The OCI runtime whose state root has a container (runc, crun), for a container its cgroup
+/// names without its runtime.
+pub fn runtime_with_state(id: &str, roots: &Roots) -> Option<&'static str> {
+    if !is_component(id) {
+        return None;
+    }
+    roots
+        .runtime_states
+        .iter()
+        .filter(|(_, nested)| !nested)
+        // runc keeps state.json, crun status.
+        .find(|(root, _)| {
+            let dir = root.join(id);
+            dir.join("state.json").is_file() || dir.join("status").is_file()
+        })
+        .and_then(|(root, _)| {
+            let name = root.file_name()?.to_str()?;
+            crate::container::runtime_named(name).filter(|r| !r.is_empty())
+        })
 }
 
 /// Whether `id` can name a file in a directory: not empty, no `/`, not `.`/`..` or hidden.
@@ -437,6 +464,25 @@ mod tests {
                 .as_deref(),
             Some("default/api-0")
         );
+    }
+
+    #[test]
+    fn a_runtime_is_known_by_the_state_it_keeps() {
+        let s = Scratch::new("state");
+        let roots = Roots {
+            runtime_states: vec![
+                (s.0.join("runc"), false),
+                (s.0.join("crun"), false),
+                (s.0.join("nested"), true),
+            ],
+            ..s.roots()
+        };
+        s.put("runc/web/state.json", "{}");
+        s.put("crun/db/status", "");
+        assert_eq!(runtime_with_state("web", &roots), Some("runc"));
+        assert_eq!(runtime_with_state("db", &roots), Some("crun"));
+        assert_eq!(runtime_with_state("gone", &roots), None);
+        assert_eq!(runtime_with_state("..", &roots), None);
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! each, and answers with their names. The collector never waits on the engines' files; it
 //! asks, goes on, and takes the answers when it next looks.
 use std::{
-    sync::mpsc::{self, Receiver, Sender},
-    time::Duration,
+    collections::VecDeque,
+    sync::mpsc::{self, Receiver, RecvTimeoutError, Sender},
+    time::{Duration, Instant},
 };
 
 use super::{Names, Roots, read};
@@ -30,18 +31,50 @@ impl Resolver {
         let (answer, answers) = mpsc::channel();
         std::thread::Builder::new()
             .name("nstrace-names".into())
-            .spawn(move || {
-                for container in asked {
-                    let names = read::read(&container, &roots);
-                    if answer.send((container, names)).is_err() {
-                        break;
-                    }
-                }
-            })?;
+            .spawn(move || reader(&roots, &asked, &answer))?;
         Ok(Self {
             requests: Some(requests),
             answers,
         })
+    }
+}
+
+/// When a container's state is looked for again, after each miss: the engine may be writing it
+/// (a second in all, within [`crate::pipeline::NAME_WAIT`]).
+const RETRIES: [Duration; 3] = [
+    Duration::from_millis(100),
+    Duration::from_millis(300),
+    Duration::from_millis(600),
+];
+
+/// The reader thread: answers each container, looking again a few times for state not there
+/// yet, until nobody asks any more.
+fn reader(roots: &Roots, asked: &Receiver<Container>, answer: &Sender<(Container, Names)>) {
+    let mut again: VecDeque<(Instant, Container, usize)> = VecDeque::new();
+    loop {
+        let wait = again.front().map_or(Duration::from_secs(3600), |(at, ..)| {
+            at.saturating_duration_since(Instant::now())
+        });
+        let (container, tries) = match asked.recv_timeout(wait) {
+            Ok(container) => (container, 0),
+            Err(RecvTimeoutError::Timeout) => match again.pop_front() {
+                Some((_, container, tries)) => (container, tries),
+                None => continue,
+            },
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let names = match read::try_read(&container, roots) {
+            Some(names) => names,
+            None if tries < RETRIES.len() => {
+                again.push_back((Instant::now() + RETRIES[tries], container, tries + 1));
+                again.make_contiguous().sort_by_key(|(at, ..)| *at);
+                continue;
+            }
+            None => Names::default(),
+        };
+        if answer.send((container, names)).is_err() {
+            return;
+        }
     }
 }
 

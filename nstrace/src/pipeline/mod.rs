@@ -12,7 +12,7 @@ use std::{
 use serde_json::json;
 
 use crate::{
-    container::Container,
+    container::{Attribution, Container},
     event::{Loss, Record},
     names::NameSource,
     output::{FindingView, HealView, Sink, reader_gone},
@@ -163,27 +163,42 @@ impl<'a> Pipeline<'a> {
             return Ok(());
         };
         let uid_map = std::fs::read_to_string(format!("/proc/{pid}/uid_map")).unwrap_or_default();
-        self.observed(pid, ts_ns, &cgroup, &uid_map)
+        // A container its cgroup names without its runtime (runc, crun without a cgroups path):
+        // whose state has it.
+        let runtime = match crate::container::attribute(&cgroup) {
+            Some(Attribution::Container(c)) if c.runtime.is_empty() => {
+                crate::names::read::runtime_with_state(&c.id, &crate::names::Roots::default())
+            }
+            _ => None,
+        };
+        self.observed(pid, ts_ns, &cgroup, &uid_map, runtime)
     }
 
-    /// What was read of a process, live or from a record file.
+    /// What was read of a process, live or from a record file: its cgroup, its uid_map, and
+    /// the runtime whose state has the container its cgroup names without one.
     pub fn observed(
         &mut self,
         pid: u32,
         ts_ns: u64,
         cgroup: &str,
         uid_map: &str,
+        runtime: Option<&'static str>,
     ) -> io::Result<()> {
         if let Some(archive) = &mut self.archive {
-            archive.note(&json!({
+            let mut line = json!({
                 "type": "observation",
                 "ts_ns": ts_ns,
                 "pid": pid,
                 "cgroup": cgroup,
                 "uid_map": uid_map,
-            }))?;
+            });
+            if let Some(runtime) = runtime {
+                line["runtime"] = runtime.into();
+            }
+            archive.note(&line)?;
         }
-        self.timeline.observe(pid, ts_ns, cgroup, uid_map);
+        self.timeline
+            .observe_in(pid, ts_ns, cgroup, uid_map, runtime);
         self.ask_names();
         self.findings()
     }

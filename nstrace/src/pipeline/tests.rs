@@ -278,7 +278,7 @@ fn output_waits_for_a_containers_names_and_its_finding_names_it() {
     pipeline.feed(&unshare_mnt(SH, 10), false).unwrap();
     // The shell is seen in a docker container (on the host's pid namespace): a finding, about
     // a container whose names are asked for.
-    pipeline.observed(SH, 11, DOCKER, "").unwrap();
+    pipeline.observed(SH, 11, DOCKER, "", None).unwrap();
     pipeline.feed(&unshare_mnt(SH, 12), false).unwrap();
     pipeline.flush().unwrap();
     assert_eq!(engine.0.borrow().asked.len(), 1);
@@ -336,7 +336,7 @@ fn a_container_filter_passes_its_records_by_name_once_known() {
         filename: "/bin/sleep".into(),
     }));
     pipeline.feed(&exec, false).unwrap();
-    pipeline.observed(700, 21, DOCKER, "").unwrap();
+    pipeline.observed(700, 21, DOCKER, "", None).unwrap();
     pipeline.feed(&unshare_mnt(700, 30), false).unwrap();
     pipeline.feed(&unshare_mnt(SH, 31), false).unwrap();
     engine.answer("web");
@@ -365,7 +365,7 @@ fn names_that_never_come_hold_nothing_past_the_wait_or_the_limit() {
     pipeline.sinks.push(&mut seen);
     pipeline.archive = Some(&mut archive);
     pipeline.feed(&unshare_mnt(SH, 10), false).unwrap();
-    pipeline.observed(SH, 11, DOCKER, "").unwrap();
+    pipeline.observed(SH, 11, DOCKER, "", None).unwrap();
     pipeline.flush().unwrap();
     drop(pipeline);
     assert_eq!(
@@ -385,7 +385,7 @@ fn names_that_never_come_hold_nothing_past_the_wait_or_the_limit() {
     let mut seen = Seen::default();
     let mut pipeline = Pipeline::new(machine(), Filter::default());
     pipeline.sinks.push(&mut seen);
-    pipeline.observed(SH, 11, DOCKER, "").unwrap();
+    pipeline.observed(SH, 11, DOCKER, "", None).unwrap();
     for i in 0..HOLD_LIMIT as u64 {
         pipeline.feed(&unshare_mnt(SH, 20 + i), false).unwrap();
     }
@@ -428,7 +428,7 @@ fn a_container_filter_shows_how_the_container_was_made_and_who_came_in() {
         comm: "sh".into(),
     });
     pipeline.feed(&fork, false).unwrap();
-    pipeline.observed(700, 21, DOCKER, "").unwrap();
+    pipeline.observed(700, 21, DOCKER, "", None).unwrap();
     engine.answer("web");
     pipeline.tick(30).unwrap();
     // The runtime's unshare is through; the stray one, and all after it, wait for an owner.

@@ -232,6 +232,8 @@ struct ObservationLine {
     cgroup: String,
     #[serde(default)]
     uid_map: String,
+    #[serde(default)]
+    runtime: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -257,7 +259,8 @@ pub enum Entry {
     /// `nstrace run` began following this pid (its command).
     Follow(u32),
     /// What was read of a process after its exec: (pid, ts_ns, cgroup, uid_map).
-    Observation(u32, u64, String, String),
+    /// And the runtime whose state had the container its cgroup names without one.
+    Observation(u32, u64, String, String, Option<&'static str>),
     /// A container's names, from its engine.
     Container(Container, Names),
     /// Records lost in the kernel, where the live run found them.
@@ -298,7 +301,16 @@ pub fn parse_line(line: &str) -> Result<Entry, String> {
         }
         Line::Process(p) => Entry::Process(p.into()),
         Line::Follow(f) => Entry::Follow(f.pid),
-        Line::Observation(o) => Entry::Observation(o.pid, o.ts_ns, o.cgroup, o.uid_map),
+        Line::Observation(o) => {
+            let runtime = match o.runtime.as_deref() {
+                None => None,
+                Some(name) => Some(
+                    crate::container::runtime_named(name)
+                        .ok_or_else(|| format!("unknown container runtime {name:?}"))?,
+                ),
+            };
+            Entry::Observation(o.pid, o.ts_ns, o.cgroup, o.uid_map, runtime)
+        }
         Line::Container(c) => c.into_entry()?,
         Line::Loss(l) => Entry::Loss(l),
         Line::Resync(r) => Entry::Resync {

@@ -213,8 +213,8 @@ pub fn rebuild(
                     pipeline.timeline.follow(*pid);
                 }
             }
-            Entry::Observation(pid, ts, cgroup, uid_map) => {
-                pipeline.observed(*pid, *ts, cgroup, uid_map)?;
+            Entry::Observation(pid, ts, cgroup, uid_map, runtime) => {
+                pipeline.observed(*pid, *ts, cgroup, uid_map, *runtime)?;
             }
             Entry::Container(container, names) => {
                 pipeline.named(container.clone(), names.clone())?;

@@ -10,6 +10,7 @@ use super::{
     tasks::{Scope, Task},
 };
 use crate::{
+    container,
     event::{Call, Exec, Exit, Fork, Record, Transition},
     ns::NsKind,
 };
@@ -167,6 +168,7 @@ impl Timeline {
         let thread = t.flags & libc::CLONE_THREAD as u64 != 0 && t.call != Call::Fork;
         let pid = if thread { t.pid } else { child.tid };
         let parent_set = self.tasks.get(&t.tid).map(|task| task.set);
+        let runtime = self.tasks.get(&t.tid).is_some_and(|task| task.runtime);
         let set = self.resolve_set(&child.ns, ts);
         let cause = match t.call {
             Call::Fork => Cause::BornInto { parent: t.pid },
@@ -177,12 +179,13 @@ impl Timeline {
             },
         };
         self.remove_task(child.tid, ts);
-        let task = Task {
+        let mut task = Task {
             ppid: if thread { t.ppid } else { t.pid },
             born_ns: Some(ts),
             last_ns: ts,
             ..self.new_task(pid, child.start_ns, t.comm.clone(), set, in_scope)
         };
+        task.runtime |= runtime;
         let child_key = ProcessKey {
             pid,
             start_ns: child.start_ns,
@@ -249,19 +252,21 @@ impl Timeline {
         // A plain fork's child is in its parent's set exactly (a child born elsewhere is a
         // transition): it inherits the kernel set that resolves to it, too.
         let parent = self.tasks.get(&f.parent_tid).map(|p| (p.set, p.raw));
+        let runtime = self.tasks.get(&f.parent_tid).is_some_and(|p| p.runtime);
         if parent.is_none() {
             self.counts.unknown_tasks += 1;
         }
         let (set, raw) = parent.unwrap_or(([None; NS_SLOTS], None));
         let in_scope = self.follows(f.pid, [f.parent_tid, f.parent_pid]);
         self.remove_task(f.tid, ts);
-        let task = Task {
+        let mut task = Task {
             ppid: f.parent_pid,
             raw,
             born_ns: Some(ts),
             last_ns: ts,
             ..self.new_task(f.pid, f.start_ns, f.comm.clone(), set, in_scope)
         };
+        task.runtime |= runtime;
         self.put_task(f.tid, task);
         if f.tid == f.pid {
             self.inherit_container(f.pid, f.parent_pid);
@@ -317,6 +322,7 @@ impl Timeline {
             self.counts.unknown_tasks += 1;
             return matches!(self.scope, Scope::All);
         };
+        task.runtime = container::runtime_exec(&e.comm, &e.filename);
         task.comm = e.comm.clone();
         task.last_ns = e.ts_ns;
         let in_scope = task.in_scope;

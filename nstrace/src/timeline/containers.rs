@@ -27,17 +27,29 @@ impl Timeline {
     /// `/proc/PID/cgroup` and of `/proc/PID/uid_map`. Attributes the process to its container,
     /// the container to the namespaces it is first seen in, and runs the process rules.
     pub fn observe(&mut self, pid: u32, ts_ns: u64, cgroup: &str, uid_map: &str) {
+        self.observe_in(pid, ts_ns, cgroup, uid_map, None);
+    }
+
+    /// [`Timeline::observe`], knowing which runtime's state has the container that the cgroup
+    /// names without its runtime (what made its namespaces, when seen, says it first).
+    pub fn observe_in(
+        &mut self,
+        pid: u32,
+        ts_ns: u64,
+        cgroup: &str,
+        uid_map: &str,
+        runtime: Option<&'static str>,
+    ) {
         let Some(task) = self.tasks.get(&pid) else {
             return;
         };
         let (set, in_scope, comm, ppid) = (task.set, task.in_scope, task.comm.clone(), task.ppid);
+        let making = task.runtime || container::runtime_of(&comm).is_some();
         let container = container::attribute(cgroup)
             .and_then(|a| a.container().cloned())
-            .and_then(|c| self.with_runtime(c, &set));
-        if let Some(container) = container
-            && self.containers.get(&pid) != Some(&container)
-        {
-            self.attribute(pid, container, &set, in_scope, ppid, &comm);
+            .and_then(|c| self.with_runtime(c, &set, runtime));
+        if let Some(container) = container {
+            self.attribute(pid, container, &set, in_scope, ppid, &comm, making);
         }
         if in_scope {
             let known = self.containers.get(&pid).cloned();
@@ -46,17 +58,18 @@ impl Timeline {
                 container: known.as_ref(),
                 uid_map,
             };
-            self.process_rules(None, &look, ts_ns, &comm);
+            self.process_rules(None, &look, ts_ns, &comm, making);
         }
     }
 
     /// A container the cgroup names without its runtime (runc or crun without a cgroups path,
-    /// a systemd-nspawn payload) gets the runtime that made its namespaces; when nothing known
-    /// made them, it is not taken for a container.
+    /// a systemd-nspawn payload) gets the runtime that made its namespaces, or else the one
+    /// whose state has it (`state`); when neither is known, it is not taken for a container.
     fn with_runtime(
         &self,
         mut container: Container,
         set: &[Option<NsIdx>; NS_SLOTS],
+        state: Option<&'static str>,
     ) -> Option<Container> {
         if !container.runtime.is_empty() {
             return Some(container);
@@ -64,13 +77,21 @@ impl Timeline {
         let maker = [NsKind::Mnt, NsKind::Pid, NsKind::Uts, NsKind::Net]
             .into_iter()
             .filter_map(|k| set[k.slot()])
-            .find_map(|idx| self.namespaces[idx].created.as_ref())?;
-        container.runtime = container::runtime_of(&maker.comm)?;
+            .find_map(|idx| self.namespaces[idx].created.as_ref());
+        container.runtime = maker
+            .and_then(|m| container::runtime_of(&m.comm))
+            .or(state)?;
         Some(container)
     }
 
-    /// `pid` belongs to `container`: its history (made if need be) says so, and the container
-    /// owns the namespaces it is first seen in that nothing owns yet.
+    /// `pid` belongs to `container`: its history (made if need be) says so. A process of the
+    /// container's own (not its runtime `making` it: runc's init is in the container's cgroup
+    /// from its exec on, in whatever namespaces its caller had) makes the container own the
+    /// namespaces it is in that nothing owns yet, and the first such gives the container's set.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "what was read of the process, and what the timeline knows of it"
+    )]
     fn attribute(
         &mut self,
         pid: u32,
@@ -79,11 +100,18 @@ impl Timeline {
         in_scope: bool,
         ppid: u32,
         comm: &str,
+        making: bool,
     ) {
         self.containers.insert(pid, container.clone());
         let key = self.process_key(pid, 0);
         if let Some(h) = self.history(key, ppid, comm, in_scope) {
             h.container = Some(container.clone());
+        }
+        if self.seen_containers.insert(container.clone()) {
+            self.new_containers.push(container.clone());
+        }
+        if making {
+            return;
         }
         for idx in set.iter().flatten() {
             let ns = &mut self.namespaces[*idx];
@@ -91,10 +119,7 @@ impl Timeline {
                 ns.owner = Some(container.clone());
             }
         }
-        if !self.container_sets.contains_key(&container) {
-            self.new_containers.push(container.clone());
-            self.container_sets.insert(container, *set);
-        }
+        self.container_sets.entry(container).or_insert(*set);
     }
 
     /// A process born of one in a container is in it too (its cgroup is its parent's), until
@@ -140,11 +165,12 @@ impl Timeline {
             return;
         }
         let (container, comm) = (container.clone(), task.comm.clone());
+        let making = task.runtime || container::runtime_of(&comm).is_some();
         let look = Look {
             pid,
             container: Some(&container),
             uid_map: "",
         };
-        self.process_rules(Some(When::Attributed), &look, ts_ns, &comm);
+        self.process_rules(Some(When::Attributed), &look, ts_ns, &comm, making);
     }
 }

@@ -5,7 +5,7 @@
 //! timeline's methods, and returns what it found. A new rule is a new row.
 use crate::event::Comm;
 use crate::{
-    container::{self, Container},
+    container::Container,
     event::{Call, Transition},
     ns::{NsKind, NsType},
 };
@@ -353,12 +353,12 @@ impl Timeline {
         look: &Look<'_>,
         ts_ns: u64,
         comm: &str,
+        making: bool,
     ) {
         let mut hits = Vec::new();
-        // A runtime's own process in a container (runc:[1:CHILD], crun) is halfway through
-        // making it: in the host's pid namespace until its child is born, say. The container is
-        // looked at once the runtime has exec'd its program.
-        let making = container::runtime_of(comm).is_some();
+        // A runtime's own process in a container (`making`: runc's init, runc:[1:CHILD], crun)
+        // is halfway through making it: in the host's pid namespace until its child is born,
+        // say. The container is looked at once the runtime has exec'd its program.
         for rule in PROCESS_RULES
             .iter()
             .filter(|r| when.is_none_or(|w| r.when == w))

@@ -95,7 +95,8 @@ pub struct Timeline {
     /// Each container's namespace set, as its first process was seen in it.
     container_sets:
         std::collections::BTreeMap<Container, [Option<NsIdx>; nstrace_common::NS_SLOTS]>,
-    /// Containers first seen and not yet taken (see `take_new_containers`).
+    /// Every container seen, and those not yet taken (see `take_new_containers`).
+    seen_containers: FxHashSet<Container>,
     new_containers: Vec<Container>,
     /// What each container's engine calls it, once known.
     names: FxHashMap<Container, Names>,
@@ -140,6 +141,7 @@ impl Timeline {
             host_mnt_net: [None, None],
             containers: FxHashMap::default(),
             container_sets: std::collections::BTreeMap::new(),
+            seen_containers: FxHashSet::default(),
             new_containers: Vec::new(),
             names: FxHashMap::default(),
             findings: Vec::new(),

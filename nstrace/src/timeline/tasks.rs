@@ -6,6 +6,7 @@ use nstrace_common::NS_SLOTS;
 
 use super::{APPROX_START_NS, NsIdx, Timeline, history::ProcessKey};
 use crate::{
+    container,
     event::{Comm, NsSet},
     ns::{NsKind, NsType},
 };
@@ -47,6 +48,9 @@ pub(super) struct Task {
     /// The kernel time of the last record about it: what the timeline holds of it is at least
     /// that fresh.
     pub(super) last_ns: u64,
+    /// It runs a container runtime (runc's init re-exec'd, crun), not a container's program:
+    /// from its exec, and inherited by its children until theirs.
+    pub(super) runtime: bool,
 }
 
 impl Task {
@@ -247,6 +251,7 @@ impl Timeline {
         set: [Option<NsIdx>; NS_SLOTS],
         in_scope: bool,
     ) -> Task {
+        let runtime = container::runtime_of(&comm).is_some();
         Task {
             pid,
             ppid: 0,
@@ -259,6 +264,7 @@ impl Timeline {
             raw: None,
             born_ns: None,
             last_ns: 0,
+            runtime,
         }
     }
 

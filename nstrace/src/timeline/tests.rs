@@ -631,6 +631,73 @@ fn a_runtime_halfway_through_making_a_container_is_not_judged_its_program_is() {
     assert_eq!(tl.findings()[0].comm, "sleep");
 }
 
+#[test]
+fn a_runtimes_init_in_its_callers_mounts_gives_the_container_neither_owner_nor_set() {
+    // podman --uidmap: podman makes mounts of its own; runc's init, re-exec'd from
+    // /proc/self/exe there, is seen in the container's cgroup. The container is what its
+    // program is in.
+    let mut tl = machine(Scope::All);
+    let podman_mnt = with(host_set(), NsKind::Mnt, 4026533176, 0);
+    tl.apply(
+        &unshare(100, libc::CLONE_NEWNS as u64)
+            .at(10)
+            .to(podman_mnt)
+            .rec(),
+    );
+    tl.apply(&fork(20, 100, 700));
+    let exec = |ts, comm: &str, filename: &str| {
+        Record::Exec(Box::new(Exec {
+            ts_ns: ts,
+            tid: 700,
+            pid: 700,
+            old_tid: 700,
+            start_ns: 700_020,
+            comm: comm.into(),
+            filename: filename.into(),
+        }))
+    };
+    tl.apply(&exec(30, "exe", "/proc/self/exe"));
+    tl.observe(700, 31, DOCKER_A, "");
+    let podman_ns = ns_named(&tl, NsType::Mnt, 4026533176)[0];
+    assert_eq!(
+        podman_ns.owner, None,
+        "podman's mounts are not the container's"
+    );
+    let container = tl
+        .container_of(700)
+        .cloned()
+        .expect("in the container's cgroup");
+    assert!(tl.container_set(&container).is_none());
+    // Its child makes the container's mounts, and execs the program.
+    let mut t = call(Call::Clone, 700, libc::CLONE_NEWNS as u64)
+        .at(40)
+        .done();
+    t.before = podman_mnt;
+    t.after = podman_mnt;
+    t.start_boottime_ns = 700_020;
+    t.child = Some(Box::new(Child {
+        tid: 701,
+        start_ns: 701_040,
+        ns_tid: 701,
+        ns: with(host_set(), NsKind::Mnt, 4026533178, 0),
+    }));
+    tl.apply(&rec(t));
+    tl.apply(&Record::Exec(Box::new(Exec {
+        ts_ns: 50,
+        tid: 701,
+        pid: 701,
+        old_tid: 701,
+        start_ns: 701_040,
+        comm: "sleep".into(),
+        filename: "/bin/sleep".into(),
+    })));
+    tl.observe(701, 51, DOCKER_A, "");
+    let set = tl.container_set(&container).expect("the program's set");
+    let mnt = set[NsKind::Mnt.slot()].expect("mnt");
+    assert_eq!(tl.namespace(mnt).inum, 4026533178);
+    assert_eq!(tl.namespace(mnt).owner.as_ref(), Some(&container));
+}
+
 /// sh (100), called `comm`, unshares mnt, uts and ipc and is then seen in the one-level cgroup
 /// `/payload`.
 fn made_by(comm: &str) -> Timeline {
@@ -645,6 +712,27 @@ fn made_by(comm: &str) -> Timeline {
     tl.apply(&rec(t));
     tl.observe(100, 11, "0::/payload\n", "");
     tl
+}
+
+#[test]
+fn a_one_level_cgroup_older_than_the_trace_is_named_by_the_runtime_whose_state_has_it() {
+    // Nothing seen made its namespaces: the runtime's state says whose it is, or nothing does.
+    let snapshot = |tl: &mut Timeline| {
+        let mut e = entry(700, 700, 1, "sleep");
+        e.inodes[NsKind::Mnt.slot()] = Some(4026533100);
+        tl.snapshot(&[entry(1, 1, 0, "init"), e], 0);
+    };
+    let mut tl = Timeline::new(Scope::All);
+    snapshot(&mut tl);
+    tl.observe_in(700, 1, "0::/web\n", "", Some("runc"));
+    assert_eq!(
+        tl.container_of(700).map(|c| c.short()),
+        Some("runc:web".into())
+    );
+    let mut tl = Timeline::new(Scope::All);
+    snapshot(&mut tl);
+    tl.observe_in(700, 1, "0::/web\n", "", None);
+    assert_eq!(tl.container_of(700), None);
 }
 
 #[test]

@@ -248,11 +248,16 @@ pub struct FoldedNamespace<'a> {
     pub made: &'a str,
 }
 
-/// Whose each of a container's namespaces is, by type: a map in JSON.
-#[derive(Default)]
-pub struct Whose(pub Vec<(&'static str, String)>);
+/// Something about each of a container's namespaces, by type, in /proc order: a map in JSON.
+pub struct Whose<T = String>(pub Vec<(&'static str, T)>);
 
-impl Serialize for Whose {
+impl<T> Default for Whose<T> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<T: Serialize> Serialize for Whose<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap as _;
         let mut map = serializer.serialize_map(Some(self.0.len()))?;
@@ -292,6 +297,8 @@ pub struct ContainerRow {
     /// Per namespace type, in /proc order, whose its namespace is: `own`, `host`, or the
     /// container it shares it with.
     pub namespaces: Whose,
+    /// The inodes of those namespaces (`ls -l /proc/PID/ns` of its first process).
+    pub set: Whose<u32>,
     /// Namespaces it is in that it does not own (the host's, another container's).
     pub shares: Vec<String>,
     /// Of those, the ones its processes moved into after it started.
@@ -551,7 +558,12 @@ fn container_rows(
     let mut containers: Vec<_> = tl
         .histories()
         .filter_map(|h| h.container.clone())
-        .chain(tl.namespaces().iter().filter_map(|n| n.owner.clone()))
+        .chain(
+            tl.namespaces()
+                .iter()
+                .filter(|n| n.touched)
+                .filter_map(|n| n.owner.clone()),
+        )
         .filter(|c| keep(Some(c)))
         .collect();
     containers.sort();
@@ -574,6 +586,7 @@ fn container_rows(
                 .collect();
             let set = tl.container_set(&c);
             let mut namespaces = Whose::default();
+            let mut inodes = Whose::default();
             let mut shares: Vec<String> = Vec::new();
             let mut joined: Vec<String> = Vec::new();
             // Whose each namespace it was started in is.
@@ -592,6 +605,7 @@ fn container_rows(
                     shares.push(share_label(tl, ns));
                 }
                 namespaces.0.push((kind.ns_type().name(), whose));
+                inodes.0.push((kind.ns_type().name(), ns.inum));
             }
             // And those its processes moved into since.
             for h in &members {
@@ -613,6 +627,7 @@ fn container_rows(
                 names: tl.names_of(&c).filter(|n| !n.is_empty()).cloned(),
                 made,
                 namespaces,
+                set: inodes,
                 shares,
                 joined,
                 processes: members
