@@ -156,16 +156,17 @@ pub fn runtime_of(comm: &str) -> Option<&'static str> {
     .find_map(|(prefix, runtime)| comm.starts_with(prefix).then_some(runtime))
 }
 
-/// Whether an exec starts a runtime rather than a container's program: a runtime's name, or a
-/// program re-executing itself (runc's init runs `/proc/self/exe`, then its sealed copy from a
-/// `/dev/fd/N`; dockerd's helpers `/proc/PID/exe`).
-pub fn runtime_exec(comm: &str, filename: &str) -> bool {
+/// Whether an exec by a task (a runtime's when `was_runtime`) starts a runtime rather than a
+/// container's program: a runtime's name, or a runtime re-executing itself (runc's init runs
+/// `/proc/self/exe`, then its sealed copy from a `/dev/fd/N`). Another program re-executing
+/// itself (busybox's shell running an applet) is not one.
+pub fn runtime_exec(was_runtime: bool, comm: &str, filename: &str) -> bool {
     let self_exec = filename == "/proc/self/exe"
         || (filename.starts_with("/proc/") && filename.ends_with("/exe"))
         || filename.starts_with("/dev/fd/")
         || filename.starts_with("/proc/self/fd/")
         || filename.starts_with("memfd:");
-    self_exec || runtime_of(comm).is_some()
+    runtime_of(comm).is_some() || (was_runtime && self_exec)
 }
 
 /// Reads the text of `/proc/PID/cgroup`: the v2 line (`0::PATH`) when there is one, else the v1
@@ -272,12 +273,14 @@ mod tests {
         assert_eq!(runtime_of("crun"), Some("crun"));
         assert_eq!(runtime_of("systemd-nspawn"), Some("nspawn"));
         assert_eq!(runtime_of("bash"), None);
-        assert!(runtime_exec("exe", "/proc/self/exe"));
-        assert!(runtime_exec("runc", "/dev/fd/6"));
-        assert!(runtime_exec("exe", "/proc/17215/exe"));
-        assert!(runtime_exec("crun", "/usr/bin/crun"));
-        assert!(!runtime_exec("sleep", "/bin/sleep"));
-        assert!(!runtime_exec("exe", "/usr/local/bin/exe"));
+        // runc's init: forked from runc, re-executing itself.
+        assert!(runtime_exec(true, "exe", "/proc/self/exe"));
+        assert!(runtime_exec(true, "runc", "/dev/fd/6"));
+        assert!(runtime_exec(false, "crun", "/usr/bin/crun"));
+        assert!(!runtime_exec(true, "sleep", "/bin/sleep"));
+        // busybox's shell running an applet in a container.
+        assert!(!runtime_exec(false, "exe", "/proc/self/exe"));
+        assert!(!runtime_exec(true, "exe", "/usr/local/bin/exe"));
         assert_eq!(
             attribute("0::/default/redis\n"),
             c("containerd", "redis", None)

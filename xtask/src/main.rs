@@ -51,7 +51,7 @@ enum Cmd {
         /// places them.
         #[arg(long)]
         cpu: Option<usize>,
-        /// Run only this storm (unshare, fork, setns, clone); repeatable.
+        /// Run only this storm (unshare, fork, setns, clone, docker); repeatable.
         #[arg(long = "storm")]
         storms: Vec<String>,
     },
@@ -115,6 +115,9 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("the benchmark loads eBPF and makes namespaces: run it as root");
             }
             bootstrap::bench_peer();
+            // The container storm needs a Docker daemon: one this run started is stopped at the
+            // end.
+            let _dockerd = engines::start()?;
             bench::bench(&bench::Options {
                 rounds,
                 seconds,

@@ -322,7 +322,7 @@ impl Timeline {
             self.counts.unknown_tasks += 1;
             return matches!(self.scope, Scope::All);
         };
-        task.runtime = container::runtime_exec(&e.comm, &e.filename);
+        task.runtime = container::runtime_exec(task.runtime, &e.comm, &e.filename);
         task.comm = e.comm.clone();
         task.last_ns = e.ts_ns;
         let in_scope = task.in_scope;
@@ -368,6 +368,11 @@ impl Timeline {
                 && let Some(h) = self.histories.get_mut(&key)
             {
                 h.exited = Some((ts, x.code));
+                // Its name as last seen (a program may rename itself: busybox's applets); a
+                // thread's name is its own.
+                if x.tid == x.pid && h.comm != x.comm {
+                    h.comm.clone_from(&x.comm);
+                }
                 self.fold_process(key, ts);
             }
         }

@@ -644,7 +644,12 @@ fn a_runtimes_init_in_its_callers_mounts_gives_the_container_neither_owner_nor_s
             .to(podman_mnt)
             .rec(),
     );
-    tl.apply(&fork(20, 100, 700));
+    // runc (forked by podman's conmon) forks its init.
+    let mut runc = fork(20, 100, 700);
+    if let Record::Fork(f) = &mut runc {
+        f.comm = "runc".into();
+    }
+    tl.apply(&runc);
     let exec = |ts, comm: &str, filename: &str| {
         Record::Exec(Box::new(Exec {
             ts_ns: ts,

@@ -5,6 +5,8 @@
 //!   nsstorm setns SECONDS     setns into a held UTS namespace and back (one op: both)
 //!   nsstorm setns-ops N       the same, exactly N times
 //!   nsstorm clone SECONDS     clone with CLONE_NEWUTS|CLONE_NEWIPC|CLONE_NEWNET; the child exits
+//!   nsstorm docker SECONDS    `docker run --rm` of busybox running `true`: a container's whole
+//!                             start and end (the image is imported first, untimed)
 //!   nsstorm synth FILE N      write a record file of N synthetic records (replay benchmark)
 //!   nsstorm pipe N            N kernel setns records through the collector's path (decode,
 //!                             reorder, timeline, text output to nowhere): its cost per record
@@ -77,8 +79,17 @@ fn storm(kind: &str, until: Instant) -> u64 {
                 ops += 1;
             }
         }
+        "docker" => {
+            let docker = nstrace_tests::engines::Engine::docker();
+            while Instant::now() < until {
+                docker.run(&["run", "--rm", nstrace_tests::engines::IMAGE, "true"]);
+                ops += 1;
+            }
+        }
         other => {
-            eprintln!("nsstorm: unknown storm {other} (unshare, fork, setns, clone, synth)");
+            eprintln!(
+                "nsstorm: unknown storm {other} (unshare, fork, setns, clone, docker, synth)"
+            );
             std::process::exit(2);
         }
     }
@@ -309,6 +320,9 @@ fn main() {
         }
         [kind, seconds] => {
             let seconds: f64 = seconds.parse().unwrap_or_else(|_| fail("bad seconds"));
+            if kind == "docker" {
+                nstrace_tests::engines::Engine::docker().image();
+            }
             let start = Instant::now();
             let ops = storm(kind, start + Duration::from_secs_f64(seconds));
             let elapsed = start.elapsed().as_secs_f64();
@@ -319,7 +333,7 @@ fn main() {
         }
         _ => {
             eprintln!(
-                "usage: nsstorm unshare|fork|setns|clone SECONDS | nsstorm setns-ops N | \
+                "usage: nsstorm unshare|fork|setns|clone|docker SECONDS | nsstorm setns-ops N | \
                  nsstorm synth FILE N [--binary] | nsstorm pipe N"
             );
             std::process::exit(2);

@@ -93,7 +93,7 @@ pub(super) fn report(
         None => "the storms not pinned".into(),
     };
     let summary = format!(
-        "{rounds} rounds of {seconds} s, {pinned}; targets met: {} of {}; storms whose verdict is clear of the run's noise: {} of {}",
+        "{rounds} rounds of {seconds} s (the docker storm: at most 10 rounds of at least 4 s), {pinned}; targets met: {} of {}; storms whose verdict is clear of the run's noise: {} of {}",
         tally.met, tally.targets, tally.clear, tally.storms
     );
     let json = format!(

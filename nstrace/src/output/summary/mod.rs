@@ -568,7 +568,7 @@ fn container_rows(
         .collect();
     containers.sort();
     containers.dedup();
-    containers
+    let mut rows: Vec<ContainerRow> = containers
         .into_iter()
         .map(|c| {
             let made = tl
@@ -644,7 +644,10 @@ fn container_rows(
                     .map(|ts| t.stamp(ts)),
             }
         })
-        .collect()
+        .collect();
+    // In the order they started (those seen only before the trace first).
+    rows.sort_by_key(|r| r.first_seen.map(|s| s.ts_ns));
+    rows
 }
 #[cfg(test)]
 mod tests {

@@ -273,13 +273,16 @@ fn containers(out: &mut String, rows: &[ContainerRow]) {
         {
             let _ = writeln!(out, "  {}", Escaped(&details));
         }
-        for made in &v.made {
-            let _ = writeln!(
-                out,
-                "  made {} ({})",
-                made.namespace,
-                Escaped(&made.created_by)
-            );
+        // What one call made, on one line.
+        let mut made: Vec<(&str, Vec<&str>)> = Vec::new();
+        for m in &v.made {
+            match made.iter_mut().find(|(by, _)| *by == m.created_by) {
+                Some((_, namespaces)) => namespaces.push(&m.namespace),
+                None => made.push((&m.created_by, vec![&m.namespace])),
+            }
+        }
+        for (by, namespaces) in made {
+            let _ = writeln!(out, "  made {} by {}", namespaces.join(", "), Escaped(by));
         }
         let whose: Vec<String> = v
             .namespaces
