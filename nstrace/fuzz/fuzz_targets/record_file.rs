@@ -48,8 +48,14 @@ fuzz_target!(|data: &[u8]| {
             Ok(Entry::Record(r)) => {
                 tl.apply(&r);
             }
-            Ok(Entry::Observation(pid, ts, cgroup, uid_map)) => {
-                tl.observe(pid, ts, &cgroup, &uid_map)
+            Ok(Entry::Observation(pid, ts, cgroup, uid_map, runtime)) => {
+                tl.observe_in(pid, ts, &cgroup, &uid_map, runtime)
+            }
+            Ok(Entry::Container(container, names)) => {
+                // Names of a container: shown by its label and matched by `--container`.
+                let label = tl.container_label(&container);
+                let _ = tl.container_matches(&container, &label);
+                tl.name(container, names);
             }
             Ok(Entry::Follow(pid)) => tl.follow(pid),
             Ok(Entry::Loss(loss)) => tl.lost(&loss),
