@@ -439,7 +439,16 @@ impl Run {
         Run::start_with(cmd, true)
     }
 
+    /// [`Run::start`] with nstrace `options` before `--`.
+    pub fn start_with_options(options: &[&str], cmd: &[&str]) -> Run {
+        Run::spawn(options, cmd, false)
+    }
+
     fn start_with(cmd: &[&str], binary_record: bool) -> Run {
+        Run::spawn(&[], cmd, binary_record)
+    }
+
+    fn spawn(options: &[&str], cmd: &[&str], binary_record: bool) -> Run {
         static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let file =
@@ -449,6 +458,7 @@ impl Run {
             .args(["run", "--json", "-o"])
             .arg(&file)
             .args(binary_record.then_some("--binary"))
+            .args(options)
             .arg("--")
             .args(cmd)
             .stdin(Stdio::piped())

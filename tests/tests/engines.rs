@@ -135,7 +135,13 @@ fn the_seeds_commands(engine: &Engine) {
     engine.image();
     let tracer = Tracer::start(&[]);
     let sleep = ["sleep", "60"];
-    let plain = engine.start("plain", &[], &sleep);
+    let compose = [
+        "--label",
+        "com.docker.compose.project=shop",
+        "--label",
+        "com.docker.compose.service=web",
+    ];
+    let plain = engine.start("plain", &compose, &sleep);
     let hostpid = engine.start("hostpid", &["--pid=host"], &sleep);
     let hostipc = engine.start("hostipc", &["--ipc=host"], &sleep);
     let hostnet = engine.start("hostnet", &["--net=host"], &sleep);
@@ -209,6 +215,10 @@ fn the_seeds_commands(engine: &Engine) {
         .map(|p| p["comm"].as_str().unwrap())
         .collect();
     assert!(comms.contains(&"sleep"), "the exec'd sleep: {comms:?}");
+    // Its compose labels, as the engine keeps them.
+    let names = &entry(&summary, &plain)["names"];
+    assert_eq!(names["compose_project"], "shop", "{names}");
+    assert_eq!(names["compose_service"], "web", "{names}");
     // The nsenter ended in the container's namespaces, as /proc has them.
     let last = entered.last().unwrap();
     let mut want = proc_ns(plain.pid);
@@ -416,7 +426,11 @@ fn kubernetes_names_come_from_the_cri_annotations_of_the_bundle() {
             "io.kubernetes.cri.sandbox-namespace": "prod",
         });
     });
-    let mut run = Run::start(&["runc", "run", "-b", &dir.display().to_string(), &id]);
+    // Followed live by its pod's name: runc's making of it is all of what `run` sees.
+    let mut run = Run::start_with_options(
+        &["--container", "prod/shop-7d9f/web"],
+        &["runc", "run", "-b", &dir.display().to_string(), &id],
+    );
     let (status, transitions, summary) = run.finish();
     let _ = std::process::Command::new("runc")
         .args(["delete", "-f", &id])
@@ -445,9 +459,35 @@ fn kubernetes_names_come_from_the_cri_annotations_of_the_bundle() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    let shown = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains(r#""type":"transition""#))
-        .count();
-    assert_eq!(shown, transitions.len(), "runc's making of it, all of it");
+    let count = |out: &std::process::Output| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains(r#""type":"transition""#))
+            .count()
+    };
+    let all = std::process::Command::new(binary("nstrace"))
+        .args(["report", "--json"])
+        .arg(&run.file)
+        .output()
+        .unwrap();
+    assert!(
+        count(&all) >= 2,
+        "runc's unshare and its fork into the pid namespace"
+    );
+    assert_eq!(
+        transitions.len(),
+        count(&all),
+        "live: runc's making of it, all of it"
+    );
+    assert_eq!(count(&out), count(&all), "replayed, the same");
+    let elsewhere = std::process::Command::new(binary("nstrace"))
+        .args(["report", "--json", "--container", "prod/shop-7d9f/other"])
+        .arg(&run.file)
+        .output()
+        .unwrap();
+    assert_eq!(
+        count(&elsewhere),
+        0,
+        "another container of the pod: nothing"
+    );
 }

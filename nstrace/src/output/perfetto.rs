@@ -190,6 +190,23 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_containers_tracks_are_grouped_under_its_name_and_so_are_its_findings() {
+        let trace = trace(&crate::output::fixture::story());
+        let events = trace["traceEvents"].as_array().unwrap();
+        let group = events
+            .iter()
+            .find(|e| e["name"] == "process_name" && e["args"]["name"] != "no container")
+            .expect("the container's group");
+        assert_eq!(group["args"]["name"], "shop-web-1 (docker:0123456789ab)");
+        let finding = events
+            .iter()
+            .find(|e| e["cat"] == "finding" && e["name"] == "medium NS-SHARES-HOST")
+            .expect("the container's finding");
+        assert_eq!(finding["pid"], group["pid"], "under its container");
+        assert_eq!(finding["args"]["container"], group["args"]["name"]);
+    }
+
     /// Pins the whole shape; regenerate with NSTRACE_BLESS=1 after a deliberate change.
     #[test]
     fn the_trace_matches_the_golden_file() {
