@@ -75,7 +75,7 @@ pub(super) enum Out {
 impl Pipeline<'_> {
     /// Whether output may go straight to the sinks: nothing waits, and no `--container` filter
     /// needs a record's container, which an exec's observation may only tell after it.
-    fn direct(&self) -> bool {
+    pub(super) fn direct(&self) -> bool {
         self.held.is_empty() && self.pending.is_empty() && self.filter.container.is_none()
     }
 
@@ -89,12 +89,18 @@ impl Pipeline<'_> {
         }
     }
 
-    /// A record that passed the filter's own checks.
-    pub(super) fn emit_record(&mut self, record: &Record, pid: u32) -> io::Result<()> {
-        let container = self.timeline.container_of(pid).cloned();
+    /// A record that passed the filter's own checks, about `pid`, which was in container
+    /// `before` before it.
+    pub(super) fn emit_record(
+        &mut self,
+        record: &Record,
+        pid: u32,
+        before: Option<Container>,
+    ) -> io::Result<()> {
         if self.direct() {
             return self.write_record(record);
         }
+        let container = self.timeline.container_of(pid).cloned().or(before);
         let entered = match record {
             Record::Transition(t) if self.filter.container.is_some() => self.entered(t),
             _ => Vec::new(),

@@ -134,22 +134,16 @@ impl<'a> Pipeline<'a> {
         if let Some(archive) = &mut self.archive {
             archive.record(record)?;
         }
-        // A process's container before the record (an exit forgets it).
+        // A process's container before the record (an exit forgets it), when output may wait.
         let pid = record.pid();
-        let before = self.timeline.container_of(pid).cloned();
+        let before = if self.direct() {
+            None
+        } else {
+            self.timeline.container_of(pid).cloned()
+        };
         let followed = self.timeline.apply(record);
         if followed && self.filter.accepts(record) {
-            if before.is_some() && self.timeline.container_of(pid).is_none() {
-                let out = Out::Record {
-                    record: record.clone(),
-                    pid,
-                    container: before,
-                    entered: Vec::new(),
-                };
-                self.emit(out)?;
-            } else {
-                self.emit_record(record, pid)?;
-            }
+            self.emit_record(record, pid, before)?;
         }
         if live && let Record::Exec(e) = record {
             self.observe(e.pid, e.ts_ns)?;

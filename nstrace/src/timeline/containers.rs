@@ -44,7 +44,7 @@ impl Timeline {
             return;
         };
         let (set, in_scope, comm, ppid) = (task.set, task.in_scope, task.comm.clone(), task.ppid);
-        let making = task.runtime || container::runtime_of(&comm).is_some();
+        let making = task.making();
         let container = container::attribute(cgroup)
             .and_then(|a| a.container().cloned())
             .and_then(|c| self.with_runtime(c, &set, runtime));
@@ -165,7 +165,7 @@ impl Timeline {
             return;
         }
         let (container, comm) = (container.clone(), task.comm.clone());
-        let making = task.runtime || container::runtime_of(&comm).is_some();
+        let making = task.making();
         let look = Look {
             pid,
             container: Some(&container),

@@ -54,6 +54,12 @@ pub(super) struct Task {
 }
 
 impl Task {
+    /// It runs a container runtime, by its exec or by its name now (`runc:[1:CHILD]` names
+    /// itself after its exec).
+    pub(super) fn making(&self) -> bool {
+        self.runtime || container::runtime_of(&self.comm).is_some()
+    }
+
     /// What `set` resolves to, when it is the kernel's set last seen for this task: no lookups
     /// needed.
     pub(super) fn resolved_for(&self, set: &NsSet) -> Option<[Option<NsIdx>; NS_SLOTS]> {
