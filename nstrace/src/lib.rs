@@ -25,6 +25,7 @@ pub mod lines;
 pub mod load;
 pub mod names;
 pub mod ns;
+pub mod origin;
 pub mod output;
 pub mod pipeline;
 pub mod proc;

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use nstrace::{
     clock::WallClock,
     ns::NsType,
+    origin::Origin,
     output::{Sink, json::JsonSink, text::TextSink},
     pipeline::Filter,
 };
@@ -107,6 +108,10 @@ struct Common {
     /// the CPUs, 1024 to 4096 pages each]
     #[arg(long, global = true, value_parser = power_of_two)]
     buffer_pages: Option<usize>,
+    /// The node's name in every JSON object and in the record's header (with the boot's id), for
+    /// pipelines that merge many nodes [default: the hostname].
+    #[arg(long, global = true, value_name = "NAME", env = "NSTRACE_NODE")]
+    node: Option<String>,
     /// Explain what the loader does (-v), and more (-vv).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -179,10 +184,15 @@ fn filter(common: &Common) -> Filter {
 }
 
 /// stdout's sink for transitions, text or JSON.
-fn stdout_sink(common: &Common, clock: WallClock) -> Box<dyn Sink> {
+/// `origin`: the node and boot every JSON object names (live: this one; replayed: the record's).
+fn stdout_sink(common: &Common, clock: WallClock, origin: Option<&Origin>) -> Box<dyn Sink> {
     let stdout = io::BufWriter::with_capacity(64 * 1024, io::stdout());
     if common.json {
-        Box::new(JsonSink::new(stdout, clock, false))
+        let sink = JsonSink::new(stdout, clock, false);
+        Box::new(match origin {
+            Some(origin) => sink.with_origin(origin),
+            None => sink,
+        })
     } else {
         Box::new(TextSink::new(stdout, clock, common.utc))
     }

@@ -271,7 +271,7 @@ pub fn write_flag_names(out: &mut String, flags: u64, exit_signal_byte: bool) {
     });
 }
 
-fn for_each_flag_name(flags: u64, exit_signal_byte: bool, mut f: impl FnMut(FlagName)) {
+pub fn for_each_flag_name(flags: u64, exit_signal_byte: bool, mut f: impl FnMut(FlagName)) {
     let mut rest = flags;
     if exit_signal_byte {
         let signal = (rest & 0xff) as i32;

@@ -424,9 +424,10 @@ fn attached(nstrace: &mut std::process::Child) -> BufReader<std::process::ChildS
     clippy::zombie_processes,
     reason = "reaped by wait4, which also gives its rusage"
 )]
-fn report_peak_kib(file: &std::path::Path) -> i64 {
+fn report_peak_kib(file: &std::path::Path, args: &[&str]) -> i64 {
     let child = Command::new(binary("nstrace"))
-        .args(["report", "--no-summary", "--findings"])
+        .args(["report", "--no-summary"])
+        .args(args)
         .arg(file)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -445,8 +446,8 @@ fn report_peak_kib(file: &std::path::Path) -> i64 {
 }
 
 /// A soak sized for CI: a storm of short-lived processes, each making a namespace, replayed at
-/// two lengths. Exited processes and emptied namespaces are folded, so four times the storm
-/// takes no more memory.
+/// two lengths, as findings only and as the `--json` stream a node ships. Exited processes and
+/// emptied namespaces are folded, so four times the storm takes no more memory.
 #[test]
 fn a_long_storm_replays_in_flat_memory() {
     let dir = std::env::temp_dir().join(format!("nstrace-soak-{}", std::process::id()));
@@ -462,12 +463,14 @@ fn a_long_storm_replays_in_flat_memory() {
         file
     };
     let (short, long) = (synth(30_000), synth(120_000));
-    let (small, big) = (report_peak_kib(&short), report_peak_kib(&long));
+    for args in [&["--findings"][..], &["--json"]] {
+        let (small, big) = (report_peak_kib(&short, args), report_peak_kib(&long, args));
+        assert!(
+            big < small + 4096,
+            "{args:?}: 30k records: {small} KiB at peak; 120k records: {big} KiB"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(
-        big < small + 4096,
-        "30k records: {small} KiB at peak; 120k records: {big} KiB"
-    );
 }
 
 /// The collector micro-benchmark checks itself: every short setns record it feeds decodes and
@@ -693,4 +696,51 @@ fn a_kernel_without_btf_is_told_the_kernel_option() {
             "CONFIG_DEBUG_INFO_BTF=y",
         ],
     );
+}
+
+/// Every object of a `--json` stream names its node and boot, live and replayed: the node as
+/// `NSTRACE_NODE` (a DaemonSet's downward API) or `--node` gives it, the boot as the kernel
+/// does.
+#[test]
+#[ignore = "needs root: cargo xtask test runs it"]
+fn every_json_object_names_its_node_and_boot_live_and_replayed() {
+    assert_root();
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").expect("boot_id");
+    let boot_id = boot_id.trim();
+    let file = std::env::temp_dir().join(format!("nstrace-node-{}.jsonl", std::process::id()));
+    let out = Command::new(binary("nstrace"))
+        .env("NSTRACE_NODE", "node-\"7\"")
+        .args(["run", "--json", "-o"])
+        .arg(&file)
+        .args(["--", "unshare", "-u", "true"])
+        .output()
+        .expect("nstrace run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let check = |text: &str, node: &str| {
+        let objects: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        assert!(
+            objects
+                .iter()
+                .any(|o| o["type"] == "transition" && o["call"] == "unshare"),
+            "{text}"
+        );
+        assert_eq!(objects.last().unwrap()["type"], "summary");
+        for o in &objects {
+            assert_eq!(o["node"], node, "{o}");
+            assert_eq!(o["boot_id"], boot_id, "{o}");
+        }
+    };
+    check(&String::from_utf8_lossy(&out.stdout), "node-\"7\"");
+    // The record's header keeps them; a replay names the recorded node, whoever replays it.
+    let (code, replayed, err) = report(&["--json", "--node", "elsewhere", file.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    check(&replayed, "node-\"7\"");
+    let _ = std::fs::remove_file(&file);
 }

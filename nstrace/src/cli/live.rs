@@ -8,6 +8,7 @@ use nstrace::{
     load,
     names::{Resolver, Roots},
     ns::{NsKind, NsType},
+    origin::Origin,
     output::Sink,
     pipeline::Pipeline,
     proc,
@@ -59,7 +60,8 @@ pub(crate) async fn live(common: &Common, command: Option<&Command>) -> anyhow::
     };
     let clock = WallClock::now();
     let following_cmd = run_cmd.is_some();
-    let mut stdout = stdout_sink(common, clock);
+    let origin = Origin::here(common.node.as_deref());
+    let mut stdout = stdout_sink(common, clock, Some(&origin));
     // A command is followed from its birth: its pid joins the scope when it starts.
     let scope = if following_cmd || !common.pid.is_empty() {
         Scope::Descendants(common.pid.iter().copied().collect())
@@ -81,15 +83,20 @@ pub(crate) async fn live(common: &Common, command: Option<&Command>) -> anyhow::
     let ready = |cpus: usize, pipeline: &mut Pipeline<'_>| -> io::Result<()> {
         let at = monotonic_ns();
         let snapshot = proc::snapshot();
-        begin(
-            common,
-            pipeline,
-            &snapshot,
-            at,
-            &clock,
-            following_cmd,
-            nested,
-        )?;
+        let header = Header {
+            node: origin.node.clone(),
+            boot_id: origin.boot_id.clone(),
+            ..Header::new(
+                kernel_release(),
+                clock_offset(&clock),
+                at,
+                BTreeMap::new(),
+                nested,
+                common.pid.clone(),
+                following_cmd || !common.pid.is_empty(),
+            )
+        };
+        begin(pipeline, &snapshot, header)?;
         nstrace::say!(
             "nstrace: tracing clone, clone3, unshare, setns, fork, exec and exit ({hooks} hooks, \
              {cpus} CPUs, {} tasks already running); Ctrl-C to stop",
@@ -127,38 +134,26 @@ pub(crate) async fn live(common: &Common, command: Option<&Command>) -> anyhow::
     let Pipeline { timeline, .. } = pipeline;
     drop(stdout);
     nstrace::say!("{}", summary.closing_line());
-    finish(common, &mut outputs, &timeline, clock)?;
+    finish(common, &mut outputs, &timeline, clock, Some(&origin))?;
     Ok(exit_code(status.get()))
 }
 
 /// The start of a trace, once the buffers are open: the host's set, the record file's header
-/// and snapshot, the snapshot into the timeline.
+/// (`header`, the host's set filled in here) and snapshot, the snapshot into the timeline.
 pub(crate) fn begin(
-    common: &Common,
     pipeline: &mut Pipeline<'_>,
     snapshot: &[nstrace::timeline::ProcEntry],
-    at: u64,
-    clock: &WallClock,
-    following_cmd: bool,
-    nested: bool,
+    mut header: Header,
 ) -> io::Result<()> {
-    let host = host_set(snapshot);
-    if nested {
+    header.host = host_set(snapshot);
+    let at = header.start_ts_ns;
+    if header.nested {
         nstrace::say!(
             "nstrace: note: nstrace runs in a nested pid namespace: it sees only that \
              namespace's processes in /proc, and `host` means this namespace's view"
         );
     }
     if let Some(archive) = pipeline.archive.as_mut() {
-        let header = Header::new(
-            kernel_release(),
-            clock_offset(clock),
-            at,
-            host,
-            nested,
-            common.pid.clone(),
-            following_cmd || !common.pid.is_empty(),
-        );
         write_line(&mut **archive, &header)?;
         for entry in snapshot {
             write_line(&mut **archive, &ProcessLine::from(entry))?;

@@ -7,6 +7,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use nstrace::{
     clock::WallClock,
+    origin::Origin,
     output::{
         Sink,
         file::{self, OutputFile, PendingOutput},
@@ -121,30 +122,39 @@ pub(crate) fn finish(
     outputs: &mut Outputs,
     timeline: &Timeline,
     clock: WallClock,
+    origin: Option<&Origin>,
 ) -> anyhow::Result<()> {
     let times = Times {
         clock,
         utc: common.utc,
     };
     outputs.pictures(timeline, &times)?;
-    match print_summary(common, timeline, &times) {
+    match print_summary(common, timeline, &times, origin) {
         // Nobody is reading any more (a closed pipe, a hung-up terminal): nothing to tell.
         Err(e) if nstrace::output::reader_gone(&e) => Ok(()),
         result => result.context("writing the summary"),
     }
 }
 
-pub(crate) fn print_summary(common: &Common, timeline: &Timeline, times: &Times) -> io::Result<()> {
+/// `origin`: what every JSON object says of where it was seen (see [`nstrace::origin`]).
+pub(crate) fn print_summary(
+    common: &Common,
+    timeline: &Timeline,
+    times: &Times,
+    origin: Option<&Origin>,
+) -> io::Result<()> {
     if common.no_summary {
         return Ok(());
     }
     let mut out = io::stdout().lock();
     if common.json {
-        serde_json::to_writer(
-            &mut out,
-            &summary::json(timeline, times, common.container.as_deref()),
-        )?;
-        writeln!(out)?;
+        let mut line =
+            serde_json::to_vec(&summary::json(timeline, times, common.container.as_deref()))?;
+        if let Some(origin) = origin {
+            nstrace::output::json::open_with(&mut line, &origin.fields());
+        }
+        line.push(b'\n');
+        out.write_all(&line)?;
     } else {
         write!(
             out,

@@ -25,7 +25,8 @@ pub(crate) fn report(common: &Common, file: &Path) -> anyhow::Result<()> {
     let source = record::Source::open(file)?;
     let name = escape(&source.name).into_owned();
     let header = source.header().clone();
-    let mut stdout = stdout_sink(common, header.clock());
+    let origin = header.origin();
+    let mut stdout = stdout_sink(common, header.clock(), origin.as_ref());
     let mut pipeline = Pipeline::new(Timeline::new(Scope::All), filter(common));
     pipeline.sinks.push(stdout.as_mut());
     pipeline.start()?;
@@ -35,7 +36,13 @@ pub(crate) fn report(common: &Common, file: &Path) -> anyhow::Result<()> {
         timeline, shown, ..
     } = pipeline;
     drop(stdout);
-    finish(common, &mut outputs, &timeline, header.clock())?;
+    finish(
+        common,
+        &mut outputs,
+        &timeline,
+        header.clock(),
+        origin.as_ref(),
+    )?;
     for pid in &common.pid {
         if !timeline.histories().any(|h| h.key.pid == *pid) {
             nstrace::say!("nstrace: warning: --pid {pid}: no such process in {name}");

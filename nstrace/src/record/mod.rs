@@ -75,6 +75,11 @@ pub struct Header {
     /// otherwise the whole machine.
     #[serde(default)]
     pub scoped: bool,
+    /// The node's name and the boot's id (see [`crate::origin`]): absent in older records.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub boot_id: String,
 }
 
 impl Header {
@@ -98,7 +103,17 @@ impl Header {
             start_ts_ns,
             host,
             nested,
+            node: String::new(),
+            boot_id: String::new(),
         }
+    }
+
+    /// Where the record was made, when it says.
+    pub fn origin(&self) -> Option<crate::origin::Origin> {
+        (!self.node.is_empty() || !self.boot_id.is_empty()).then(|| crate::origin::Origin {
+            node: self.node.clone(),
+            boot_id: self.boot_id.clone(),
+        })
     }
 
     pub fn clock(&self) -> WallClock {

@@ -10,6 +10,9 @@
 //!   nsstorm synth FILE N      write a record file of N synthetic records (replay benchmark)
 //!   nsstorm pipe N            N kernel setns records through the collector's path (decode,
 //!                             reorder, timeline, text output to nowhere): its cost per record
+//!   nsstorm pipe N json       the same with `--json` output (node and boot id included)
+//!   nsstorm json N            N setns transitions serialised as `--json` lines, to nowhere:
+//!                             the serialiser alone, on one core
 //!
 //! Prints one JSON line: {"storm", "ops", "seconds", "rate"}.
 use std::{
@@ -231,15 +234,9 @@ fn synth(path: &str, n: u64, binary: bool) {
 /// The collector's work per record, without the kernel: setns records of one task flipping
 /// between two UTS namespaces (the setns storm's stream), decoded from their wire bytes,
 /// merged, applied to the timeline and printed as text to a sink that discards them.
-fn pipe(n: u64) {
-    use nstrace::{
-        clock::WallClock,
-        event::encode_move,
-        output::text::TextSink,
-        pipeline::{Filter, Pipeline},
-        timeline::{Scope, Timeline},
-        transport::Reorder,
-    };
+/// The two setns records the storm makes (there and back), as the programs send them.
+fn setns_pair() -> [Vec<u8>; 2] {
+    use nstrace::event::encode_move;
     use nstrace_common::{Transition, call, flags::CLONE_NEWUTS, slot};
 
     let mut raw = Transition::EMPTY;
@@ -264,10 +261,68 @@ fn pipe(n: u64) {
     (raw.before, raw.after) = (raw.after, raw.before);
     raw.fd = 4;
     let back = encode_move(&raw);
+    [there, back]
+}
 
-    let mut sink = TextSink::new(std::io::sink(), WallClock::with_offset(0), true);
+/// A JSON sink as `nstrace --json` makes it, writing to nowhere.
+fn json_sink() -> nstrace::output::json::JsonSink<std::io::BufWriter<std::io::Sink>> {
+    use nstrace::{clock::WallClock, origin::Origin};
+    nstrace::output::json::JsonSink::new(
+        std::io::BufWriter::with_capacity(64 * 1024, std::io::sink()),
+        WallClock::now(),
+        false,
+    )
+    .with_origin(&Origin::here(Some("bench-node")))
+}
+
+/// `n` setns transitions through the serialiser alone.
+fn json(n: u64) {
+    use nstrace::{event::Record, output::Sink as _, transport::Reorder};
+    let mut reorder = Reorder::new(0);
+    let records = setns_pair().map(|bytes| match reorder.decode(&bytes) {
+        Ok(record) => record,
+        Err(e) => fail(&format!("decode: {e}")),
+    });
+    let mut sink = json_sink();
+    let start = Instant::now();
+    for i in 0..n {
+        let mut record = records[(i % 2) as usize].clone();
+        if let Record::Transition(t) = &mut record {
+            t.ts_ns = i * 1000;
+        }
+        if sink.record(&record).is_err() {
+            fail("write");
+        }
+    }
+    let _ = sink.flush();
+    let elapsed = start.elapsed().as_secs_f64();
+    println!(
+        "{{\"storm\":\"json\",\"records\":{n},\"seconds\":{elapsed:.3},\"ns_per_record\":{:.1},\"rate\":{:.0}}}",
+        elapsed * 1e9 / n as f64,
+        n as f64 / elapsed
+    );
+}
+
+fn pipe(n: u64, json: bool) {
+    use nstrace::{
+        clock::WallClock,
+        output::{Sink, text::TextSink},
+        pipeline::{Filter, Pipeline},
+        timeline::{Scope, Timeline},
+        transport::Reorder,
+    };
+    let [there, back] = setns_pair();
+    let mut sink: Box<dyn Sink> = if json {
+        Box::new(json_sink())
+    } else {
+        Box::new(TextSink::new(
+            std::io::sink(),
+            WallClock::with_offset(0),
+            true,
+        ))
+    };
     let mut pipeline = Pipeline::new(Timeline::new(Scope::All), Filter::default());
-    pipeline.sinks.push(&mut sink);
+    pipeline.sinks.push(sink.as_mut());
     let mut reorder = Reorder::new(0);
     let start = Instant::now();
     let mut bytes = Vec::new();
@@ -292,7 +347,7 @@ fn pipe(n: u64) {
         fail(&format!("{} of {n} records shown", pipeline.shown));
     }
     println!(
-        "{{\"storm\":\"pipe\",\"records\":{n},\"seconds\":{elapsed:.3},\"ns_per_record\":{:.1}}}",
+        "{{\"storm\":\"pipe\",\"json\":{json},\"records\":{n},\"seconds\":{elapsed:.3},\"ns_per_record\":{:.1}}}",
         elapsed * 1e9 / n as f64
     );
 }
@@ -307,7 +362,13 @@ fn main() {
             synth(path, n.parse().unwrap_or_else(|_| fail("bad count")), true)
         }
         [pipe_cmd, n] if pipe_cmd == "pipe" => {
-            pipe(n.parse().unwrap_or_else(|_| fail("bad count")))
+            pipe(n.parse().unwrap_or_else(|_| fail("bad count")), false)
+        }
+        [pipe_cmd, n, json] if pipe_cmd == "pipe" && json == "json" => {
+            pipe(n.parse().unwrap_or_else(|_| fail("bad count")), true)
+        }
+        [json_cmd, n] if json_cmd == "json" => {
+            json(n.parse().unwrap_or_else(|_| fail("bad count")))
         }
         [cmd, n] if cmd == "setns-ops" => {
             let n = n.parse().unwrap_or_else(|_| fail("bad count"));
