@@ -504,6 +504,7 @@ impl Collector<'_> {
             ..
         } = self;
         let mut result = Ok(());
+        let mut oldest = None;
         let mut feed_pending = |pipeline: &mut Pipeline<'_>, before: u64| -> io::Result<()> {
             while pending.front().is_some_and(|p| p.ts_ns() < before) {
                 if let Some(p) = pending.pop_front() {
@@ -516,12 +517,16 @@ impl Collector<'_> {
             Ok(())
         };
         reorder.release(now, |record| {
+            oldest.get_or_insert(record.ts_ns());
             if result.is_ok() {
                 result = feed_pending(pipeline, record.ts_ns())
                     .and_then(|()| pipeline.feed(record, true));
             }
         });
         result?;
+        if let Some(oldest) = oldest {
+            pipeline.reached_outputs(monotonic_ns().saturating_sub(oldest));
+        }
         feed_pending(
             pipeline,
             now.saturating_sub(reorder.window_ns()).saturating_add(1),

@@ -23,6 +23,7 @@ pub mod container;
 pub mod event;
 pub mod lines;
 pub mod load;
+pub mod metrics;
 pub mod names;
 pub mod ns;
 pub mod origin;

@@ -108,6 +108,10 @@ struct Common {
     /// the CPUs, 1024 to 4096 pages each]
     #[arg(long, global = true, value_parser = power_of_two)]
     buffer_pages: Option<usize>,
+    /// Serve metrics in the Prometheus text format on ADDR:PORT (/metrics), with /readyz and
+    /// /healthz for probes (live and run; e.g. 127.0.0.1:9464).
+    #[arg(long, global = true, value_name = "ADDR:PORT")]
+    metrics: Option<std::net::SocketAddr>,
     /// The node's name in every JSON object and in the record's header (with the boot's id), for
     /// pipelines that merge many nodes [default: the hostname].
     #[arg(long, global = true, value_name = "NAME", env = "NSTRACE_NODE")]

@@ -6,6 +6,7 @@ use nstrace::{
     clock::{WallClock, monotonic_ns},
     collect::{self, Options, Summary},
     load,
+    metrics::Metrics,
     names::{Resolver, Roots},
     ns::{NsKind, NsType},
     origin::Origin,
@@ -41,6 +42,17 @@ pub(crate) async fn live(common: &Common, command: Option<&Command>) -> anyhow::
     };
     check_pids(&common.pid);
     let mut outputs = Outputs::create(common, true, None)?;
+    let origin = Origin::here(common.node.as_deref());
+    // Listening before loading: an address that cannot be had is said at once.
+    let metrics = match common.metrics {
+        Some(addr) => {
+            let metrics = Metrics::new(&kernel_release(), &origin.node);
+            let bound = metrics.serve(addr)?;
+            log::debug!("metrics on http://{bound}/metrics");
+            Some(metrics)
+        }
+        None => None,
+    };
     let nested = in_nested_pid_namespace();
     let mut loaded = load::load()?;
     // Loaded: from here on the trace runs, and its record takes the name given.
@@ -60,7 +72,6 @@ pub(crate) async fn live(common: &Common, command: Option<&Command>) -> anyhow::
     };
     let clock = WallClock::now();
     let following_cmd = run_cmd.is_some();
-    let origin = Origin::here(common.node.as_deref());
     let mut stdout = stdout_sink(common, clock, Some(&origin));
     // A command is followed from its birth: its pid joins the scope when it starts.
     let scope = if following_cmd || !common.pid.is_empty() {
@@ -69,6 +80,7 @@ pub(crate) async fn live(common: &Common, command: Option<&Command>) -> anyhow::
         Scope::All
     };
     let mut pipeline = Pipeline::new(Timeline::new(scope), filter(common));
+    pipeline.metrics = metrics.clone();
     pipeline.names = Some(Box::new(
         Resolver::spawn(Roots::default()).context("starting the container names' reader")?,
     ));
@@ -97,6 +109,9 @@ pub(crate) async fn live(common: &Common, command: Option<&Command>) -> anyhow::
             )
         };
         begin(pipeline, &snapshot, header)?;
+        if let Some(metrics) = &pipeline.metrics {
+            metrics.set_ready(cpus);
+        }
         nstrace::say!(
             "nstrace: tracing clone, clone3, unshare, setns, fork, exec and exit ({hooks} hooks, \
              {cpus} CPUs, {} tasks already running); Ctrl-C to stop",

@@ -15,6 +15,11 @@ use crate::{Common, filter, stdout_sink};
 /// Offline: rebuild the timeline from a record (a file, a FIFO, or `-` for standard input),
 /// read once.
 pub(crate) fn report(common: &Common, file: &Path) -> anyhow::Result<()> {
+    if common.metrics.is_some() {
+        nstrace::say!(
+            "nstrace: warning: --metrics serves a live trace's health; `report` ignores it"
+        );
+    }
     if common.output.is_some() || common.binary {
         nstrace::say!(
             "nstrace: warning: -o and --binary write a record while tracing; `report` reads one \

@@ -165,6 +165,16 @@ pub enum Call {
 }
 
 impl Call {
+    /// Every call, in the order of the enum (`call as usize` indexes it).
+    pub const ALL: [Call; 6] = [
+        Call::Clone,
+        Call::Clone3,
+        Call::Unshare,
+        Call::Setns,
+        Call::Fork,
+        Call::Exec,
+    ];
+
     pub const fn name(self) -> &'static str {
         match self {
             Call::Clone => "clone",

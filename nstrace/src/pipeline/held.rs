@@ -237,6 +237,7 @@ impl Pipeline<'_> {
     /// The kernel time now (live, at each drain): transitions waiting for an owner look at it.
     pub fn tick(&mut self, now_ns: u64) -> io::Result<()> {
         self.now_ns = self.now_ns.max(now_ns);
+        self.publish_metrics();
         self.poll_names(Duration::ZERO)
     }
 

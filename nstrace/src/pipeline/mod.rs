@@ -6,6 +6,7 @@
 use std::{
     collections::{BTreeMap, VecDeque},
     io,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -14,6 +15,7 @@ use serde_json::json;
 use crate::{
     container::{Attribution, Container},
     event::{Loss, Record},
+    metrics::{Counts, Metrics, PUBLISH_PERIOD},
     names::NameSource,
     output::{FindingView, HealView, Sink, reader_gone},
     record::{ProcessLine, ResyncLine},
@@ -54,6 +56,13 @@ pub struct Pipeline<'a> {
     pub name_wait: Duration,
     /// The latest kernel time seen (records, drains).
     now_ns: u64,
+    /// Live with `--metrics`: where the counts below are published (see [`crate::metrics`]).
+    pub metrics: Option<Arc<Metrics>>,
+    findings_made: BTreeMap<(&'static str, &'static str), u64>,
+    lost_by_cpu: BTreeMap<u32, u64>,
+    /// The oldest record's age at the outputs, the largest since the last publication.
+    lag_ns: u64,
+    published: Option<Instant>,
 }
 
 /// Runs `f` on every sink; a sink whose reader went away (see [`reader_gone`]) is dropped and
@@ -96,6 +105,11 @@ impl<'a> Pipeline<'a> {
             held: VecDeque::new(),
             name_wait: NAME_WAIT,
             now_ns: 0,
+            metrics: None,
+            findings_made: BTreeMap::new(),
+            lost_by_cpu: BTreeMap::new(),
+            lag_ns: 0,
+            published: None,
         }
     }
 
@@ -204,6 +218,7 @@ impl<'a> Pipeline<'a> {
             archive.loss(loss)?;
         }
         self.timeline.lost(loss);
+        *self.lost_by_cpu.entry(loss.cpu).or_default() += loss.records;
         self.resync_due = true;
         self.loss_noticed_ns = self.loss_noticed_ns.max(loss.noticed_ns);
         self.emit(Out::Loss(loss.clone()))
@@ -253,6 +268,10 @@ impl<'a> Pipeline<'a> {
     fn findings(&mut self) -> io::Result<()> {
         let fresh = self.timeline.take_new_findings().to_vec();
         for f in &fresh {
+            *self
+                .findings_made
+                .entry((f.id, f.severity.name()))
+                .or_default() += 1;
             let view = FindingView::new(&self.timeline, f);
             self.emit(Out::Finding {
                 view,
@@ -260,6 +279,38 @@ impl<'a> Pipeline<'a> {
             })?;
         }
         Ok(())
+    }
+
+    /// Live: a batch of records reached the outputs, the oldest `lag_ns` after it was made.
+    pub fn reached_outputs(&mut self, lag_ns: u64) {
+        self.lag_ns = self.lag_ns.max(lag_ns);
+    }
+
+    /// Live, at every drain: the collector is alive; every [`PUBLISH_PERIOD`], what was
+    /// counted is published.
+    fn publish_metrics(&mut self) {
+        let Some(metrics) = &self.metrics else {
+            return;
+        };
+        metrics.heartbeat(crate::clock::monotonic_ns());
+        if self
+            .published
+            .is_some_and(|at| at.elapsed() < PUBLISH_PERIOD)
+        {
+            return;
+        }
+        self.published = Some(Instant::now());
+        let c = &self.timeline.counts;
+        let (tracked_tasks, tracked_namespaces) = self.timeline.tracked();
+        metrics.publish(&Counts {
+            transitions: c.by_call,
+            records: c.transitions + c.forks + c.execs + c.exits,
+            findings: self.findings_made.iter().map(|(k, n)| (*k, *n)).collect(),
+            lost: self.lost_by_cpu.iter().map(|(k, n)| (*k, *n)).collect(),
+            tracked_tasks,
+            tracked_namespaces,
+            lag_ns: std::mem::take(&mut self.lag_ns),
+        });
     }
 
     /// Makes what was written visible, once nothing waits for names; live, on every drain.

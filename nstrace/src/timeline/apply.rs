@@ -44,6 +44,7 @@ impl Timeline {
 
     pub(super) fn transition(&mut self, t: &Transition) -> bool {
         self.counts.transitions += 1;
+        self.counts.by_call[t.call as usize] += 1;
         let ts = t.ts_ns;
         let (before, start_ns) =
             self.ensure_task(t.tid, t.pid, t.start_boottime_ns, &t.comm, &t.before, ts);

@@ -160,7 +160,7 @@ impl Timeline {
         }
     }
 
-    fn live_rows(&self) -> usize {
+    pub(super) fn live_rows(&self) -> usize {
         self.namespaces.len() - self.free.len()
     }
 

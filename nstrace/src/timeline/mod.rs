@@ -55,6 +55,9 @@ const RECENT_EXITS: usize = 8192;
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counts {
     pub transitions: u64,
+    /// `transitions` by call, in [`Call::ALL`](crate::event::Call::ALL)'s order.
+    #[serde(skip)]
+    pub by_call: [u64; 6],
     pub forks: u64,
     pub execs: u64,
     pub exits: u64,
@@ -162,6 +165,11 @@ impl Timeline {
     }
 
     /// Every namespace seen, in order of first sighting.
+    /// Tasks followed now, and namespace rows held (alive, or kept for the summary).
+    pub fn tracked(&self) -> (usize, usize) {
+        (self.tasks.len(), self.live_rows())
+    }
+
     pub fn namespaces(&self) -> &[Namespace] {
         &self.namespaces
     }
