@@ -46,15 +46,26 @@ unsafe impl Send for PerfRing {}
 
 const HEADER: usize = 8;
 
+/// Why a perf buffer could not be opened.
+#[derive(Debug)]
+pub enum OpenError {
+    /// The perf event, its mapping or its start failed.
+    Event(io::Error),
+    /// The kernel refused to lock the mapping in memory: past RLIMIT_MEMLOCK (and the
+    /// perf_event_mlock_kb allowance), without CAP_IPC_LOCK.
+    Lock(io::Error),
+}
+
 impl PerfRing {
     /// Opens `pages` data pages (a power of two) for BPF output on `cpu`; the reader is woken
-    /// when `watermark` bytes are waiting.
-    pub fn open(cpu: u32, pages: usize, watermark: u32) -> io::Result<Self> {
+    /// when `watermark` bytes are waiting. A buffer the kernel would not lock in memory (past
+    /// the memlock limit without CAP_IPC_LOCK) is [`OpenError::Lock`].
+    pub fn open(cpu: u32, pages: usize, watermark: u32) -> Result<Self, OpenError> {
         if !pages.is_power_of_two() {
-            return Err(io::Error::new(
+            return Err(OpenError::Event(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("a perf buffer is a power of two pages, not {pages}"),
-            ));
+            )));
         }
         // SAFETY: perf_event_attr is plain data; all-zero is its documented default.
         let mut attr: perf_event_attr = unsafe { std::mem::zeroed() };
@@ -77,14 +88,20 @@ impl PerfRing {
             )
         };
         if fd < 0 {
-            return Err(io::Error::last_os_error());
+            return Err(OpenError::Event(io::Error::last_os_error()));
         }
         // SAFETY: a fresh fd that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
-        let ring = Self::map(fd, pages, libc::MAP_SHARED, true)?;
+        let ring = Self::map(fd, pages, libc::MAP_SHARED, true).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EPERM) {
+                OpenError::Lock(e)
+            } else {
+                OpenError::Event(e)
+            }
+        })?;
         // SAFETY: a perf fd; ENABLE takes no argument.
         if unsafe { libc::ioctl(ring.fd.as_raw_fd(), PERF_EVENT_IOC_ENABLE as _, 0) } != 0 {
-            return Err(io::Error::last_os_error());
+            return Err(OpenError::Event(io::Error::last_os_error()));
         }
         Ok(ring)
     }

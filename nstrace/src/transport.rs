@@ -26,8 +26,25 @@ use tokio::{
 
 use crate::{
     event::{DecodeError, Record, Spare, decode_reusing, records},
-    ring::{Item, PerfRing, bpf, page_size},
+    ring::{Item, OpenError, PerfRing, bpf, page_size},
 };
+
+/// RLIMIT_MEMLOCK as `ulimit -l` says it: KiB, or unlimited.
+fn memlock_limit() -> String {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid out-pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0 {
+        return "unknown".into();
+    }
+    if limit.rlim_cur == libc::RLIM_INFINITY {
+        "unlimited".into()
+    } else {
+        format!("ulimit -l {} KiB", limit.rlim_cur / 1024)
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
@@ -40,6 +57,19 @@ pub enum TransportError {
          `ulimit -l`, may help)"
     )]
     Open { cpu: u32, source: std::io::Error },
+    #[error(
+        "the kernel would not lock CPU {cpu}'s perf buffer ({kib} KiB) in memory: past the \
+         memlock limit ({limit}) without CAP_IPC_LOCK. Give nstrace CAP_IPC_LOCK (root has it; \
+         a container cannot raise its own limit: docker or podman run --cap-add IPC_LOCK, \
+         Kubernetes securityContext.capabilities.add [IPC_LOCK]), raise `ulimit -l`, or ask \
+         for smaller buffers (--buffer-pages)"
+    )]
+    Lock {
+        cpu: u32,
+        kib: usize,
+        limit: String,
+        source: std::io::Error,
+    },
     #[error("the staged-records map of the eBPF object is not a per-CPU array")]
     StagedMap,
     #[error("handing CPU {cpu}'s perf buffer to the kernel programs")]
@@ -112,8 +142,15 @@ impl Rings {
         let mut rings = Vec::with_capacity(cpus.len());
         let mut watchers = Vec::with_capacity(cpus.len());
         for &cpu in &cpus {
-            let ring = PerfRing::open(cpu, pages, watermark(pages))
-                .map_err(|source| TransportError::Open { cpu, source })?;
+            let ring = PerfRing::open(cpu, pages, watermark(pages)).map_err(|e| match e {
+                OpenError::Event(source) => TransportError::Open { cpu, source },
+                OpenError::Lock(source) => TransportError::Lock {
+                    cpu,
+                    kib: (pages + 1) * page_size() / 1024,
+                    limit: memlock_limit(),
+                    source,
+                },
+            })?;
             ring.attach(array.fd().as_fd(), cpu)
                 .map_err(|source| TransportError::Attach { cpu, source })?;
             log::debug!("CPU {cpu}: perf buffer fd {}", ring.as_raw_fd());

@@ -140,6 +140,39 @@ fn without_cap_sys_chroot_the_loader_parses_btf_and_traces() {
     helper.finish();
 }
 
+/// Without CAP_IPC_LOCK, past the memlock limit (a container's lot: it cannot raise its own),
+/// the kernel will not lock the perf buffers: the message names the capability and how each
+/// engine grants it, and the limit it met.
+#[test]
+#[ignore = "needs root: cargo xtask test runs it"]
+fn without_cap_ipc_lock_past_the_memlock_limit_the_capability_is_named() {
+    assert_root();
+    let out = Command::new("prlimit")
+        .args([
+            "--memlock=65536:65536",
+            "setpriv",
+            "--bounding-set",
+            "-ipc_lock",
+        ])
+        .arg(binary("nstrace"))
+        .arg("--no-summary")
+        .stdin(Stdio::null())
+        .output()
+        .expect("prlimit and setpriv (util-linux)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for says in [
+        "would not lock CPU 0's perf buffer",
+        "ulimit -l 64 KiB",
+        "without CAP_IPC_LOCK",
+        "--cap-add IPC_LOCK",
+        "capabilities.add [IPC_LOCK]",
+    ] {
+        assert!(err.contains(says), "{says:?} not in: {err}");
+    }
+    assert!(!err.contains("nstrace: tracing"), "{err}");
+}
+
 #[test]
 fn a_buffer_size_that_is_not_a_power_of_two_is_refused_with_a_hint() {
     let out = Command::new(binary("nstrace"))

@@ -98,6 +98,7 @@ pub(crate) async fn live(common: &Common, command: Option<&Command>) -> anyhow::
         let header = Header {
             node: origin.node.clone(),
             boot_id: origin.boot_id.clone(),
+            own_mnt: proc::ns_inode(Path::new("/proc/self/ns"), NsKind::Mnt),
             ..Header::new(
                 kernel_release(),
                 clock_offset(&clock),
@@ -161,6 +162,9 @@ pub(crate) fn begin(
     mut header: Header,
 ) -> io::Result<()> {
     header.host = host_set(snapshot);
+    if let Some(own) = header.own_mnt {
+        pipeline.timeline.set_own_mnt(own);
+    }
     let at = header.start_ts_ns;
     if header.nested {
         nstrace::say!(

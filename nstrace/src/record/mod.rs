@@ -80,6 +80,9 @@ pub struct Header {
     pub node: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub boot_id: String,
+    /// nstrace's own mount namespace (its container's, when it runs in one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub own_mnt: Option<u32>,
 }
 
 impl Header {
@@ -105,6 +108,7 @@ impl Header {
             nested,
             node: String::new(),
             boot_id: String::new(),
+            own_mnt: None,
         }
     }
 

@@ -173,6 +173,9 @@ pub fn rebuild(
     } else {
         Timeline::new(scope(pids, true))
     };
+    if let Some(own) = header.own_mnt {
+        pipeline.timeline.set_own_mnt(own);
+    }
     let start_ts = header.start_ts_ns;
     // The processes of the snapshot, until the first other entry; then of each resync.
     let mut snapshot = Vec::new();

@@ -219,7 +219,9 @@ fn refused(_: &Timeline, t: &Transition) -> Option<Hit> {
 fn shares_host(tl: &Timeline, look: &Look<'_>) -> Option<Hit> {
     let set = tl.task_namespaces(look.pid)?;
     let mnt = set[NsKind::Mnt.slot()]?;
-    if tl.namespace(mnt).host {
+    // nstrace's own container (a DaemonSet's pod) needs the host's pid namespace to trace it.
+    // Only a process with the host's privileges can enter another's mount namespace.
+    if tl.namespace(mnt).host || tl.own_mnt == Some(tl.namespace(mnt).inum) {
         return None;
     }
     let mut shared = Vec::new();

@@ -93,6 +93,8 @@ pub struct Timeline {
     scope: Scope,
     /// Host inodes of mnt and net (pid 1's, when it is in the initial pid namespace).
     host_mnt_net: [Option<u32>; 2],
+    /// nstrace's own mount namespace, when it runs in a container of its own.
+    own_mnt: Option<u32>,
     /// Containers of live processes, by pid.
     containers: FxHashMap<u32, Container>,
     /// Each container's namespace set, as its first process was seen in it.
@@ -142,6 +144,7 @@ impl Timeline {
             latest: FxHashMap::default(),
             scope,
             host_mnt_net: [None, None],
+            own_mnt: None,
             containers: FxHashMap::default(),
             container_sets: std::collections::BTreeMap::new(),
             seen_containers: FxHashSet::default(),
@@ -165,6 +168,12 @@ impl Timeline {
     }
 
     /// Every namespace seen, in order of first sighting.
+    /// nstrace's own mount namespace: when it is not the host's, nstrace runs in a container,
+    /// whose sharing of the host's pid namespace is how it traces (see `shares_host`).
+    pub fn set_own_mnt(&mut self, inode: u32) {
+        self.own_mnt = Some(inode);
+    }
+
     /// Tasks followed now, and namespace rows held (alive, or kept for the summary).
     pub fn tracked(&self) -> (usize, usize) {
         (self.tasks.len(), self.live_rows())

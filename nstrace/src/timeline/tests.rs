@@ -455,6 +455,21 @@ fn setns_into_the_host_from_a_process_never_there_is_an_escape_and_going_home_is
 const DOCKER_A: &str = "0::/system.slice/docker-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.scope\n";
 const DOCKER_B: &str = "0::/system.slice/docker-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb.scope\n";
 
+/// nstrace in its own host-pid container (a DaemonSet's pod) shares the host's pid namespace by
+/// design: its own mount namespace's processes are not flagged; another container on the same
+/// terms is.
+#[test]
+fn nstrace_s_own_container_is_not_flagged_for_the_host_pid_namespace_it_needs() {
+    let mut tl = unshared_tree();
+    tl.set_own_mnt(4026533100);
+    tl.observe(700, 30, DOCKER_A, "0 0 4294967295\n");
+    assert!(ids(&tl).is_empty(), "{:?}", tl.findings());
+    let mut tl = unshared_tree();
+    tl.set_own_mnt(4026533999);
+    tl.observe(700, 30, DOCKER_A, "0 0 4294967295\n");
+    assert_eq!(ids(&tl), ["NS-SHARES-HOST"]);
+}
+
 #[test]
 fn a_container_on_the_host_pid_namespace_is_flagged_once() {
     let mut tl = unshared_tree();
