@@ -89,6 +89,20 @@ struct Common {
     /// fifth of the size, and `report` replays it several times faster.
     #[arg(long, global = true, requires = "output")]
     binary: bool,
+    /// Rotate the record file (-o) past SIZE bytes (K, M, G: KiB, MiB, GiB): FILE becomes
+    /// FILE.1, FILE.1 FILE.2, and so on; each file starts with a snapshot and replays on its
+    /// own (a file holds at least as much of records as of snapshot).
+    #[arg(long, global = true, value_name = "SIZE", requires = "output", value_parser = byte_size)]
+    rotate_size: Option<u64>,
+    /// With --rotate-size: how many rotated files to keep besides FILE (the oldest go).
+    #[arg(
+        long,
+        global = true,
+        value_name = "N",
+        default_value_t = 5,
+        requires = "rotate_size"
+    )]
+    rotate_keep: usize,
     /// At the end, write a Chrome/Perfetto trace (JSON) of the timeline to FILE.
     #[arg(long, global = true, value_name = "FILE")]
     perfetto: Option<PathBuf>,
@@ -131,6 +145,35 @@ fn power_of_two(s: &str) -> Result<usize, String> {
             n.next_power_of_two()
         ))
     }
+}
+
+/// `64K`, `100M`, `1G` or bytes; at least 4 KiB (a header and a snapshot must fit).
+fn byte_size(s: &str) -> Result<u64, String> {
+    let (digits, unit) = match s.trim().char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((at, _)) => s.trim().split_at(at),
+        None => (s.trim(), ""),
+    };
+    let scale: u64 = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "{s:?}: a size is a number with K, M or G after it (64M)"
+            ));
+        }
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?}: a size is a number (64M)"))?;
+    let bytes = n.checked_mul(scale).ok_or(format!("{s:?} is too large"))?;
+    if bytes < 4096 {
+        return Err(format!(
+            "{s:?}: at least 4K (a file starts with a header and a snapshot)"
+        ));
+    }
+    Ok(bytes)
 }
 
 fn ns_type(name: &str) -> Result<NsType, String> {

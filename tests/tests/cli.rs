@@ -777,3 +777,98 @@ fn every_json_object_names_its_node_and_boot_live_and_replayed() {
     check(&replayed, "node-\"7\"");
     let _ = std::fs::remove_file(&file);
 }
+
+/// `record --rotate-size --rotate-keep`: past the size the file moves to FILE.1 (and so on, the
+/// oldest going), and each file replays on its own, its snapshot what the timeline knew when it
+/// began: a process that left a namespace before the file began is there in it, as /proc
+/// shows it. Both encodings.
+#[test]
+#[ignore = "needs root: cargo xtask test runs it"]
+fn a_rotating_record_keeps_n_files_each_replayable_alone() {
+    assert_root();
+    for encoded in [false, true] {
+        let dir =
+            std::env::temp_dir().join(format!("nstrace-rotate-{}-{encoded}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("node.rec");
+        let mut args = vec![
+            "record",
+            "-o",
+            file.to_str().unwrap(),
+            "--rotate-size",
+            "16K",
+            "--rotate-keep",
+            "2",
+        ];
+        if encoded {
+            args.push("--binary");
+        }
+        let tracer = Tracer::start(&args);
+        let mut helper = Helper::spawn(&["unshare", "uts", "hold"]);
+        let pid = helper.wait_ready();
+        tracer.wait_for("unshare", by(pid, "unshare"));
+        let truth = proc_ns(pid);
+        // Enough records for many files.
+        let storm = Command::new(binary("nsstorm"))
+            .args(["setns-ops", "2000"])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(storm.success());
+        std::thread::sleep(Duration::from_millis(300));
+        tracer.stop();
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["node.rec", "node.rec.1", "node.rec.2"],
+            "binary {encoded}"
+        );
+        for name in &names {
+            let path = dir.join(name);
+            let mode = std::fs::metadata(&path).unwrap().permissions();
+            assert_eq!(
+                std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+                0o600
+            );
+            let (code, out, err) = report(&["--json", "--no-summary", path.to_str().unwrap()]);
+            assert_eq!(code, Some(0), "{name} (binary {encoded}): {err}");
+            assert!(
+                !err.contains("line") && !err.contains("frame"),
+                "{name}: {err}"
+            );
+            if name != "node.rec" {
+                assert!(out.lines().count() > 10, "{name} holds transitions: {err}");
+            }
+        }
+        // The newest rotated file began after the helper's unshare: replayed alone, it has
+        // the helper in the namespaces /proc shows.
+        let mut pipeline = nstrace::pipeline::Pipeline::new(
+            nstrace::timeline::Timeline::new(nstrace::timeline::Scope::All),
+            nstrace::pipeline::Filter::default(),
+        );
+        let (_, replayed) = nstrace::record::Source::open(&dir.join("node.rec.1"))
+            .and_then(|source| nstrace::record::rebuild(source, &[], &mut pipeline))
+            .unwrap_or_else(|e| panic!("node.rec.1 does not replay: {e}"));
+        assert!(replayed.bad.is_empty(), "{:?}", replayed.bad);
+        let model = pipeline
+            .timeline
+            .live_set(pid)
+            .expect("the helper in node.rec.1");
+        for (kind, inum) in model {
+            assert_eq!(
+                proc_ns(pid).get(kind.name()).copied(),
+                Some(u64::from(inum)),
+                "{} of {pid} (binary {encoded})",
+                kind.name()
+            );
+        }
+        assert_ne!(truth.get("uts"), proc_ns(std::process::id()).get("uts"));
+        helper.finish();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -19,7 +19,7 @@ use nstrace::{
 
 use super::{
     command::{NotStarted, check_command, exit_code, start_command, wait_for_command},
-    outputs::{Outputs, finish, record_sink},
+    outputs::{Outputs, finish},
     signals::StopSignals,
 };
 use crate::{Command, Common, filter, stdout_sink};
@@ -56,10 +56,7 @@ pub(crate) async fn live(common: &Common, command: Option<&Command>) -> anyhow::
     let nested = in_nested_pid_namespace();
     let mut loaded = load::load()?;
     // Loaded: from here on the trace runs, and its record takes the name given.
-    let mut archive = outputs
-        .record()?
-        .map(|out| record_sink(out, common.binary))
-        .transpose()?;
+    let mut archive = outputs.record_sink(common)?;
     let options = Options {
         buffer_pages: common
             .buffer_pages

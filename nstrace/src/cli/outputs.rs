@@ -11,10 +11,9 @@ use nstrace::{
     output::{
         Sink,
         file::{self, OutputFile, PendingOutput},
-        json::JsonSink,
         summary::{self, Times},
     },
-    record::{BinSink, RecordFile},
+    record::rotate::{RotatingSink, Rotation, file_sink},
     timeline::Timeline,
 };
 
@@ -84,12 +83,33 @@ impl Outputs {
         })
     }
 
-    /// The record file, put in place (once tracing can start).
-    pub(crate) fn record(&mut self) -> anyhow::Result<Option<OutputFile>> {
-        self.record
-            .take()
-            .map(|pending| pending.commit().context("the record file (-o)"))
-            .transpose()
+    /// The record file put in place (once tracing can start), and its sink (0600, whole
+    /// entries only): JSON Lines or binary, rotating when asked.
+    pub(crate) fn record_sink(&mut self, common: &Common) -> anyhow::Result<Option<Box<dyn Sink>>> {
+        let Some(pending) = self.record.take() else {
+            return Ok(None);
+        };
+        let path = pending.path().display().to_string();
+        let sink: Box<dyn Sink> = match common.rotate_size {
+            Some(size) => {
+                let (out, rotator) = pending
+                    .commit_rotating()
+                    .context("the record file (-o) with --rotate-size")?;
+                let rotation = Rotation {
+                    size,
+                    keep: common.rotate_keep,
+                };
+                Box::new(
+                    RotatingSink::new(out, rotator, rotation, common.binary)
+                        .with_context(|| format!("writing the record file {path}"))?,
+                )
+            }
+            None => record_sink(
+                pending.commit().context("the record file (-o)")?,
+                common.binary,
+            )?,
+        };
+        Ok(Some(sink))
     }
 
     /// The pictures asked for, written and put in place.
@@ -166,12 +186,8 @@ pub(crate) fn print_summary(
 }
 
 /// The record file's sink (0600, whole entries only), JSON Lines or binary.
-pub(crate) fn record_sink(out: OutputFile, binary: bool) -> anyhow::Result<Box<dyn Sink>> {
+fn record_sink(out: OutputFile, binary: bool) -> anyhow::Result<Box<dyn Sink>> {
     let path = out.path.display().to_string();
-    let file = RecordFile::new(out);
-    Ok(if binary {
-        Box::new(BinSink::new(file).with_context(|| format!("writing the record file {path}"))?)
-    } else {
-        Box::new(JsonSink::new(file, WallClock::now(), true))
-    })
+    file_sink(out, binary, Default::default())
+        .with_context(|| format!("writing the record file {path}"))
 }

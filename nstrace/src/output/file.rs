@@ -64,6 +64,63 @@ impl PendingOutput {
     pub fn path(&self) -> &Path {
         &self.out.path
     }
+
+    /// Commits a new file, keeping its directory to rotate it in (see [`Rotator`]). Only a
+    /// file nstrace makes rotates: not a device, FIFO or link's target.
+    pub fn commit_rotating(self) -> io::Result<(OutputFile, Rotator)> {
+        let Some((dir, _, name)) = &self.rename else {
+            return Err(refuse(
+                &self.out.path,
+                "is not a new file, and only a file nstrace makes can rotate: name one",
+            ));
+        };
+        let rotator = Rotator {
+            dir: dir.try_clone()?,
+            name: name.clone(),
+            path: self.out.path.clone(),
+        };
+        Ok((self.commit()?, rotator))
+    }
+}
+
+/// Where a file rotates: its directory, held open (never looked up again by name), and its
+/// name in it.
+#[derive(Debug)]
+pub struct Rotator {
+    dir: OwnedFd,
+    name: OsString,
+    path: PathBuf,
+}
+
+impl Rotator {
+    /// `NAME.i` becomes `NAME.i+1` (the oldest, `NAME.keep`, is replaced and so gone), `NAME`
+    /// becomes `NAME.1`, and a new `NAME` is made as every output is. Renames replace names,
+    /// never write into what they named: a file or link another user put at one of those names
+    /// is dropped, not followed.
+    pub fn rotate(&self, keep: usize) -> io::Result<OutputFile> {
+        let numbered = |i: usize| {
+            let mut n = self.name.clone();
+            n.push(format!(".{i}"));
+            n
+        };
+        let rename =
+            |from: &OsStr, to: &OsStr| match rustix::fs::renameat(&self.dir, from, &self.dir, to) {
+                Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+                Err(e) => Err(at(&self.path, "rotating", e)),
+            };
+        if keep == 0 {
+            match rustix::fs::unlinkat(&self.dir, self.name.as_os_str(), AtFlags::empty()) {
+                Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+                Err(e) => return Err(at(&self.path, "rotating", e)),
+            }
+        } else {
+            for i in (1..keep).rev() {
+                rename(&numbered(i), &numbered(i + 1))?;
+            }
+            rename(&self.name, &numbered(1))?;
+        }
+        new_file(&self.path, self.dir.try_clone()?, &self.name)?.commit()
+    }
 }
 
 impl Drop for PendingOutput {

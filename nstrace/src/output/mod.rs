@@ -49,6 +49,14 @@ pub trait Sink {
     }
     /// Called when the stream pauses: make what was written visible.
     fn flush(&mut self) -> io::Result<()>;
+    /// A rotating record file: whether it has reached its size (see [`crate::record::rotate`]).
+    fn rotation_due(&self) -> bool {
+        false
+    }
+    /// Starts the next file with the state at `ts_ns`: `tasks`, every task alive then.
+    fn rotate(&mut self, _tasks: &[crate::timeline::ProcEntry], _ts_ns: u64) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A healing move with its namespaces named, ready to print.

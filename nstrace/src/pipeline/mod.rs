@@ -156,6 +156,11 @@ impl<'a> Pipeline<'a> {
             self.timeline.container_of(pid).cloned()
         };
         let followed = self.timeline.apply(record);
+        if let Some(archive) = &mut self.archive
+            && archive.rotation_due()
+        {
+            archive.rotate(&self.timeline.live_entries(), record.ts_ns())?;
+        }
         if followed && self.filter.accepts(record) {
             self.emit_record(record, pid, before)?;
         }

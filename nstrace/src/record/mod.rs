@@ -31,6 +31,7 @@ use crate::{
 pub mod binary;
 pub mod read;
 pub mod replay;
+pub mod rotate;
 pub mod write;
 
 pub use binary::{BIN_MAGIC, BinSink};

@@ -1,5 +1,5 @@
 //! Writing a record file: whole entries only, in either encoding.
-use std::{io, path::Path};
+use std::{cell::Cell, io, path::Path, rc::Rc};
 
 use crate::output::file::{self, OutputFile};
 
@@ -12,6 +12,8 @@ pub struct RecordFile {
     committed: u64,
     /// What a whole entry is called in messages: "line", or "frame" in a binary file.
     pub(super) unit: &'static str,
+    /// Where the bytes written so far are told (a rotating record reads them).
+    size: Option<Rc<Cell<u64>>>,
 }
 
 impl RecordFile {
@@ -27,7 +29,15 @@ impl RecordFile {
             line: Vec::with_capacity(1024),
             committed: 0,
             unit: "line",
+            size: None,
         }
+    }
+
+    /// Tells `size` how many bytes the file holds, at each write.
+    pub fn counted(mut self, size: Rc<Cell<u64>>) -> Self {
+        size.set(0);
+        self.size = Some(size);
+        self
     }
 
     fn commit(&mut self) -> io::Result<()> {
@@ -48,6 +58,9 @@ impl RecordFile {
             ));
         }
         self.committed += self.line.len() as u64;
+        if let Some(size) = &self.size {
+            size.set(self.committed);
+        }
         self.line.clear();
         Ok(())
     }

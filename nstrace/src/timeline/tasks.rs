@@ -166,6 +166,25 @@ impl Timeline {
         tids
     }
 
+    /// Every task alive now, as /proc would show it: what a record file that starts here needs
+    /// (see [`crate::record::rotate`]).
+    pub fn live_entries(&self) -> Vec<ProcEntry> {
+        let mut entries: Vec<ProcEntry> = self
+            .tasks
+            .iter()
+            .map(|(&tid, t)| ProcEntry {
+                tid,
+                pid: t.pid,
+                ppid: t.ppid,
+                comm: t.comm.clone(),
+                start_ns: t.start_ns,
+                inodes: t.set.map(|idx| idx.map(|i| self.namespace(i).inum)),
+            })
+            .collect();
+        entries.sort_unstable_by_key(|e| e.tid);
+        entries
+    }
+
     /// Loads the processes that existed when tracing began.
     pub fn snapshot(&mut self, entries: &[ProcEntry], at_ns: u64) {
         // The init's mnt and net are the host's when it is in the initial pid namespace.
