@@ -75,6 +75,15 @@ pub enum LoadError {
     NoTracepoint { name: String, path: PathBuf },
     #[error("loading nstrace's eBPF object")]
     Object(#[from] aya::EbpfError),
+    #[error(
+        "the kernel refused bpf() (Operation not permitted): nstrace needs CAP_BPF and \
+         CAP_PERFMON (or CAP_SYS_ADMIN on kernels before 5.8, or where a container's seccomp \
+         profile allows bpf() only with it). Run it as root on the host; in a container add the \
+         capabilities (docker or podman run --cap-add BPF --cap-add PERFMON, or --cap-add \
+         SYS_ADMIN on engines that do not know them; Kubernetes \
+         securityContext.capabilities.add [BPF, PERFMON] with an Unconfined seccomp profile)"
+    )]
+    Refused(#[source] aya::EbpfError),
     #[error("the eBPF object has no program {0} (a build mismatch: rebuild nstrace)")]
     NoProgram(&'static str),
     #[error("loading program {program} into the kernel")]
@@ -95,6 +104,26 @@ pub struct Loaded {
     pub ebpf: Ebpf,
     /// Every hook attached, as `category/name`.
     pub hooks: Vec<String>,
+}
+
+/// Whether loading failed because the kernel said EPERM (a missing capability, a seccomp
+/// filter), somewhere in the error's chain.
+fn refused(e: &aya::EbpfError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.raw_os_error() == Some(libc::EPERM)
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// True when the effective capabilities include `cap` (a `CAP_*` number).
+pub fn has_capability(cap: u32) -> bool {
+    own_status().is_some_and(|s| s.capeff & (1 << cap) != 0)
 }
 
 /// True when the effective capabilities include CAP_BPF and CAP_PERFMON.
@@ -200,7 +229,14 @@ pub fn load() -> Result<Loaded, LoadError> {
         .load(aya::include_bytes_aligned!(concat!(
             env!("OUT_DIR"),
             "/nstrace"
-        )))?;
+        )))
+        .map_err(|e| {
+            if refused(&e) {
+                LoadError::Refused(e)
+            } else {
+                LoadError::Object(e)
+            }
+        })?;
     debug!(
         "object loaded ({:?}, peak RSS {} KiB)",
         began.elapsed(),

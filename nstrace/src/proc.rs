@@ -48,6 +48,26 @@ pub fn snapshot() -> Vec<ProcEntry> {
     })
 }
 
+/// Processes (not kernel threads) whose namespace links this process may not read: without
+/// CAP_SYS_PTRACE, those of other users and of processes with more capabilities (reading them is
+/// a ptrace access check).
+pub fn unreadable_namespaces() -> usize {
+    const PF_KTHREAD: u32 = 0x0020_0000;
+    let Ok(processes) = procfs::process::all_processes() else {
+        return 0;
+    };
+    processes
+        .flatten()
+        .filter(|p| p.stat().is_ok_and(|s| s.flags & PF_KTHREAD == 0))
+        .filter(|p| {
+            matches!(
+                std::fs::read_link(format!("/proc/{}/ns/mnt", p.pid)),
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied
+            )
+        })
+        .count()
+}
+
 /// The tasks of `processes` with their namespaces.
 fn tasks_of(processes: &[procfs::process::Process]) -> Vec<ProcEntry> {
     let tick = tick_ns();

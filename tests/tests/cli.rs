@@ -173,6 +173,40 @@ fn without_cap_ipc_lock_past_the_memlock_limit_the_capability_is_named() {
     assert!(!err.contains("nstrace: tracing"), "{err}");
 }
 
+/// Root without CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN (a container that was not given them):
+/// the kernel refuses bpf(), and the message names the capabilities and how to grant them.
+#[test]
+#[ignore = "needs root: cargo xtask test runs it"]
+fn without_cap_bpf_the_refusal_names_the_capabilities() {
+    assert_root();
+    let out = Command::new("setpriv")
+        .args(["--bounding-set", "-bpf,-perfmon,-sys_admin"])
+        .arg(binary("nstrace"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("setpriv (util-linux)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for says in ["refused bpf()", "CAP_BPF and CAP_PERFMON", "--cap-add BPF"] {
+        assert!(err.contains(says), "{says:?} not in: {err}");
+    }
+}
+
+/// Without CAP_SYS_PTRACE other processes' namespaces cannot be read: nstrace traces, and
+/// says what it cannot see and how to grant the capability.
+#[test]
+#[ignore = "needs root: cargo xtask test runs it"]
+fn without_cap_sys_ptrace_the_unreadable_processes_are_counted() {
+    assert_root();
+    let tracer = Tracer::start_under(&["setpriv", "--bounding-set", "-sys_ptrace"], &[]);
+    let err = tracer.stop();
+    assert!(
+        err.contains("cannot be read without CAP_SYS_PTRACE")
+            && err.contains("--cap-add SYS_PTRACE"),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_buffer_size_that_is_not_a_power_of_two_is_refused_with_a_hint() {
     let out = Command::new(binary("nstrace"))

@@ -5,7 +5,10 @@
 //!   emits, so the two must agree): LLVM from Debian's llvm-N-dev when we are root on Debian,
 //!   otherwise a message that says exactly what to install.
 //! - For the tests: util-linux (unshare, nsenter), iproute2 (ip netns), bubblewrap (bwrap), runc
-//!   and busybox-static (a container's root file system).
+//!   busybox-static (a container's root file system) and prometheus (promtool and the server
+//!   that scrape --metrics).
+//! - For the image and the manifests: the musl target (a static nstrace) and kubernetes-validate
+//!   (pip3), which checks deploy/kubernetes offline.
 use std::{path::Path, process::Command};
 
 use anyhow::{Context as _, Result, bail};
@@ -183,6 +186,9 @@ pub fn test_tools() -> Result<()> {
         ("bwrap", "bubblewrap"),
         ("runc", "runc"),
         ("busybox", "busybox-static"),
+        // --metrics is checked by promtool and scraped by a real server.
+        ("promtool", "prometheus"),
+        ("prometheus", "prometheus"),
     ];
     let mut missing: Vec<&str> = wanted
         .iter()
@@ -223,4 +229,55 @@ pub fn cargo_fuzz() -> Result<()> {
     }
     step("installing cargo-fuzz (cargo install cargo-fuzz --locked); about a minute");
     run_cmd(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
+}
+
+/// The musl target, for the image's static nstrace (`cargo xtask image`).
+pub fn musl_target() -> Result<()> {
+    let target = crate::image::MUSL_TARGET;
+    let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))
+        .context("`rustup target list --installed` failed")?;
+    if installed.lines().any(|l| l.trim() == target) {
+        return Ok(());
+    }
+    step(&format!(
+        "adding the {target} target, for a static nstrace (rustup target add {target})"
+    ));
+    run_cmd(Command::new("rustup").args(["target", "add", target]))
+}
+
+/// The kubernetes-validate release installed when it is missing: it bundles the Kubernetes API's
+/// schemas (1.25 and later) and validates offline.
+const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
+
+/// kubernetes-validate, which checks deploy/kubernetes in `cargo xtask test`.
+pub fn manifest_validator() -> Result<()> {
+    if output(Command::new("kubernetes-validate").arg("--version")).is_some() {
+        return Ok(());
+    }
+    let package = format!("kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}");
+    if !have("pip3") {
+        bail!(
+            "checking the Kubernetes manifests needs kubernetes-validate, and pip3 is missing: \
+             install Python's pip (Debian/Ubuntu: `sudo apt-get install python3-pip`) or run \
+             `pipx install {package}`"
+        );
+    }
+    step(&format!("installing {package} (pip3 install)"));
+    run_cmd(Command::new("pip3").args(["install", "--quiet", &package])).with_context(|| {
+        format!(
+            "installing kubernetes-validate; where pip refuses a system-wide install \
+             (externally-managed-environment), run `pipx install {package}`"
+        )
+    })?;
+    // pyenv installs scripts behind shims that appear only after a rehash.
+    if have("pyenv") {
+        let _ = Command::new("pyenv").arg("rehash").status();
+    }
+    if output(Command::new("kubernetes-validate").arg("--version")).is_none() {
+        bail!(
+            "kubernetes-validate was installed but does not run: is pip's script directory on \
+             PATH (e.g. ~/.local/bin)?"
+        );
+    }
+    Ok(())
 }

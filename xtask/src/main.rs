@@ -1,4 +1,4 @@
-//! nstrace's workflows: `cargo xtask build | run | test`.
+//! nstrace's workflows: `cargo xtask build | run | test | image`.
 //!
 //! Each command first makes sure the machine can build eBPF (nightly's rust-src, a bpf-linker
 //! built against nightly's LLVM) and installs what is missing, saying what it does. When all is
@@ -6,6 +6,7 @@
 mod bench;
 mod bootstrap;
 mod engines;
+mod image;
 mod stats;
 
 use std::{
@@ -62,8 +63,11 @@ enum Cmd {
         #[arg(long, default_value_t = 300)]
         seconds: u64,
     },
-    /// Install what testing needs, then check formatting, run clippy, the unit tests and the
-    /// root integration tests.
+    /// Build the container image: a static nstrace alone, imported as nstrace:VERSION and
+    /// nstrace:latest into the local Docker and Podman stores (no registry).
+    Image,
+    /// Install what testing needs, then check formatting, run clippy, validate the Kubernetes
+    /// manifests, build the image, run the unit tests and the root integration tests.
     Test {
         /// Arguments for the test binaries, after `--` (a test name filters).
         #[arg(last = true)]
@@ -129,9 +133,17 @@ fn run(cli: Cli) -> Result<()> {
             bootstrap::toolchain()?;
             fuzz(seconds, true)
         }
+        Cmd::Image => {
+            bootstrap::toolchain()?;
+            bootstrap::musl_target()?;
+            let _dockerd = engines::start()?;
+            image::build()
+        }
         Cmd::Test { args } => {
             bootstrap::toolchain()?;
             bootstrap::test_tools()?;
+            bootstrap::musl_target()?;
+            bootstrap::manifest_validator()?;
             // Held until the tests are done: a daemon this run started is stopped then.
             let _dockerd = engines::start()?;
             step("checking formatting (cargo fmt --check)");
@@ -157,6 +169,9 @@ fn run(cli: Cli) -> Result<()> {
             ]))?;
             // Briefly: `cargo xtask fuzz` runs them for minutes.
             fuzz(15, false)?;
+            image::validate_manifests()?;
+            // The image tests (tests/tests/image.rs) run it as the DaemonSet does.
+            image::build()?;
             step("running the unit and root integration tests");
             // The integration tests share kernel state (attached programs, namespaces):
             // one at a time. The root tests are `#[ignore]`d so that a plain `cargo test`

@@ -107,6 +107,7 @@ pub(crate) async fn live(common: &Common, command: Option<&Command>) -> anyhow::
             )
         };
         begin(pipeline, &snapshot, header)?;
+        warn_unreadable();
         if let Some(metrics) = &pipeline.metrics {
             metrics.set_ready(cpus);
         }
@@ -182,6 +183,24 @@ pub(crate) fn begin(
         nstrace::load::peak_rss_kib()
     );
     Ok(())
+}
+
+/// Without CAP_SYS_PTRACE (a container that was not given it), the namespaces of processes with
+/// more privilege cannot be read: said, since nstrace then knows them only once they act.
+fn warn_unreadable() {
+    const CAP_SYS_PTRACE: u32 = 19;
+    if load::has_capability(CAP_SYS_PTRACE) {
+        return;
+    }
+    let unreadable = proc::unreadable_namespaces();
+    if unreadable > 0 {
+        nstrace::say!(
+            "nstrace: warning: the namespaces of {unreadable} processes (/proc/PID/ns) cannot be \
+             read without CAP_SYS_PTRACE: nstrace knows them only from their next namespace \
+             change. Give it the capability (root on the host has it; docker or podman run \
+             --cap-add SYS_PTRACE; Kubernetes securityContext.capabilities.add [SYS_PTRACE])"
+        );
+    }
 }
 
 /// Whether nstrace runs in a pid namespace other than the initial one: its /proc then shows that
