@@ -43,10 +43,27 @@ pub struct Options {
     pub storms: Vec<String>,
 }
 
+/// What nstrace writes during a storm.
+#[derive(Clone, Copy, PartialEq)]
+enum Output {
+    /// Text, to /dev/null.
+    Text,
+    /// `--json` to a file, as a node's log stream: its lines are counted, and how long after
+    /// the storm the file stops growing.
+    JsonFile,
+    /// Text to /dev/null, with `--metrics` served and scraped every second.
+    Metrics,
+}
+
 /// A storm the bench runs.
 #[derive(Clone, Copy)]
 struct Storm {
     kind: &'static str,
+    /// nsstorm's storm.
+    workload: &'static str,
+    output: Output,
+    /// bpftrace runs beside it (its own row for the workload is enough).
+    peer: bool,
     target: Target,
     /// Transitions each op should produce (a setns op is a round trip of two); 0: not counted.
     per_op: u64,
@@ -59,6 +76,9 @@ struct Storm {
 const fn storm(kind: &'static str, ratio: f64, none_lost: bool, per_op: u64) -> Storm {
     Storm {
         kind,
+        workload: kind,
+        output: Output::Text,
+        peer: true,
         target: Target { ratio, none_lost },
         per_op,
         min_seconds: 0.0,
@@ -66,10 +86,27 @@ const fn storm(kind: &'static str, ratio: f64, none_lost: bool, per_op: u64) -> 
     }
 }
 
-const STORMS: [Storm; 5] = [
+const STORMS: [Storm; 7] = [
     storm("unshare", 0.95, false, 1),
     storm("fork", 0.95, false, 0),
     storm("setns", 0.60, true, 2),
+    // The setns storm again with the stream a node ships: `--json` to a file.
+    // Sustained: runs of at least 2 s (over 700,000 round trips, 1.4M transitions).
+    Storm {
+        workload: "setns",
+        output: Output::JsonFile,
+        peer: false,
+        min_seconds: 2.0,
+        max_rounds: 10,
+        ..storm("setns-json", 0.70, true, 2)
+    },
+    // And with `--metrics` scraped every second: its cost is the difference from setns's.
+    Storm {
+        workload: "setns",
+        output: Output::Metrics,
+        peer: false,
+        ..storm("setns-metrics", 0.60, true, 2)
+    },
     storm("clone", 0.98, false, 1),
     // `docker run --rm`: the engine's whole start, traced from dockerd to runc's exit.
     Storm {
@@ -182,17 +219,39 @@ impl Setup {
     /// `sample_memory`: sample nstrace's RSS during the storm. Each sample costs the bench a
     /// third of a millisecond of CPU, which the storm would share with it in nstrace's runs
     /// and not in the others: the timed rounds do not sample, the memory runs do.
-    fn traced(&self, kind: &str, seconds: &str, sample_memory: bool) -> Result<TracedRun> {
-        let tracer = start(
-            Command::new(&self.nstrace).args(["--no-summary"]),
-            "nstrace: tracing",
-            Kind::Nstrace,
-        )?;
+    fn traced(&self, storm: &Storm, seconds: &str, sample_memory: bool) -> Result<TracedRun> {
+        let kind = storm.workload;
+        let mut cmd = Command::new(&self.nstrace);
+        cmd.arg("--no-summary");
+        let stream = self.root.join("target/bench-stream.jsonl");
+        let stdout = match storm.output {
+            Output::Text => Stdio::null(),
+            Output::Metrics => {
+                cmd.args(["--metrics", METRICS_ADDR]);
+                Stdio::null()
+            }
+            Output::JsonFile => {
+                cmd.arg("--json");
+                Stdio::from(
+                    std::fs::File::create(&stream)
+                        .with_context(|| format!("creating {}", stream.display()))?,
+                )
+            }
+        };
+        let tracer = start(cmd.stdout(stdout), "nstrace: tracing", Kind::Nstrace)?;
+        let scraper = (storm.output == Output::Metrics).then(scrape_every_second);
         let startup = tracer.startup.as_secs_f64();
         let pid = tracer.child.id();
         let sampling = sample_memory.then(|| sample_rss(pid));
         let ticks = cpu_ticks(pid);
         let (ops, rate) = self.storm(kind, seconds)?;
+        let caught_up = (storm.output == Output::JsonFile).then(|| settled(&stream));
+        if let Some((stop, scraped)) = scraper {
+            let _ = stop.send(());
+            if scraped.join().unwrap_or(0) == 0 {
+                bail!("--metrics {METRICS_ADDR} answered no scrape");
+            }
+        }
         let ticks = cpu_ticks(pid).saturating_sub(ticks);
         let rss_kib = sampling.map_or(0, |(sampler, sampled)| {
             let _ = sampler.send(());
@@ -200,7 +259,17 @@ impl Setup {
         });
         let hwm_kib = status(pid).and_then(|s| s.vmhwm).unwrap_or(0);
         let (events, lost) = closing(&stop(tracer)?);
+        if storm.output == Output::JsonFile {
+            // Every transition shown is a line of the stream.
+            let lines = std::fs::read(&stream).map_or(0, |b| bytecount(&b));
+            // Findings and losses are lines too.
+            if lines < events {
+                bail!("the --json stream has {lines} lines, nstrace showed {events} transitions");
+            }
+            let _ = std::fs::remove_file(&stream);
+        }
         Ok(TracedRun {
+            caught_up,
             ops,
             rate,
             startup,
@@ -271,29 +340,31 @@ impl Storms {
         // Untraced, then per round: nstrace, untraced, bpftrace, untraced. A traced run's
         // ratio is to the mean of the untraced runs either side of it, so a drift of the
         // machine's speed over the round cancels.
-        let (_, mut before) = setup.storm(kind, &secs)?;
+        let workload = storm.workload;
+        let (_, mut before) = setup.storm(workload, &secs)?;
         row.untraced.push(before);
         for _ in 0..rounds {
-            let run = setup.traced(kind, &secs, false)?;
+            let run = setup.traced(storm, &secs, false)?;
+            row.caught_up.extend(run.caught_up);
             self.startups.push(run.startup);
             row.tracer_ticks += run.ticks;
             row.traced_seconds += seconds;
             self.peak_rss = self.peak_rss.max(run.hwm_kib);
             row.count(&run, per_op);
-            let (_, after) = setup.storm(kind, &secs)?;
+            let (_, after) = setup.storm(workload, &secs)?;
             row.ratios.push(bracketed(run.rate, before, after));
             row.untraced.push(after);
             before = after;
-            if let Some(bpftrace) = &setup.bpftrace {
+            if let Some(bpftrace) = setup.bpftrace.as_ref().filter(|_| storm.peer) {
                 let t = start(
                     Command::new(bpftrace).args(["-e", BPFTRACE]),
                     "attached",
                     Kind::Bpftrace,
                 )?;
                 self.peer_startups.push(t.startup.as_secs_f64());
-                let (_, traced) = setup.storm(kind, &secs)?;
+                let (_, traced) = setup.storm(workload, &secs)?;
                 stop(t)?;
-                let (_, after) = setup.storm(kind, &secs)?;
+                let (_, after) = setup.storm(workload, &secs)?;
                 peer.ratios.push(bracketed(traced, before, after));
                 row.untraced.push(after);
                 before = after;
@@ -301,7 +372,7 @@ impl Storms {
         }
         // Memory under a storm needs a run long enough for a lagging collector to pile up
         // records: one traced run of at least 3 s.
-        let run = setup.traced(kind, &seconds.max(3.0).to_string(), true)?;
+        let run = setup.traced(storm, &seconds.max(3.0).to_string(), true)?;
         self.storm_rss = self.storm_rss.max(run.rss_kib);
         self.peak_rss = self.peak_rss.max(run.hwm_kib);
         row.count(&run, per_op);
@@ -316,6 +387,8 @@ pub(super) struct Row {
     pub(super) storm: String,
     pub(super) target: Target,
     pub(super) ratios: Vec<f64>,
+    /// `--json` to a file: each run's seconds to catch up after the storm.
+    pub(super) caught_up: Vec<f64>,
     /// Every untraced run's rate, in the order run.
     pub(super) untraced: Vec<f64>,
     pub(super) events: u64,
@@ -335,8 +408,61 @@ impl Row {
     }
 }
 
+/// Where `--metrics` listens during the bench's metrics storm.
+const METRICS_ADDR: &str = "127.0.0.1:19464";
+
+/// A scraper of METRICS_ADDR every second, as a Prometheus with a 1 s interval; told to stop,
+/// it returns how many scrapes were answered.
+fn scrape_every_second() -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<u64>) {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let handle = std::thread::spawn(move || {
+        use std::io::{Read as _, Write as _};
+        let mut answered = 0;
+        loop {
+            if let Ok(mut s) = std::net::TcpStream::connect(METRICS_ADDR) {
+                let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+                let mut body = String::new();
+                if s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").is_ok()
+                    && s.read_to_string(&mut body).is_ok()
+                    && body.starts_with("HTTP/1.1 200")
+                {
+                    answered += 1;
+                }
+            }
+            if rx.recv_timeout(std::time::Duration::from_secs(1)).is_ok() {
+                return answered;
+            }
+        }
+    });
+    (tx, handle)
+}
+
+/// Seconds from now until `file` stops growing (no growth for 200 ms): how long the stream
+/// took to catch up with a storm that has just ended.
+fn settled(file: &Path) -> f64 {
+    let began = Instant::now();
+    let size = || std::fs::metadata(file).map_or(0, |m| m.len());
+    let (mut last, mut grew) = (size(), began.elapsed());
+    while began.elapsed() - grew < std::time::Duration::from_millis(200)
+        && began.elapsed() < std::time::Duration::from_secs(30)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let now = size();
+        if now != last {
+            (last, grew) = (now, began.elapsed());
+        }
+    }
+    grew.as_secs_f64()
+}
+
+fn bytecount(bytes: &[u8]) -> u64 {
+    bytes.iter().filter(|&&b| b == b'\n').count() as u64
+}
+
 /// What one storm run under nstrace gave.
 pub(super) struct TracedRun {
+    /// `--json` to a file: seconds after the storm until the stream stopped growing.
+    pub(super) caught_up: Option<f64>,
     pub(super) ops: u64,
     /// Operations a second.
     pub(super) rate: f64,
@@ -353,33 +479,55 @@ pub(super) struct TracedRun {
     pub(super) lost: u64,
 }
 
-/// The collector's nanoseconds per record, over the repeats.
+/// The collector's nanoseconds per record, over the repeats, with text and with `--json`; and
+/// the JSON serialiser's transitions a second alone.
 pub(super) struct Collector {
     pub(super) median: f64,
     pub(super) min: f64,
+    pub(super) json_median: f64,
+    pub(super) json_min: f64,
+    pub(super) serialise: f64,
 }
 
-/// Times the collector without the kernel: `nsstorm pipe`, `repeats` times.
+/// Times the collector without the kernel: `nsstorm pipe` (text, then JSON) and the serialiser
+/// (`nsstorm json`), `repeats` times each.
 fn collector(bin: &Path, repeats: usize) -> Result<Collector> {
-    step("collector: 1M setns records through decode, reorder, timeline and text (nsstorm pipe)");
-    let mut per_record = Vec::new();
-    for _ in 0..repeats {
-        let text = nsstorm(bin, &["pipe", "1000000"])?;
-        if let Some(ns) = field(&text, "ns_per_record") {
-            per_record.push(ns);
+    step(
+        "collector: 1M setns records through decode, reorder, timeline and text, then JSON \
+         (nsstorm pipe); the JSON serialiser alone (nsstorm json)",
+    );
+    let runs = |args: &[&str], name: &str| -> Result<Vec<f64>> {
+        let mut values = Vec::new();
+        for _ in 0..repeats {
+            if let Some(v) = field(&nsstorm(bin, args)?, name) {
+                values.push(v);
+            }
         }
-    }
-    let min = per_record.iter().copied().fold(f64::MAX, f64::min);
+        Ok(values)
+    };
+    let min = |v: &[f64]| v.iter().copied().fold(f64::MAX, f64::min);
+    let (mut text, mut json) = (
+        runs(&["pipe", "1000000"], "ns_per_record")?,
+        runs(&["pipe", "1000000", "json"], "ns_per_record")?,
+    );
+    let mut serialise = runs(&["json", "1000000"], "rate")?;
     Ok(Collector {
-        median: median(&mut per_record),
-        min,
+        min: min(&text),
+        json_min: min(&json),
+        median: median(&mut text),
+        json_median: median(&mut json),
+        serialise: median(&mut serialise),
     })
 }
 
-/// `nstrace report`'s records a second, medians of the repeats.
+/// `nstrace report`'s records a second, medians of the repeats: reading a binary and a JSON
+/// Lines record (findings only shown), and the binary one printed as text and as `--json` (to
+/// /dev/null).
 pub(super) struct Replay {
     pub(super) binary: f64,
     pub(super) json: f64,
+    pub(super) to_text: f64,
+    pub(super) to_json: f64,
 }
 
 /// Times `nstrace report` on a synthetic recording of 1M records, binary then JSON Lines.
@@ -387,6 +535,7 @@ fn replay(setup: &Setup, repeats: usize) -> Result<Replay> {
     step("replay: a 1M-record file through `nstrace report`, binary and JSON Lines");
     // (records/s binary, records/s JSON Lines): medians of `repeats` runs each.
     let mut replay = [Vec::new(), Vec::new()];
+    let mut printed = [Vec::new(), Vec::new()];
     for (binary, rates) in [true, false].into_iter().zip(&mut replay) {
         let file = setup.root.join(if binary {
             "target/bench-replay.bin"
@@ -401,24 +550,35 @@ fn replay(setup: &Setup, repeats: usize) -> Result<Replay> {
         run_cmd(Command::new(setup.bin.join("nsstorm")).args(&args))?;
         // Written back before timing: the flush of hundreds of MB would compete with the replay.
         run_cmd(&mut Command::new("sync"))?;
-        for _ in 0..repeats {
+        let time = |output: &[&str]| -> Result<f64> {
             let began = Instant::now();
             let status = Command::new(&setup.nstrace)
-                .args(["report", "--no-summary", "--findings"])
+                .args(["report", "--no-summary"])
+                .args(output)
                 .arg(&file)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()?;
-            rates.push(1_000_000.0 / began.elapsed().as_secs_f64());
             if !status.success() {
                 bail!("nstrace report failed on the synthetic recording {path}");
+            }
+            Ok(1_000_000.0 / began.elapsed().as_secs_f64())
+        };
+        for _ in 0..repeats {
+            rates.push(time(&["--findings"])?);
+            if binary {
+                printed[0].push(time(&[])?);
+                printed[1].push(time(&["--json"])?);
             }
         }
         let _ = std::fs::remove_file(&file);
     }
     let [mut binary, mut json] = replay;
+    let [mut to_text, mut to_json] = printed;
     Ok(Replay {
         binary: median(&mut binary),
         json: median(&mut json),
+        to_text: median(&mut to_text),
+        to_json: median(&mut to_json),
     })
 }

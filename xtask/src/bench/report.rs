@@ -64,7 +64,18 @@ pub(super) fn report(
     };
     let (storm_rss, peak_rss) = (storms.storm_rss, storms.peak_rss);
     let (replay_bin, replay_json) = (replay.binary, replay.json);
+    let (to_text, to_json) = (replay.to_text, replay.to_json);
     let (pipe, pipe_min) = (collector.median, collector.min);
+    let (pipe_json, pipe_json_min) = (collector.json_median, collector.json_min);
+    let serialise = collector.serialise;
+    // The --json stream's catching up after the storm: the slowest run.
+    let caught_up = storms
+        .rows
+        .iter()
+        .flat_map(|r| r.caught_up.iter().copied())
+        .fold(None, |max: Option<f64>, v| {
+            Some(max.map_or(v, |m| m.max(v)))
+        });
     table.push_str(&format!(
         "| start-up until attached | {startup:.3} s | | {peer_startup} | | | | | ≤ 0.15 s | {} |\n",
         tally.count(Verdict::of(startup <= 0.15), false)
@@ -86,8 +97,24 @@ pub(super) fn report(
         "| `report` replay, JSON Lines record | {replay_json:.0} records/s | | | | | | | | |\n"
     ));
     table.push_str(&format!(
-        "| collector per setns record, no kernel (median, min) | {pipe:.0} ns ({pipe_min:.0} ns) | | | | | | | | |\n"
+        "| `report` of the binary record printed: text / `--json` (to /dev/null) | {to_text:.0} / {to_json:.0} records/s | | | | | | | | |\n"
     ));
+    table.push_str(&format!(
+        "| collector per setns record, no kernel, text (median, min) | {pipe:.0} ns ({pipe_min:.0} ns) | | | | | | | | |\n"
+    ));
+    table.push_str(&format!(
+        "| collector per setns record, no kernel, `--json` (median, min) | {pipe_json:.0} ns ({pipe_json_min:.0} ns) | | | | | | | | |\n"
+    ));
+    table.push_str(&format!(
+        "| `--json` serialisation, one core (nsstorm json) | {serialise:.0} transitions/s | | | | | | | ≥ 1M/s | {} |\n",
+        tally.count(Verdict::of(serialise >= 1e6), false)
+    ));
+    if let Some(caught_up) = caught_up {
+        table.push_str(&format!(
+            "| `--json` to a file: caught up after the setns storm (slowest run) | {caught_up:.3} s | | | | | | | ≤ 1 s | {} |\n",
+            tally.count(Verdict::of(caught_up <= 1.0), false)
+        ));
+    }
     let pinned = match cpu {
         Some(cpu) => format!("each storm pinned to CPU {cpu}, the tracers free"),
         None => "the storms not pinned".into(),
@@ -97,9 +124,10 @@ pub(super) fn report(
         tally.met, tally.targets, tally.clear, tally.storms
     );
     let json = format!(
-        "{{\"rounds\":{rounds},\"seconds\":{seconds},\"cpu\":{},\"storms\":[{}],\"startup_s\":{startup:.4},\"storm_rss_kib\":{storm_rss},\"peak_rss_kib\":{peak_rss},\"replay_records_per_s\":{replay_bin:.0},\"replay_json_records_per_s\":{replay_json:.0},\"collector_ns_per_record\":{pipe:.1},\"targets_met\":{},\"targets\":{},\"storms_clear\":{},\"storms_judged\":{}}}\n",
+        "{{\"rounds\":{rounds},\"seconds\":{seconds},\"cpu\":{},\"storms\":[{}],\"startup_s\":{startup:.4},\"storm_rss_kib\":{storm_rss},\"peak_rss_kib\":{peak_rss},\"replay_records_per_s\":{replay_bin:.0},\"replay_json_records_per_s\":{replay_json:.0},\"collector_ns_per_record\":{pipe:.1},\"collector_json_ns_per_record\":{pipe_json:.1},\"json_transitions_per_s\":{serialise:.0},\"replay_to_text_records_per_s\":{to_text:.0},\"replay_to_json_records_per_s\":{to_json:.0},\"json_caught_up_s\":{},\"targets_met\":{},\"targets\":{},\"storms_clear\":{},\"storms_judged\":{}}}\n",
         cpu.map_or_else(|| "null".into(), |c| c.to_string()),
         storms_json.join(","),
+        caught_up.map_or_else(|| "null".into(), |c| format!("{c:.3}")),
         tally.met,
         tally.targets,
         tally.clear,

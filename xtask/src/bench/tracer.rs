@@ -26,18 +26,15 @@ pub(super) enum Kind {
     Bpftrace,
 }
 
-/// Starts a tracer and waits until it says it is attached.
+/// Starts a tracer and waits until it says it is attached. nstrace's stdout (its trace) is the
+/// caller's to set.
 pub(super) fn start(cmd: &mut Command, ready: &str, kind: Kind) -> Result<Tracer> {
     let began = Instant::now();
-    let (out, err) = match kind {
-        Kind::Nstrace => (Stdio::null(), Stdio::piped()),
-        Kind::Bpftrace => (Stdio::piped(), Stdio::null()),
+    match kind {
+        Kind::Nstrace => cmd.stderr(Stdio::piped()),
+        Kind::Bpftrace => cmd.stdout(Stdio::piped()).stderr(Stdio::null()),
     };
-    let mut child = cmd
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .with_context(|| format!("starting {cmd:?}"))?;
+    let mut child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
     let stream: Box<dyn std::io::Read + Send> = match kind {
         Kind::Nstrace => Box::new(child.stderr.take().context("stderr")?),
         Kind::Bpftrace => Box::new(child.stdout.take().context("stdout")?),
