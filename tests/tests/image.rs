@@ -308,6 +308,31 @@ fn a_docker_container_is_made_in_the_namespaces_proc_shows() {
         &first["child"]["ns"],
         &inside,
     );
+    // The runtime's lines come before the container is known (its cgroup is read at an
+    // exec): they name no container. What runs in it is attributed: an unshare that Docker's
+    // profile refuses, from a `docker exec`, names the container as its engine calls it (from
+    // Docker's state, mounted read-only). A process's cgroup is read as it execs, so the
+    // shell lives a moment before its child tries.
+    assert!(made.get("container").is_none(), "{made}");
+    let refused = Command::new(DOCKER)
+        .args(["exec", &c.id, "sh", "-c", "sleep 1; unshare -u true"])
+        .output()
+        .expect("docker exec");
+    assert!(
+        !refused.status.success(),
+        "Docker's default profile refuses unshare"
+    );
+    let inside_line = pod.wait_for("the refused unshare in the container", |e| {
+        e["type"] == "transition"
+            && e["call"] == "unshare"
+            && e["errno"] == "EPERM"
+            && e["comm"] == "unshare"
+    });
+    assert_eq!(
+        inside_line["container"],
+        c.label().as_str(),
+        "{inside_line}"
+    );
 }
 
 #[test]

@@ -31,6 +31,11 @@ pub trait Sink {
         Ok(())
     }
     fn record(&mut self, record: &Record) -> io::Result<()>;
+    /// A record shown live or replayed, with its process's container as findings name it
+    /// (`web (docker:0123456789ab)`), when it is in one: sinks that show it override this.
+    fn record_in(&mut self, record: &Record, _container: Option<&str>) -> io::Result<()> {
+        self.record(record)
+    }
     /// A line that is not a record (a record file's header, snapshot and follow lines); sinks
     /// that print records only ignore it.
     fn note(&mut self, _line: &serde_json::Value) -> io::Result<()> {

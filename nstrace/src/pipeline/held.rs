@@ -98,7 +98,14 @@ impl Pipeline<'_> {
         before: Option<Container>,
     ) -> io::Result<()> {
         if self.direct() {
-            return self.write_record(record);
+            let label = match record {
+                Record::Transition(_) => self
+                    .timeline
+                    .container_of(pid)
+                    .map(|c| label_of(&self.timeline, &mut self.labels, c)),
+                _ => None,
+            };
+            return self.write_record(record, label.as_deref());
         }
         let container = self.timeline.container_of(pid).cloned().or(before);
         let entered = match record {
@@ -134,11 +141,13 @@ impl Pipeline<'_> {
             .collect()
     }
 
-    fn write_record(&mut self, record: &Record) -> io::Result<()> {
+    fn write_record(&mut self, record: &Record, container: Option<&str>) -> io::Result<()> {
         if matches!(record, Record::Transition(_)) {
             self.shown += 1;
         }
-        each_sink(&mut self.sinks, &mut self.closed, |s| s.record(record))
+        each_sink(&mut self.sinks, &mut self.closed, |s| {
+            s.record_in(record, container)
+        })
     }
 
     /// Whether a held entry is printed, under `--container` (with `last`: nothing more will
@@ -193,7 +202,21 @@ impl Pipeline<'_> {
     /// Prints one entry.
     fn print(&mut self, out: Out) -> io::Result<()> {
         match out {
-            Out::Record { record, .. } => self.write_record(&record)?,
+            Out::Record {
+                record,
+                pid,
+                container,
+                ..
+            } => {
+                let label = match record {
+                    Record::Transition(_) => container
+                        .as_ref()
+                        .or_else(|| self.timeline.container_of(pid))
+                        .map(|c| label_of(&self.timeline, &mut self.labels, c)),
+                    _ => None,
+                };
+                self.write_record(&record, label.as_deref())?;
+            }
             Out::Finding {
                 mut view,
                 container,
@@ -298,6 +321,7 @@ impl Pipeline<'_> {
             archive.note(&serde_json::to_value(line).map_err(io::Error::other)?)?;
         }
         self.pending.remove(&container);
+        self.labels.remove(&container);
         self.timeline.name(container, names);
         self.release(false)
     }
@@ -322,4 +346,25 @@ impl Pipeline<'_> {
         self.pending.clear();
         self.release(true)
     }
+}
+
+/// How many containers' labels are kept at most (a flood of cgroups named like containers
+/// cannot grow it further: it starts again).
+const LABELS_KEPT: usize = 4096;
+
+/// A container's label as findings show it, made once (again when its names come).
+fn label_of(
+    timeline: &crate::timeline::Timeline,
+    labels: &mut rustc_hash::FxHashMap<Container, std::rc::Rc<str>>,
+    container: &Container,
+) -> std::rc::Rc<str> {
+    if let Some(label) = labels.get(container) {
+        return label.clone();
+    }
+    if labels.len() >= LABELS_KEPT {
+        labels.clear();
+    }
+    let label: std::rc::Rc<str> = timeline.container_label(container).into();
+    labels.insert(container.clone(), label.clone());
+    label
 }

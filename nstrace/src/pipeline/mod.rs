@@ -63,6 +63,9 @@ pub struct Pipeline<'a> {
     /// The oldest record's age at the outputs, the largest since the last publication.
     lag_ns: u64,
     published: Option<Instant>,
+    /// Containers' labels as transitions carry them, made once a container (until its names
+    /// come).
+    labels: rustc_hash::FxHashMap<Container, std::rc::Rc<str>>,
 }
 
 /// Runs `f` on every sink; a sink whose reader went away (see [`reader_gone`]) is dropped and
@@ -110,6 +113,7 @@ impl<'a> Pipeline<'a> {
             lost_by_cpu: BTreeMap::new(),
             lag_ns: 0,
             published: None,
+            labels: Default::default(),
         }
     }
 

@@ -163,6 +163,13 @@ impl Sink for Seen {
         self.0.push(format!("record {} {what}", record.pid()));
         Ok(())
     }
+    fn record_in(&mut self, record: &Record, container: Option<&str>) -> io::Result<()> {
+        self.record(record)?;
+        if let (Some(container), Some(last)) = (container, self.0.last_mut()) {
+            last.push_str(&format!(" in {container}"));
+        }
+        Ok(())
+    }
     fn note(&mut self, line: &serde_json::Value) -> io::Result<()> {
         if line["type"] == "container" {
             self.0.push(format!("names {}", line["names"]));
@@ -291,8 +298,9 @@ fn output_waits_for_a_containers_names_and_its_finding_names_it() {
         [
             "record 100 unshare",
             "finding NS-SHARES-HOST web (docker:aaaaaaaaaaaa)",
-            "record 100 unshare",
-            "record 100 unshare",
+            // Its records in the container carry it, named once the names came.
+            "record 100 unshare in web (docker:aaaaaaaaaaaa)",
+            "record 100 unshare in web (docker:aaaaaaaaaaaa)",
         ]
     );
     // The record file has the names where they came: a replay holds and names the same.
@@ -348,9 +356,9 @@ fn a_container_filter_passes_its_records_by_name_once_known() {
         seen.0,
         [
             "record 700 exec",
-            "record 700 unshare",
+            "record 700 unshare in web (docker:aaaaaaaaaaaa)",
             "finding NS-SHARES-HOST web (docker:aaaaaaaaaaaa)",
-            "record 700 unshare",
+            "record 700 unshare in web (docker:aaaaaaaaaaaa)",
         ],
         "the host's records and the fork on the host are not the container's"
     );

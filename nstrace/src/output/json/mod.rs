@@ -99,12 +99,23 @@ impl<W: io::Write> Sink for JsonSink<W> {
     }
 
     fn record(&mut self, record: &Record) -> io::Result<()> {
+        self.record_in(record, None)
+    }
+
+    fn record_in(&mut self, record: &Record, container: Option<&str>) -> io::Result<()> {
         let clock = self.clock;
         match record {
             Record::Transition(t) => {
                 self.buf.clear();
                 self.writer
                     .transition(&mut self.buf, &clock, &self.origin, t);
+                if let Some(container) = container {
+                    // `…}` becomes `…,"container":"…"}`; the name is the engine's: escaped.
+                    self.buf.pop();
+                    self.buf.extend_from_slice(b",\"container\":");
+                    serde_json::to_writer(&mut self.buf, container)?;
+                    self.buf.push(b'}');
+                }
                 self.buf.push(b'\n');
                 self.out.write_all(&self.buf)
             }
@@ -238,6 +249,27 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_transition_in_a_container_names_it_escaped() {
+        let Ok(Record::Transition(t)) = decode(&encode(&setns_record())) else {
+            panic!("a transition")
+        };
+        let mut out = Vec::new();
+        let mut sink = JsonSink::new(&mut out, WallClock::with_offset(0), false);
+        let record = Record::Transition(t);
+        sink.record_in(&record, Some("we\"b\n (docker:0123456789ab)"))
+            .unwrap();
+        sink.record_in(&record, None).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines[0]["container"], "we\"b\n (docker:0123456789ab)");
+        assert_eq!(lines[0]["call"], "setns");
+        assert!(lines[1].get("container").is_none(), "{}", lines[1]);
     }
 
     #[test]
