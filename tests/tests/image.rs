@@ -44,9 +44,10 @@ const DAEMONSET_ARGS: [&str; 4] = ["--json", "--no-summary", "--metrics", "0.0.0
 const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The image's tag: the workspace version, as `cargo xtask image` tags it.
-fn image() -> String {
+fn image(engine: &Engine) -> String {
     let image = format!("nstrace:{}", env!("CARGO_PKG_VERSION"));
-    let present = Command::new(DOCKER)
+    let present = engine
+        .command()
         .args(["image", "inspect", &image])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -54,8 +55,9 @@ fn image() -> String {
         .is_ok_and(|s| s.success());
     assert!(
         present,
-        "Docker has no image {image}: build it with `cargo xtask image` (`cargo xtask test` \
-         builds it before the tests)"
+        "{} has no image {image}: build it with `cargo xtask image` (`cargo xtask test` \
+         builds it before the tests)",
+        engine.runtime
     );
     image
 }
@@ -78,6 +80,7 @@ fn docker(args: &[&str]) -> String {
 
 /// The nstrace container, as the DaemonSet's pod runs it; removed when dropped.
 struct Pod {
+    engine: Engine,
     id: String,
     logs: Child,
     events: Arc<Mutex<Vec<Value>>>,
@@ -95,10 +98,16 @@ impl Pod {
     /// `docker run -d` of the image as the DaemonSet runs it, with only `caps` and `mounts`, and
     /// `extra` Docker options.
     fn run(what: &str, caps: &[&str], mounts: &[&str], extra: &[&str]) -> Pod {
+        Pod::run_on(Engine::docker(), what, caps, mounts, extra)
+    }
+
+    /// As [`Pod::run`], with `engine`.
+    fn run_on(engine: Engine, what: &str, caps: &[&str], mounts: &[&str], extra: &[&str]) -> Pod {
         assert_root();
-        let image = image();
+        let image = image(&engine);
         let name = format!("nstrace-image-{what}-{}", std::process::id());
-        let _ = Command::new(DOCKER)
+        let _ = engine
+            .command()
             .args(["rm", "-f", &name])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -118,9 +127,10 @@ impl Pod {
         // The DaemonSet's arguments.
         args.extend(DAEMONSET_ARGS.map(str::to_owned));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let id = docker(&args);
+        let id = engine.run(&args);
         // Its output, as the node's log collector would read it: stdout JSON, stderr text.
-        let mut logs = Command::new(DOCKER)
+        let mut logs = engine
+            .command()
             .args(["logs", "--follow", &id])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -155,6 +165,7 @@ impl Pod {
             });
         }
         Pod {
+            engine,
             id,
             logs,
             events,
@@ -167,7 +178,9 @@ impl Pod {
     }
 
     fn running(&self) -> bool {
-        docker(&["inspect", "--format", "{{.State.Running}}", &self.id]) == "true"
+        self.engine
+            .run(&["inspect", "--format", "{{.State.Running}}", &self.id])
+            == "true"
     }
 
     /// Waits until nstrace says it is tracing (its programs attached).
@@ -197,7 +210,9 @@ impl Pod {
             );
             thread::sleep(Duration::from_millis(100));
         }
-        let code = docker(&["inspect", "--format", "{{.State.ExitCode}}", &self.id]);
+        let code = self
+            .engine
+            .run(&["inspect", "--format", "{{.State.ExitCode}}", &self.id]);
         // Let the log reader see the end.
         thread::sleep(Duration::from_millis(200));
         (code.parse().expect("an exit code"), self.stderr())
@@ -232,7 +247,9 @@ impl Pod {
 
 impl Drop for Pod {
     fn drop(&mut self) {
-        let _ = Command::new(DOCKER)
+        let _ = self
+            .engine
+            .command()
             .args(["rm", "-f", &self.id])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -501,4 +518,33 @@ fn the_probes_and_metrics_answer_and_the_stream_names_the_node() {
         .find_map(|l| l.strip_prefix("nstrace_transitions_total{call=\"unshare\"} "))
         .and_then(|v| v.parse::<f64>().ok());
     assert!(unshares.is_some_and(|n| n >= 1.0), "{metrics}");
+}
+
+/// Podman knows BPF and PERFMON: the DaemonSet's capability set exactly, SYS_ADMIN not among
+/// them, with its seccomp profile Unconfined (Podman's default allows bpf() only with
+/// SYS_ADMIN). It traces the host.
+#[test]
+#[ignore = "needs root: cargo xtask test runs it"]
+fn under_podman_the_daemonsets_exact_capabilities_trace_the_host() {
+    let pod = Pod::run_on(
+        Engine::podman(),
+        "podman",
+        &["BPF", "PERFMON", "SYS_PTRACE", "IPC_LOCK", "SYS_CHROOT"],
+        &MOUNTS[..2],
+        &["--security-opt", "seccomp=unconfined"],
+    );
+    pod.wait_tracing();
+    let mut child = Command::new("unshare")
+        .args(["-u", "sleep", "1"])
+        .spawn()
+        .expect("unshare");
+    let pid = child.id();
+    let unshare = pod.wait_for("the host's unshare", by(pid, "unshare"));
+    assert_same_ns("after", &unshare["after"], &proc_ns(pid));
+    assert!(child.wait().unwrap().success());
+    assert!(
+        !pod.stderr().contains("warning"),
+        "with SYS_PTRACE nothing is unreadable: {}",
+        pod.stderr()
+    );
 }
