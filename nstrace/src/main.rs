@@ -109,6 +109,18 @@ struct Common {
     /// At the end, write an SVG picture of the timeline to FILE.
     #[arg(long, global = true, value_name = "FILE")]
     svg: Option<PathBuf>,
+    /// report: the state at TIME instead of the timeline: every namespace alive then (with
+    /// --pid, each process's whole set). TIME: RFC 3339, a time of day on the recording's date
+    /// (14:03:05.25, local unless --utc), or +SECONDS from its start (+12.5).
+    #[arg(long, global = true, value_name = "TIME", conflicts_with_all = ["since", "until"])]
+    at: Option<String>,
+    /// report: only what happened from TIME on (as --at); the state before it is rebuilt
+    /// first.
+    #[arg(long, global = true, value_name = "TIME")]
+    since: Option<String>,
+    /// report: only what happened until TIME (as --at); nothing later is applied.
+    #[arg(long, global = true, value_name = "TIME")]
+    until: Option<String>,
     /// Show only findings (and the summary).
     #[arg(long, global = true)]
     findings: bool,
@@ -227,6 +239,8 @@ fn filter(common: &Common) -> Filter {
         types: (!common.types.is_empty()).then(|| common.types.clone()),
         findings_only: common.findings,
         container: common.container.clone(),
+        since_ns: None,
+        until_ns: None,
     }
 }
 

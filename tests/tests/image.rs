@@ -534,14 +534,18 @@ fn under_podman_the_daemonsets_exact_capabilities_trace_the_host() {
         &["--security-opt", "seccomp=unconfined"],
     );
     pod.wait_tracing();
-    let mut child = Command::new("unshare")
-        .args(["-u", "sleep", "1"])
+    let child = Command::new("unshare")
+        .args(["-u", "sleep", "30"])
         .spawn()
         .expect("unshare");
-    let pid = child.id();
+    let child = Reaped(child);
+    let pid = child.0.id();
+    // /proc read while it sleeps: the stream may wait for names a moment.
+    thread::sleep(Duration::from_millis(300));
+    let truth = proc_ns(pid);
     let unshare = pod.wait_for("the host's unshare", by(pid, "unshare"));
-    assert_same_ns("after", &unshare["after"], &proc_ns(pid));
-    assert!(child.wait().unwrap().success());
+    assert_same_ns("after", &unshare["after"], &truth);
+    drop(child);
     assert!(
         !pod.stderr().contains("warning"),
         "with SYS_PTRACE nothing is unreadable: {}",

@@ -1,9 +1,9 @@
 //! Offline: the timeline rebuilt from a record.
 use std::path::Path;
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 use nstrace::{
-    output::escape::escape,
+    output::{escape::escape, state, summary::Times},
     pipeline::Pipeline,
     record,
     timeline::{Scope, Timeline},
@@ -32,22 +32,40 @@ pub(crate) fn report(common: &Common, file: &Path) -> anyhow::Result<()> {
     let header = source.header().clone();
     let origin = header.origin();
     let mut stdout = stdout_sink(common, header.clock(), origin.as_ref());
-    let mut pipeline = Pipeline::new(Timeline::new(Scope::All), filter(common));
-    pipeline.sinks.push(stdout.as_mut());
+    let mut filter = filter(common);
+    let time = |what: &str, text: &Option<String>| {
+        text.as_deref()
+            .map(|t| when(t, &header, common.utc).with_context(|| format!("{what} {t:?}")))
+            .transpose()
+    };
+    let at = time("--at", &common.at)?;
+    filter.since_ns = time("--since", &common.since)?;
+    filter.until_ns = at.or(time("--until", &common.until)?);
+    let mut pipeline = Pipeline::new(Timeline::new(Scope::All), filter);
+    // --at prints the state, not the stream.
+    if at.is_none() {
+        pipeline.sinks.push(stdout.as_mut());
+    }
     pipeline.start()?;
-    let (header, replayed) = record::rebuild(source, &common.pid, &mut pipeline)?;
+    // --at --pid: the whole machine rebuilt, those processes read.
+    let scope: &[u32] = if at.is_some() { &[] } else { &common.pid };
+    let (header, replayed) = record::rebuild(source, scope, &mut pipeline)?;
     pipeline.flush()?;
     let Pipeline {
         timeline, shown, ..
     } = pipeline;
     drop(stdout);
-    finish(
-        common,
-        &mut outputs,
-        &timeline,
-        header.clock(),
-        origin.as_ref(),
-    )?;
+    if let Some(at) = at {
+        print_state(common, &timeline, at, &header, origin.as_ref())?;
+    } else {
+        finish(
+            common,
+            &mut outputs,
+            &timeline,
+            header.clock(),
+            origin.as_ref(),
+        )?;
+    }
     for pid in &common.pid {
         if !timeline.histories().any(|h| h.key.pid == *pid) {
             nstrace::say!("nstrace: warning: --pid {pid}: no such process in {name}");
@@ -81,4 +99,88 @@ pub(crate) fn report(common: &Common, file: &Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `--at`: the state at `at`, text or one JSON object.
+fn print_state(
+    common: &Common,
+    timeline: &Timeline,
+    at: u64,
+    header: &record::Header,
+    origin: Option<&nstrace::origin::Origin>,
+) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let times = Times {
+        clock: header.clock(),
+        utc: common.utc,
+    };
+    let mut out = std::io::stdout().lock();
+    let written = if common.json {
+        let mut line = serde_json::to_vec(&state::json(timeline, at, &common.pid, &times))?;
+        if let Some(origin) = origin {
+            nstrace::output::json::open_with(&mut line, &origin.fields());
+        }
+        line.push(b'\n');
+        out.write_all(&line)
+    } else {
+        write!(
+            out,
+            "{}",
+            state::text(timeline, at, header.start_ts_ns, &common.pid, &times)
+        )
+    };
+    match written.and_then(|()| out.flush()) {
+        Err(e) if nstrace::output::reader_gone(&e) => Ok(()),
+        result => result.context("writing the state"),
+    }
+}
+
+/// A time given to --at, --since or --until, as the recording's kernel time: RFC 3339, a time
+/// of day on the recording's date (local unless `utc`), or `+SECONDS` from its start.
+pub(crate) fn when(text: &str, header: &record::Header, utc: bool) -> anyhow::Result<u64> {
+    let clock = header.clock();
+    let start = header.start_ts_ns;
+    let to_ts = |unix_ns: i128| -> anyhow::Result<u64> {
+        let ts = unix_ns - clock.to_unix_ns(0);
+        u64::try_from(ts).map_err(|_| anyhow::anyhow!("before the machine booted"))
+    };
+    let text = text.trim();
+    if let Some(offset) = text.strip_prefix('+') {
+        let seconds: f64 = offset
+            .trim_end_matches('s')
+            .parse()
+            .ok()
+            .filter(|s: &f64| s.is_finite() && *s >= 0.0)
+            .ok_or_else(|| anyhow::anyhow!("an offset is +SECONDS from the start (+12.5)"))?;
+        return Ok(start.saturating_add((seconds * 1e9) as u64));
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return to_ts(i128::from(t.timestamp_nanos_opt().unwrap_or(0)));
+    }
+    let Ok(of_day) = chrono::NaiveTime::parse_from_str(text, "%H:%M:%S%.f")
+        .or_else(|_| chrono::NaiveTime::parse_from_str(text, "%H:%M"))
+    else {
+        bail!(
+            "a time is RFC 3339 (2026-12-06T14:03:05Z), a time of day on the recording's date \
+             (14:03:05.25), or +SECONDS from its start (+12.5)"
+        );
+    };
+    let began = clock.to_utc(start);
+    let unix = if utc {
+        began
+            .date_naive()
+            .and_time(of_day)
+            .and_utc()
+            .timestamp_nanos_opt()
+    } else {
+        use chrono::TimeZone as _;
+        let local = began.with_timezone(&chrono::Local);
+        chrono::Local
+            .from_local_datetime(&local.date_naive().and_time(of_day))
+            .earliest()
+            .and_then(|t| t.timestamp_nanos_opt())
+    };
+    to_ts(i128::from(unix.ok_or_else(|| {
+        anyhow::anyhow!("not a time this machine's clock can hold")
+    })?))
 }

@@ -14,6 +14,7 @@ pub mod file;
 pub(crate) mod fixture;
 pub mod json;
 pub mod perfetto;
+pub mod state;
 pub mod summary;
 pub mod svg;
 pub mod text;

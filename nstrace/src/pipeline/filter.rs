@@ -13,13 +13,18 @@ pub struct Filter {
     /// Only records, findings and corrections about processes of this container: a name, an
     /// id or its start, `runtime:id` (see [`crate::names::matches`]).
     pub container: Option<String>,
+    /// Only what happened from this kernel time on (`--since`); what came before still builds
+    /// the timeline, so that the window starts from the state it had.
+    pub since_ns: Option<u64>,
+    /// Nothing after this kernel time (`--until`, `--at`): later records are not applied.
+    pub until_ns: Option<u64>,
 }
 
 impl Filter {
     /// Whether a record passes, by what it says itself (its container is looked at later, by
     /// [`Filter::in_container`], once its container's names are known).
     pub fn accepts(&self, record: &Record) -> bool {
-        if self.findings_only {
+        if self.findings_only || !self.in_window(record.ts_ns()) {
             return false;
         }
         if let Some(comm) = &self.comm {
@@ -47,6 +52,16 @@ impl Filter {
 }
 
 impl Filter {
+    /// Whether kernel time `ts_ns` is within `--since` and `--until`.
+    pub fn in_window(&self, ts_ns: u64) -> bool {
+        self.since_ns.is_none_or(|since| ts_ns >= since) && !self.past(ts_ns)
+    }
+
+    /// Whether kernel time `ts_ns` is after `--until`: not applied at all.
+    pub fn past(&self, ts_ns: u64) -> bool {
+        self.until_ns.is_some_and(|until| ts_ns > until)
+    }
+
     /// Whether something about a process of `container` (none: not in one) passes
     /// `--container`.
     pub fn in_container(&self, timeline: &Timeline, container: Option<&Container>) -> bool {

@@ -81,6 +81,15 @@ impl Pipeline<'_> {
 
     /// Prints `out`, or keeps it in line.
     pub(super) fn emit(&mut self, out: Out) -> io::Result<()> {
+        let ts_ns = match &out {
+            Out::Record { record, .. } => record.ts_ns(),
+            Out::Finding { view, .. } => view.ts_ns,
+            Out::Heal { heal, .. } => heal.ts_ns,
+            Out::Loss(loss) => loss.ts_ns,
+        };
+        if !self.filter.in_window(ts_ns) {
+            return Ok(());
+        }
         if self.direct() {
             self.print(out)
         } else {

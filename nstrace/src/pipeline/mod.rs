@@ -146,6 +146,9 @@ impl<'a> Pipeline<'a> {
     }
 
     fn feed_as_is(&mut self, record: &Record, live: bool) -> io::Result<()> {
+        if self.filter.past(record.ts_ns()) {
+            return Ok(());
+        }
         // Names that came since the last record go before it, in the record file too.
         self.now_ns = self.now_ns.max(record.ts_ns());
         self.poll_names(Duration::ZERO)?;
@@ -201,6 +204,9 @@ impl<'a> Pipeline<'a> {
         uid_map: &str,
         runtime: Option<&'static str>,
     ) -> io::Result<()> {
+        if self.filter.past(ts_ns) {
+            return Ok(());
+        }
         if let Some(archive) = &mut self.archive {
             let mut line = json!({
                 "type": "observation",
@@ -223,6 +229,9 @@ impl<'a> Pipeline<'a> {
     /// Records the kernel could not deliver: kept in the record file, shown in every output
     /// whatever the filter, and counted in the timeline; /proc is to be read again.
     pub fn lost(&mut self, loss: &Loss) -> io::Result<()> {
+        if self.filter.past(loss.ts_ns) {
+            return Ok(());
+        }
         if let Some(archive) = &mut self.archive {
             archive.loss(loss)?;
         }
@@ -242,6 +251,9 @@ impl<'a> Pipeline<'a> {
         ts_ns: u64,
         entries: &[ProcEntry],
     ) -> io::Result<()> {
+        if self.filter.past(ts_ns) {
+            return Ok(());
+        }
         if let Some(archive) = &mut self.archive {
             let line = ResyncLine::new(read_from, ts_ns);
             archive.note(&serde_json::to_value(line).map_err(io::Error::other)?)?;

@@ -154,6 +154,11 @@ impl Timeline {
         tasks
     }
 
+    /// A live task's command name.
+    pub fn comm_of(&self, tid: u32) -> Option<Comm> {
+        self.tasks.get(&tid).map(|t| t.comm.clone())
+    }
+
     /// Live tids of a process.
     pub fn live_tids(&self, pid: u32) -> Vec<u32> {
         let mut tids: Vec<u32> = self

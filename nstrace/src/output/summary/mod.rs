@@ -39,7 +39,7 @@ impl Times {
         }
     }
 
-    fn rfc3339(&self, ts_ns: u64) -> String {
+    pub fn rfc3339(&self, ts_ns: u64) -> String {
         self.clock
             .to_utc(ts_ns)
             .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)

@@ -1,0 +1,160 @@
+//! Questions asked of a recording (`report --at`, `--since`, `--until`), answered against /proc
+//! as it was at known instants.
+use std::{process::Command, time::Duration};
+
+use nstrace_tests::{Helper, NsSet, Tracer, assert_root, binary, by, proc_ns};
+use serde_json::Value;
+
+/// The wall clock now, RFC 3339 with nanoseconds (date(1), as a responder would note it).
+fn now() -> String {
+    let out = Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%S.%NZ"])
+        .output()
+        .expect("date");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn report(args: &[&str]) -> Vec<Value> {
+    let out = Command::new(binary("nstrace"))
+        .arg("report")
+        .args(args)
+        .output()
+        .expect("nstrace report");
+    assert!(
+        out.status.success(),
+        "report {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// A process's set in a `--at --pid` answer, as /proc names the slots.
+fn set_of(state: &Value, pid: u32) -> NsSet {
+    let process = state["processes"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["pid"] == pid))
+        .unwrap_or_else(|| panic!("{pid} in {state}"));
+    process["namespaces"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{pid} alive in {state}"))
+        .iter()
+        .filter(|(slot, _)| !slot.ends_with("_for_children"))
+        .map(|(slot, ns)| (slot.clone(), ns["inode"].as_u64().expect("an inode")))
+        .collect()
+}
+
+/// A recording in which a process unshares uts, pauses (the first instant, /proc read), then
+/// unshares net (the second instant): `--at` each instant gives the set /proc showed then,
+/// for the process and in the machine's state; `--until` and `--since` split the stream there.
+#[test]
+#[ignore = "needs root: cargo xtask test runs it"]
+fn the_state_at_an_instant_is_what_proc_showed_then() {
+    assert_root();
+    let file = std::env::temp_dir().join(format!("nstrace-at-{}.jsonl", std::process::id()));
+    let path = file.to_str().unwrap().to_owned();
+    let tracer = Tracer::start(&["-o", &path, "--no-summary"]);
+    let mut helper = Helper::spawn(&["unshare", "uts", "pause", "unshare", "net", "hold"]);
+    let pid = helper.wait_paused();
+    tracer.wait_for("the uts unshare", by(pid, "unshare"));
+    std::thread::sleep(Duration::from_millis(50));
+    let (first, at_first) = (proc_ns(pid), now());
+    std::thread::sleep(Duration::from_millis(50));
+    helper.resume();
+    helper.wait_ready();
+    tracer.wait_for("the net unshare", |e| {
+        by(pid, "unshare")(e) && e["changed"] == serde_json::json!(["net"])
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    let (second, at_second) = (proc_ns(pid), now());
+    assert_ne!(first["net"], second["net"]);
+    tracer.stop();
+
+    let pid_arg = pid.to_string();
+    for (at, truth) in [(&at_first, &first), (&at_second, &second)] {
+        let answer = report(&["--json", "--at", at, "--pid", &pid_arg, &path]);
+        assert_eq!(answer.len(), 1, "one state object: {answer:?}");
+        assert_eq!(answer[0]["type"], "state");
+        let mut set = set_of(&answer[0], pid);
+        // /proc's pid_for_children and time_for_children are left out on both sides.
+        let mut truth = truth.clone();
+        truth.retain(|k, _| !k.ends_with("_for_children"));
+        set.retain(|k, _| truth.contains_key(k));
+        assert_eq!(set, truth, "--at {at}");
+    }
+    // The machine's state at the first instant: the helper's uts namespace, with it as a
+    // member; its net namespace did not exist yet.
+    let state = &report(&["--json", "--at", &at_first, &path])[0];
+    let namespaces = state["namespaces"].as_array().expect("namespaces");
+    let uts = namespaces
+        .iter()
+        .find(|n| n["type"] == "uts" && n["inode"].as_u64() == Some(first["uts"]))
+        .unwrap_or_else(|| panic!("uts {} alive at the first instant", first["uts"]));
+    assert!(
+        uts["members"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from(pid))
+    );
+    assert_eq!(uts["created_by"]["pid"], pid, "{uts}");
+    assert!(
+        !namespaces
+            .iter()
+            .any(|n| n["type"] == "net" && n["inode"].as_u64() == Some(second["net"])),
+        "the second namespace is not there yet"
+    );
+    // A time of day and an offset from the start name instants too (text answers).
+    let text = Command::new(binary("nstrace"))
+        .args([
+            "report",
+            "--utc",
+            "--at",
+            &at_second[11..26],
+            "--pid",
+            &pid_arg,
+            &path,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.starts_with("STATE AT "), "{text}");
+    assert!(
+        text.contains(&format!("net                {}", second["net"])),
+        "{text}"
+    );
+    // The window: until the first instant the uts unshare, from it the net one.
+    let calls = |args: &[&str]| -> Vec<Value> {
+        report(&[args, &["--json", "--no-summary", "--pid", &pid_arg, &path]].concat())
+            .into_iter()
+            .filter(|e| e["type"] == "transition" && e["pid"] == pid)
+            .map(|e| e["changed"].clone())
+            .collect()
+    };
+    assert_eq!(calls(&["--until", &at_first]), [serde_json::json!(["uts"])]);
+    assert_eq!(calls(&["--since", &at_first]), [serde_json::json!(["net"])]);
+    // A time that cannot be read says what a time is.
+    let out = Command::new(binary("nstrace"))
+        .args(["report", "--at", "yesterday", &path])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--at \"yesterday\"") && err.contains("RFC 3339"),
+        "{err}"
+    );
+    helper.finish();
+    let _ = std::fs::remove_file(&file);
+}
+
+#[test]
+fn the_queries_are_refused_live() {
+    let out = Command::new(binary("nstrace"))
+        .args(["--at", "+1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("read a recording"), "{err}");
+}
