@@ -114,6 +114,17 @@ struct Common {
     /// (14:03:05.25, local unless --utc), or +SECONDS from its start (+12.5).
     #[arg(long, global = true, value_name = "TIME", conflicts_with_all = ["since", "until"])]
     at: Option<String>,
+    /// report: the life of one namespace instead of the timeline: who made it, every member's
+    /// entry and exit with its cause, when it emptied, the findings that name it. TYPE:INODE
+    /// (net:4026532176, or net:[4026532176] as `ls -l /proc/PID/ns` shows it), or an inode or
+    /// the kernel's namespace id alone.
+    #[arg(
+        long = "ns",
+        global = true,
+        value_name = "TYPE:INODE|ID",
+        conflicts_with = "at"
+    )]
+    namespace: Option<String>,
     /// report: only what happened from TIME on (as --at); the state before it is rebuilt
     /// first.
     #[arg(long, global = true, value_name = "TIME")]

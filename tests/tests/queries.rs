@@ -158,3 +158,80 @@ fn the_queries_are_refused_live() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("read a recording"), "{err}");
 }
+
+/// `--ns`: one namespace's life, as it happened: the process that made it, a process that
+/// joined it with setns, both leaving as they exit, and when it emptied; by `TYPE:[INODE]` as
+/// `ls -l /proc/PID/ns` shows it, and by the kernel's id.
+#[test]
+#[ignore = "needs root: cargo xtask test runs it"]
+fn the_life_of_one_namespace_is_told_from_its_making_to_its_emptying() {
+    assert_root();
+    let file = std::env::temp_dir().join(format!("nstrace-ns-{}.jsonl", std::process::id()));
+    let path = file.to_str().unwrap().to_owned();
+    let tracer = Tracer::start(&["-o", &path, "--no-summary"]);
+    let mut maker = Helper::spawn(&["unshare", "net", "hold"]);
+    let made_by = maker.wait_ready();
+    tracer.wait_for("the unshare", by(made_by, "unshare"));
+    let net = proc_ns(made_by)["net"];
+    let ns_path = format!("/proc/{made_by}/ns/net");
+    let mut joiner = Helper::spawn(&["setns", &ns_path, "net", "hold"]);
+    let joined_by = joiner.wait_ready();
+    tracer.wait_for("the setns", by(joined_by, "setns"));
+    assert_eq!(proc_ns(joined_by)["net"], net);
+    joiner.finish();
+    maker.finish();
+    std::thread::sleep(Duration::from_millis(300));
+    tracer.stop();
+
+    let spec = format!("net:[{net}]");
+    let lives = report(&["--json", "--ns", &spec, &path]);
+    assert_eq!(lives.len(), 1, "{lives:?}");
+    let life = &lives[0];
+    assert_eq!(life["type"], "namespace");
+    assert_eq!(
+        (&life["ns_type"], &life["inode"]),
+        (&"net".into(), &net.into())
+    );
+    assert_eq!(life["created_by"]["pid"], made_by, "{life}");
+    assert_eq!(life["created_by"]["call"], "unshare");
+    let log: Vec<(u64, bool)> = life["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["pid"].as_u64().unwrap(), m["entered"].as_bool().unwrap()))
+        .collect();
+    let (a, b) = (u64::from(made_by), u64::from(joined_by));
+    assert_eq!(
+        log,
+        [(a, true), (b, true), (b, false), (a, false)],
+        "{life}"
+    );
+    assert!(life["emptied"].is_string(), "{life}");
+    assert_eq!(life["members_total"], 2);
+    // By the kernel's id alone, the same namespace; as text, its story.
+    let id = life["id"]
+        .as_u64()
+        .expect("an id (Linux 6.18+)")
+        .to_string();
+    let by_id = report(&["--json", "--ns", &id, &path]);
+    assert_eq!(by_id[0]["inode"], life["inode"]);
+    let text = Command::new(binary("nstrace"))
+        .args(["report", "--ns", &spec, &path])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.starts_with(&format!("NAMESPACE net:[{net}], id {id}")),
+        "{text}"
+    );
+    assert!(text.contains(&format!("+ {joined_by} ")), "{text}");
+    assert!(text.contains("emptied"), "{text}");
+    // One it never saw is said so.
+    let out = Command::new(binary("nstrace"))
+        .args(["report", "--ns", "net:1", &path])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no namespace net:1"));
+    let _ = std::fs::remove_file(&file);
+}

@@ -30,10 +30,14 @@ pub(crate) async fn live(common: &Common, command: Option<&Command>) -> anyhow::
     // arrives while the programs load (a process started in the background by a script
     // inherits SIGINT ignored until a handler is installed).
     let mut signals = StopSignals::install();
-    if common.at.is_some() || common.since.is_some() || common.until.is_some() {
+    if common.at.is_some()
+        || common.since.is_some()
+        || common.until.is_some()
+        || common.namespace.is_some()
+    {
         bail!(
-            "--at, --since and --until read a recording: record with -o FILE, then use them with \
-             `nstrace report FILE`"
+            "--at, --ns, --since and --until read a recording: record with -o FILE, then use \
+             them with `nstrace report FILE`"
         );
     }
     if matches!(command, Some(Command::Record)) && common.output.is_none() {

@@ -3,7 +3,8 @@ use std::path::Path;
 
 use anyhow::{Context as _, bail};
 use nstrace::{
-    output::{escape::escape, state, summary::Times},
+    ns::NsType,
+    output::{escape::escape, life, state, summary::Times},
     pipeline::Pipeline,
     record,
     timeline::{Scope, Timeline},
@@ -41,9 +42,17 @@ pub(crate) fn report(common: &Common, file: &Path) -> anyhow::Result<()> {
     let at = time("--at", &common.at)?;
     filter.since_ns = time("--since", &common.since)?;
     filter.until_ns = at.or(time("--until", &common.until)?);
+    let asked = common
+        .namespace
+        .as_deref()
+        .map(|spec| namespace_spec(spec).with_context(|| format!("--ns {spec:?}")))
+        .transpose()?;
     let mut pipeline = Pipeline::new(Timeline::new(Scope::All), filter);
-    // --at prints the state, not the stream.
-    if at.is_none() {
+    if let Some((ty, key)) = asked {
+        pipeline.timeline.pin(ty, key);
+    }
+    // --at and --ns print an answer, not the stream.
+    if at.is_none() && asked.is_none() {
         pipeline.sinks.push(stdout.as_mut());
     }
     pipeline.start()?;
@@ -57,6 +66,16 @@ pub(crate) fn report(common: &Common, file: &Path) -> anyhow::Result<()> {
     drop(stdout);
     if let Some(at) = at {
         print_state(common, &timeline, at, &header, origin.as_ref())?;
+    } else if let Some((ty, key)) = asked {
+        let found = timeline.find_namespaces(ty, key);
+        if found.is_empty() {
+            bail!(
+                "{name} has no namespace {} (the namespaces of its processes, and those they \
+                 made, entered or left)",
+                common.namespace.as_deref().unwrap_or_default()
+            );
+        }
+        print_lives(common, &timeline, &found, &header, origin.as_ref())?;
     } else {
         finish(
             common,
@@ -183,4 +202,60 @@ pub(crate) fn when(text: &str, header: &record::Header, utc: bool) -> anyhow::Re
     to_ts(i128::from(unix.ok_or_else(|| {
         anyhow::anyhow!("not a time this machine's clock can hold")
     })?))
+}
+
+/// `--ns`: the type (when given) and the inode or id asked for.
+fn namespace_spec(spec: &str) -> anyhow::Result<(Option<NsType>, u64)> {
+    let (ty, key) = match spec.split_once(':') {
+        Some((ty, key)) => {
+            let ty = NsType::from_name(ty.trim()).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "unknown namespace type {ty:?} (one of mnt, uts, ipc, pid, net, user, \
+                     cgroup, time)"
+                )
+            })?;
+            (
+                Some(ty),
+                key.trim().trim_start_matches('[').trim_end_matches(']'),
+            )
+        }
+        None => (None, spec.trim()),
+    };
+    let key = key.parse().map_err(|_| {
+        anyhow::anyhow!("a namespace is TYPE:INODE (net:4026532176) or an inode or id alone")
+    })?;
+    Ok((ty, key))
+}
+
+/// `--ns`: each namespace found, text or a JSON object each.
+fn print_lives(
+    common: &Common,
+    timeline: &Timeline,
+    found: &[nstrace::timeline::NsIdx],
+    header: &record::Header,
+    origin: Option<&nstrace::origin::Origin>,
+) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let times = Times {
+        clock: header.clock(),
+        utc: common.utc,
+    };
+    let mut out = std::io::stdout().lock();
+    let written = if common.json {
+        let fields = origin.map(|o| o.fields()).unwrap_or_default();
+        life::json(timeline, found, &times)
+            .iter()
+            .try_for_each(|life| -> std::io::Result<()> {
+                let mut line = serde_json::to_vec(life)?;
+                nstrace::output::json::open_with(&mut line, &fields);
+                line.push(b'\n');
+                out.write_all(&line)
+            })
+    } else {
+        write!(out, "{}", life::text(timeline, found, &times))
+    };
+    match written.and_then(|()| out.flush()) {
+        Err(e) if nstrace::output::reader_gone(&e) => Ok(()),
+        result => result.context("writing the namespace's life"),
+    }
 }

@@ -13,6 +13,7 @@ pub mod file;
 #[cfg(test)]
 pub(crate) mod fixture;
 pub mod json;
+pub mod life;
 pub mod perfetto;
 pub mod state;
 pub mod summary;

@@ -168,6 +168,7 @@ pub fn rebuild(
             Scope::All
         }
     };
+    let pins = pipeline.timeline.pins().to_vec();
     pipeline.timeline = if pids.is_empty() {
         Timeline::new(scope(&header.pids, header.scoped))
     } else {
@@ -175,6 +176,9 @@ pub fn rebuild(
     };
     if let Some(own) = header.own_mnt {
         pipeline.timeline.set_own_mnt(own);
+    }
+    for (ty, key) in pins {
+        pipeline.timeline.pin(ty, key);
     }
     let start_ts = header.start_ts_ns;
     // The processes of the snapshot, until the first other entry; then of each resync.

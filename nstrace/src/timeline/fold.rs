@@ -195,7 +195,7 @@ impl Timeline {
         // A namespace without members is kept only while something refers to it: one that was
         // only ever some task's pid_for_children or time_for_children has never had a member
         // and never empties.
-        let keep = |ns: &Namespace| !ns.folded && (ns.host || ns.members() > 0);
+        let keep = |ns: &Namespace| !ns.folded && (ns.host || ns.pinned || ns.members() > 0);
         for (idx, ns) in self.namespaces.iter().enumerate() {
             if keep(ns) {
                 marked.insert(idx);

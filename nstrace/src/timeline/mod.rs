@@ -95,6 +95,8 @@ pub struct Timeline {
     host_mnt_net: [Option<u32>; 2],
     /// nstrace's own mount namespace, when it runs in a container of its own.
     own_mnt: Option<u32>,
+    /// Namespaces asked about, by type and inode or id (see `pin`).
+    pins: Vec<(Option<NsType>, u64)>,
     /// Containers of live processes, by pid.
     containers: FxHashMap<u32, Container>,
     /// Each container's namespace set, as its first process was seen in it.
@@ -145,6 +147,7 @@ impl Timeline {
             scope,
             host_mnt_net: [None, None],
             own_mnt: None,
+            pins: Vec::new(),
             containers: FxHashMap::default(),
             container_sets: std::collections::BTreeMap::new(),
             seen_containers: FxHashSet::default(),

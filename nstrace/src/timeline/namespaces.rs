@@ -70,6 +70,8 @@ pub struct Namespace {
     pub owner: Option<Container>,
     /// A folded row's placeholder (see `fold`): no namespace.
     pub folded: bool,
+    /// Asked about (`report --ns`): never folded, its whole log kept.
+    pub pinned: bool,
 }
 
 impl Namespace {
@@ -93,6 +95,7 @@ impl Namespace {
             replaced: false,
             owner: None,
             folded: false,
+            pinned: false,
         }
     }
 
@@ -110,6 +113,38 @@ impl Namespace {
 }
 
 impl Timeline {
+    /// Keeps every namespace of `ty` (any type: None) whose inode or kernel id is `key` whole,
+    /// its full log included, however long the trace (`report --ns`).
+    pub fn pin(&mut self, ty: Option<NsType>, key: u64) {
+        self.pins.push((ty, key));
+    }
+
+    /// The pins, to carry over to a new timeline.
+    pub fn pins(&self) -> &[(Option<NsType>, u64)] {
+        &self.pins
+    }
+
+    fn pinned(&self, ty: NsType, inum: u32, id: u64) -> bool {
+        self.pins.iter().any(|&(t, key)| {
+            t.is_none_or(|t| t == ty) && (u64::from(inum) == key || (id != 0 && id == key))
+        })
+    }
+
+    /// Every namespace row (not folded) of `ty` (any: None) whose inode or kernel id is `key`,
+    /// in the order first seen: an inode may name several over a long trace.
+    pub fn find_namespaces(&self, ty: Option<NsType>, key: u64) -> Vec<NsIdx> {
+        let mut found: Vec<NsIdx> = (0..self.namespaces.len())
+            .filter(|&i| {
+                let ns = &self.namespaces[i];
+                !ns.folded
+                    && ty.is_none_or(|t| t == ns.ty)
+                    && (u64::from(ns.inum) == key || (ns.id != 0 && ns.id == key))
+            })
+            .collect();
+        found.sort_by_key(|&i| self.namespaces[i].first_seen_ns);
+        found
+    }
+
     /// The namespace of `ty` with this inode and id, seen at `ts`: found or made.
     pub(super) fn resolve(&mut self, ty: NsType, inum: u32, id: u64, ts: u64) -> NsIdx {
         if id != 0
@@ -127,6 +162,7 @@ impl Timeline {
                 if known == 0 && id != 0 {
                     self.namespaces[idx].id = id;
                     self.by_id.insert((ty, id), idx);
+                    self.namespaces[idx].pinned |= self.pinned(ty, inum, id);
                 }
                 return idx;
             }
@@ -140,7 +176,9 @@ impl Timeline {
             NsType::Net => self.host_mnt_net[1] == Some(inum),
             _ => ty.initial_inode() == Some(inum),
         };
-        let idx = self.new_row(Namespace::new(ty, inum, id, ts, host));
+        let mut ns = Namespace::new(ty, inum, id, ts, host);
+        ns.pinned = self.pinned(ty, inum, id);
+        let idx = self.new_row(ns);
         self.by_inode.insert((ty, inum), idx);
         if id != 0 {
             self.by_id.insert((ty, id), idx);
@@ -211,7 +249,7 @@ impl Timeline {
             // Threads coming and going with their process: counted, not listed.
             return;
         }
-        if ns.log.len() < LOG_LIMIT {
+        if ns.log.len() < LOG_LIMIT || ns.pinned {
             ns.log.push(entry());
         } else {
             ns.log_dropped += 1;

@@ -405,7 +405,7 @@ fn focus(tl: &Timeline, what: &str) -> std::collections::BTreeSet<NsIdx> {
 }
 
 /// `call(FLAG|FLAG)` of what made a namespace.
-fn creator_call(ns: &Namespace) -> Option<String> {
+pub(crate) fn creator_call(ns: &Namespace) -> Option<String> {
     ns.created.as_ref().map(|c| {
         format!(
             "{}({})",
@@ -424,7 +424,7 @@ pub(crate) fn creator(ns: &Namespace) -> String {
     }
 }
 
-fn namespace_row<'a>(
+pub(crate) fn namespace_row<'a>(
     tl: &'a Timeline,
     idx: NsIdx,
     ns: &'a Namespace,
