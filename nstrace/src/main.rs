@@ -61,6 +61,16 @@ enum Command {
         /// A file written by `nstrace record -o` or `nstrace run -o`.
         file: PathBuf,
     },
+    /// Print a completion script for SHELL to standard output: for bash into
+    /// /etc/bash_completion.d/nstrace, for zsh as _nstrace in a directory of $fpath, for fish
+    /// into ~/.config/fish/completions/nstrace.fish.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print nstrace's manual page (roff) to standard output: `nstrace man > nstrace.1`, or
+    /// `nstrace man | man -l -`.
+    Man,
 }
 
 #[derive(Debug, Args)]
@@ -217,6 +227,21 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
     let result = match &cli.command {
         Some(Command::Report { file }) => cli::report::report(&cli.common, file).map(|()| 0),
+        Some(Command::Completions { shell }) => {
+            // Made in memory first: the generator panics on a failed write.
+            let mut script = Vec::new();
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "nstrace", &mut script);
+            print_all(&script, "the completion script")
+        }
+        Some(Command::Man) => {
+            let mut page = Vec::new();
+            match clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut page)
+            {
+                Ok(()) => print_all(&page, "the manual page"),
+                Err(e) => Err(anyhow::anyhow!("making the manual page: {e}")),
+            }
+        }
         command => {
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -241,6 +266,16 @@ fn main() -> ExitCode {
                 None => ExitCode::FAILURE,
             }
         }
+    }
+}
+
+/// Writes `bytes` to standard output; a reader that went away (`| head`) is no error.
+fn print_all(bytes: &[u8], what: &str) -> anyhow::Result<u8> {
+    use io::Write as _;
+    let mut out = io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if !nstrace::output::reader_gone(&e) => Err(anyhow::anyhow!("writing {what}: {e}")),
+        _ => Ok(0),
     }
 }
 

@@ -906,3 +906,69 @@ fn a_rotating_record_keeps_n_files_each_replayable_alone() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// The completion scripts and the manual page come from the options themselves: each names
+/// the newest options, bash loads its script, and groff renders the page without a warning.
+#[test]
+fn completions_and_the_manual_page_are_made_from_the_options() {
+    let run = |args: &[&str]| {
+        let out = Command::new(binary("nstrace")).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    for (shell, opening) in [
+        ("bash", "_nstrace()"),
+        ("zsh", "#compdef nstrace"),
+        ("fish", "complete -c nstrace"),
+    ] {
+        let script = run(&["completions", shell]);
+        assert!(script.contains(opening), "{shell}: {script}");
+        // bash and zsh write `--rotate-size`, fish `-l rotate-size`.
+        for option in ["rotate-size", "metrics", "container", "node"] {
+            assert!(script.contains(option), "{shell} completes --{option}");
+        }
+    }
+    let bash = run(&["completions", "bash"]);
+    let loaded = Command::new("bash")
+        .args(["-c", "source /dev/stdin && complete -p nstrace"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write as _;
+            child.stdin.take().unwrap().write_all(bash.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&loaded.stdout).contains("-F _nstrace nstrace"),
+        "bash loads it: {loaded:?}"
+    );
+    let page = run(&["man"]);
+    assert!(page.contains(".TH nstrace 1"), "{page}");
+    let rendered = Command::new("groff")
+        .args(["-man", "-Tutf8", "-ww"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write as _;
+            child.stdin.take().unwrap().write_all(page.as_bytes())?;
+            child.wait_with_output()
+        })
+        .expect("groff");
+    let text = String::from_utf8_lossy(&rendered.stdout);
+    assert!(
+        rendered.status.success() && rendered.stderr.is_empty(),
+        "{rendered:?}"
+    );
+    assert!(
+        text.contains("rotate") && text.contains("EXAMPLES") || text.contains("record"),
+        "{text}"
+    );
+}

@@ -189,6 +189,8 @@ pub fn test_tools() -> Result<()> {
         // --metrics is checked by promtool and scraped by a real server.
         ("promtool", "prometheus"),
         ("prometheus", "prometheus"),
+        // The manual page is rendered once to check it.
+        ("groff", "groff-base"),
     ];
     let mut missing: Vec<&str> = wanted
         .iter()
