@@ -165,6 +165,12 @@ fn the_seeds_commands(engine: &Engine) {
     tracer.wait_for_n(5, "nsenter's setns", by_nsenter);
     let status = nsenter.wait_with_output().expect("nsenter").status;
     assert!(status.success());
+    // A partial one: its mounts and processes, the host's network, hostname and IPC.
+    let partial = std::process::Command::new("nsenter")
+        .args(["-t", &pid, "-m", "-p", "sleep", "1"])
+        .status()
+        .expect("nsenter");
+    assert!(partial.success());
     let entered = tracer.events(by_nsenter);
     let (events, stderr) = tracer.stop_with_output();
     let summary = summary_of(&events);
@@ -206,6 +212,27 @@ fn the_seeds_commands(engine: &Engine) {
         .filter(|f| f["pid"] == nsenter_pid)
         .collect();
     assert_eq!(ours_elsewhere, Vec::<&Value>::new());
+    // The partial nsenter is one, the whole one none: one NS-PARTIAL-JOIN, naming the
+    // container and the host's namespaces it kept.
+    let partial: Vec<&Value> = summary["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| {
+            f["id"] == "NS-PARTIAL-JOIN"
+                && f["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(&plain.label()))
+        })
+        .collect();
+    assert_eq!(partial.len(), 1, "{partial:?}");
+    let message = partial[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("entered the mnt, pid namespaces")
+            && message.contains("host's uts, ipc, net"),
+        "{message}"
+    );
+    assert_eq!(partial[0]["severity"], "low");
     // The exec'd process is the container's.
     let comms: Vec<&str> = entry(&summary, &plain)["processes"]
         .as_array()

@@ -124,6 +124,12 @@ pub const PROCESS_RULES: &[ProcessRule] = &[
         when: When::Attributed,
         check: joins_other_container,
     },
+    ProcessRule {
+        id: "NS-PARTIAL-JOIN",
+        severity: Severity::Low,
+        when: When::EveryLook,
+        check: partial_join,
+    },
 ];
 
 /// Whether reaching the host's namespace in this slot is an escape: every slot but
@@ -255,6 +261,74 @@ fn shares_host(tl: &Timeline, look: &Look<'_>) -> Option<Hit> {
                 })
                 .collect::<Vec<_>>()
                 .join(", ")
+        ),
+    })
+}
+
+/// The slots a partial join is judged on: what a container isolates and a process can enter.
+const JOINABLE: [NsKind; 5] = [
+    NsKind::Mnt,
+    NsKind::Uts,
+    NsKind::Ipc,
+    NsKind::Pid,
+    NsKind::Net,
+];
+
+/// A process from outside a container that entered some of its namespaces and stayed in the
+/// host's others (`nsenter -t PID -m -p`, an exec that missed the network namespace): a mixed
+/// set, looked at once the process has exec'd (a tool entering one namespace at a time is
+/// mixed until it is done). The container's own processes (sharing the host's on purpose is
+/// NS-SHARES-HOST) and a runtime making or entering a container are not judged. Said once per
+/// process.
+fn partial_join(tl: &Timeline, look: &Look<'_>) -> Option<Hit> {
+    let task = tl.tasks.get(&look.pid)?;
+    if task.making() {
+        return None;
+    }
+    let set = task.set;
+    let container = JOINABLE
+        .iter()
+        .find_map(|k| tl.namespace(set[k.slot()]?).owner.as_ref())?;
+    if look.container == Some(container) {
+        return None;
+    }
+    let theirs = tl.container_sets.get(container)?;
+    let (mut joined, mut stayed) = (Vec::new(), Vec::new());
+    for kind in JOINABLE {
+        let (Some(their), Some(mine)) = (theirs[kind.slot()], set[kind.slot()]) else {
+            continue;
+        };
+        // Where the container has the host's own, staying there says nothing.
+        if tl.namespace(their).host {
+            continue;
+        }
+        if mine == their {
+            joined.push((kind, mine));
+        } else if tl.namespace(mine).host {
+            stayed.push(kind.name());
+        }
+    }
+    if joined.is_empty() || stayed.is_empty() {
+        return None;
+    }
+    let said = tl
+        .findings()
+        .iter()
+        .any(|f| f.id == "NS-PARTIAL-JOIN" && f.pid == look.pid);
+    if said {
+        return None;
+    }
+    let names: Vec<&str> = joined.iter().map(|(k, _)| k.name()).collect();
+    Some(Hit {
+        severity: None,
+        namespaces: joined.iter().map(|&(_, idx)| idx).collect(),
+        message: format!(
+            "entered the {} namespace{} of {} but stayed in the host's {}: a partial join \
+             (nsenter with some of -m -u -i -p -n, or a join that missed one)",
+            names.join(", "),
+            if names.len() > 1 { "s" } else { "" },
+            tl.container_label(container),
+            stayed.join(", ")
         ),
     })
 }

@@ -470,6 +470,83 @@ fn nstrace_s_own_container_is_not_flagged_for_the_host_pid_namespace_it_needs() 
     assert_eq!(ids(&tl), ["NS-SHARES-HOST"]);
 }
 
+/// A host process that enters a container's mounts only (`nsenter -t PID -m`) has a mixed set
+/// once it execs: NS-PARTIAL-JOIN, once. One that enters all the container's own namespaces
+/// is not; nor is a process of the container, nor a runtime making one.
+#[test]
+fn a_host_process_in_some_of_a_containers_namespaces_is_a_partial_join() {
+    let mut tl = machine(Scope::All);
+    tl.apply(&fork(10, 100, 700));
+    let inside = [
+        (NsKind::Mnt, 4026533100),
+        (NsKind::Uts, 4026533101),
+        (NsKind::Ipc, 4026533102),
+        (NsKind::Net, 4026533103),
+    ]
+    .into_iter()
+    .fold(host_set(), |set, (kind, inum)| with(set, kind, inum, 0));
+    let flags =
+        (libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWNET) as u64;
+    let mut t = unshare(700, flags).at(20).to(inside).done();
+    t.start_boottime_ns = 700_010;
+    tl.apply(&rec(t));
+    tl.observe(700, 21, DOCKER_A, "");
+    let partial = |tl: &Timeline| -> Vec<u32> {
+        tl.findings()
+            .iter()
+            .filter(|f| f.id == "NS-PARTIAL-JOIN")
+            .map(|f| f.pid)
+            .collect()
+    };
+    assert!(partial(&tl).is_empty(), "{:?}", tl.findings());
+    // 800 enters the mounts alone, then execs.
+    tl.apply(&fork(30, 100, 800));
+    let mut t = setns(800, libc::CLONE_NEWNS as u64)
+        .at(40)
+        .to(with(host_set(), NsKind::Mnt, 4026533100, 0))
+        .done();
+    t.start_boottime_ns = 800_030;
+    tl.apply(&rec(t));
+    let exec = |pid: u32, ts: u64| {
+        Record::Exec(Box::new(Exec {
+            ts_ns: ts,
+            tid: pid,
+            pid,
+            old_tid: pid,
+            start_ns: u64::from(pid) * 1000 + 30,
+            comm: "sh".into(),
+            filename: "/bin/sh".into(),
+        }))
+    };
+    tl.apply(&exec(800, 50));
+    tl.observe(800, 51, "0::/user.slice\n", "");
+    tl.observe(800, 52, "0::/user.slice\n", "");
+    assert_eq!(partial(&tl), [800], "{:?}", tl.findings());
+    let f = tl.findings().iter().find(|f| f.pid == 800).unwrap();
+    assert_eq!(f.severity, Severity::Low);
+    assert!(f.message.contains("host's uts, ipc, net"), "{}", f.message);
+    // 900 enters all four, one at a time, then execs: a whole join.
+    tl.apply(&fork(30, 100, 900));
+    let mut before = host_set();
+    for (i, kind) in [NsKind::Mnt, NsKind::Uts, NsKind::Ipc, NsKind::Net]
+        .into_iter()
+        .enumerate()
+    {
+        let after = with(before, kind, inside.get(kind).inum, 0);
+        let mut t = setns(900, kind.clone_flag())
+            .at(60 + i as u64)
+            .from(before)
+            .to(after)
+            .done();
+        t.start_boottime_ns = 900_030;
+        tl.apply(&rec(t));
+        before = after;
+    }
+    tl.apply(&exec(900, 70));
+    tl.observe(900, 71, "0::/user.slice\n", "");
+    assert_eq!(partial(&tl), [800], "{:?}", tl.findings());
+}
+
 #[test]
 fn a_container_on_the_host_pid_namespace_is_flagged_once() {
     let mut tl = unshared_tree();
