@@ -269,6 +269,12 @@ fn main() -> ExitCode {
     }
 }
 
+/// Whether text goes out in colour: to a terminal, unless NO_COLOR is set (https://no-color.org).
+fn colour() -> bool {
+    use std::io::IsTerminal as _;
+    io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 /// Writes `bytes` to standard output; a reader that went away (`| head`) is no error.
 fn print_all(bytes: &[u8], what: &str) -> anyhow::Result<u8> {
     use io::Write as _;
@@ -301,6 +307,6 @@ fn stdout_sink(common: &Common, clock: WallClock, origin: Option<&Origin>) -> Bo
             None => sink,
         })
     } else {
-        Box::new(TextSink::new(stdout, clock, common.utc))
+        Box::new(TextSink::new(stdout, clock, common.utc).with_colour(colour()))
     }
 }

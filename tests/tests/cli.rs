@@ -972,3 +972,45 @@ fn completions_and_the_manual_page_are_made_from_the_options() {
         "{text}"
     );
 }
+
+/// On a terminal, findings and the namespaces a call changed stand out in colour; never in a
+/// pipe, nor with NO_COLOR set. script(1) gives nstrace a terminal.
+#[test]
+#[ignore = "needs root: cargo xtask test runs it"]
+fn findings_and_changes_are_coloured_on_a_terminal_only() {
+    assert_root();
+    let inner = "unshare -u true; setpriv --bounding-set -sys_admin unshare -u true; true";
+    let nstrace = binary("nstrace");
+    let cmd = format!("{} run --no-summary -- sh -c '{inner}'", nstrace.display());
+    let on_terminal = |no_color: Option<&str>| {
+        let mut c = Command::new("script");
+        c.args(["-qec", &cmd, "/dev/null"]).env_remove("NO_COLOR");
+        if let Some(v) = no_color {
+            c.env("NO_COLOR", v);
+        }
+        String::from_utf8_lossy(&c.output().expect("script (util-linux)").stdout).into_owned()
+    };
+    let coloured = on_terminal(None);
+    assert!(
+        coloured.contains("\u{1b}[1m\u{1b}[36muts ")
+            || coloured.contains("\u{1b}[36m\u{1b}[1muts ")
+            || coloured.contains("\u{1b}[1;36muts "),
+        "the changed uts stands out: {coloured:?}"
+    );
+    assert!(coloured.contains("!! LOW NS-REFUSED"), "{coloured:?}");
+    assert!(coloured.contains("\u{1b}[0m"), "{coloured:?}");
+    let plain = on_terminal(Some("1"));
+    assert!(
+        plain.contains("uts ") && !plain.contains('\u{1b}'),
+        "NO_COLOR: {plain:?}"
+    );
+    let piped = Command::new(&nstrace)
+        .args(["run", "--no-summary", "--", "sh", "-c", inner])
+        .output()
+        .unwrap();
+    let piped = String::from_utf8_lossy(&piped.stdout);
+    assert!(
+        piped.contains("NS-REFUSED") && !piped.contains('\u{1b}'),
+        "a pipe: {piped:?}"
+    );
+}

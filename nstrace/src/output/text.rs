@@ -22,6 +22,27 @@ pub struct TextSink<W: io::Write> {
     /// The last heads made (see [`describe_head`]), replaced in turn.
     heads: [Head; 4],
     next_head: usize,
+    /// Findings, losses and the namespaces that changed stand out in colour (a terminal).
+    colour: bool,
+}
+
+/// The styles of a coloured line: the namespaces a call changed, and findings by severity.
+mod style {
+    use anstyle::{AnsiColor, Style};
+
+    pub const CHANGED: Style = Style::new()
+        .fg_color(Some(anstyle::Color::Ansi(AnsiColor::Cyan)))
+        .bold();
+    pub const HIGH: Style = Style::new()
+        .fg_color(Some(anstyle::Color::Ansi(AnsiColor::Red)))
+        .bold();
+    pub const MEDIUM: Style = Style::new()
+        .fg_color(Some(anstyle::Color::Ansi(AnsiColor::Yellow)))
+        .bold();
+    pub const LOW: Style = Style::new().bold();
+    pub const LOSS: Style = Style::new()
+        .fg_color(Some(anstyle::Color::Ansi(AnsiColor::Red)))
+        .bold();
 }
 
 /// A line's head as made, with what it depends on and whether the call succeeded; and the
@@ -66,6 +87,25 @@ impl<W: io::Write> TextSink<W> {
             line: String::with_capacity(256),
             heads: Default::default(),
             next_head: 0,
+            colour: false,
+        }
+    }
+
+    /// In colour (for a terminal; never for a pipe or a file, nor with NO_COLOR set: the
+    /// caller decides).
+    pub fn with_colour(mut self, colour: bool) -> Self {
+        self.colour = colour;
+        self
+    }
+
+    /// Appends what `text` writes, in `style` when in colour.
+    fn painted(&mut self, style: anstyle::Style, text: impl FnOnce(&mut String)) {
+        if self.colour {
+            let _ = write!(self.line, "{}", style.render());
+        }
+        text(&mut self.line);
+        if self.colour {
+            let _ = write!(self.line, "{}", style.render_reset());
         }
     }
 
@@ -140,15 +180,16 @@ impl<W: io::Write> Sink for TextSink<W> {
                 at
             }
         };
+        let colour = self.colour;
         let head = &mut self.heads[at];
         self.line.push_str(&head.text);
         if head.ok {
             if t.child.is_some() {
-                describe_tail(&mut self.line, t);
+                describe_tail(&mut self.line, t, colour);
             } else {
                 if !head.tail_key.as_ref().is_some_and(|key| key.shows(t)) {
                     head.tail.clear();
-                    describe_tail(&mut head.tail, t);
+                    describe_tail(&mut head.tail, t, colour);
                     head.tail_key = Some(TailKey {
                         before: t.before,
                         after: t.after,
@@ -163,13 +204,20 @@ impl<W: io::Write> Sink for TextSink<W> {
 
     fn finding(&mut self, finding: &super::FindingView) -> io::Result<()> {
         self.start_line(finding.ts_ns);
-        self.line.push_str(&finding.line());
+        let style = match finding.severity {
+            "high" => style::HIGH,
+            "medium" => style::MEDIUM,
+            _ => style::LOW,
+        };
+        self.painted(style, |line| line.push_str(&finding.line()));
         self.end_line()
     }
 
     fn loss(&mut self, loss: &crate::event::Loss) -> io::Result<()> {
         self.start_line(loss.ts_ns);
-        let _ = write!(self.line, "{}", loss_line(loss));
+        self.painted(style::LOSS, |line| {
+            let _ = write!(line, "{}", loss_line(loss));
+        });
         self.end_line()
     }
 
@@ -332,8 +380,8 @@ fn describe_head(line: &mut String, t: &Transition) -> bool {
 }
 
 /// What changed, for the caller and any child, appended to `line`.
-fn describe_tail(line: &mut String, t: &Transition) {
-    changes(line, &t.before, &t.after);
+fn describe_tail(line: &mut String, t: &Transition, colour: bool) {
+    changes(line, &t.before, &t.after, colour);
     if t.before_inferred {
         line.push_str("  (before: as nstrace last saw the task)");
     }
@@ -343,22 +391,30 @@ fn describe_tail(line: &mut String, t: &Transition) {
             let _ = write!(line, " (pid {} in its pid ns)", child.ns_tid);
         }
         line.push(':');
-        if !changes(line, &t.after, &child.ns) {
+        if !changes(line, &t.after, &child.ns, colour) {
             line.push_str(" same namespaces");
         }
     }
 }
 
-/// Appends `  kind from → to` for every kind that differs; false when none does.
-fn changes(line: &mut String, from: &NsSet, to: &NsSet) -> bool {
+/// Appends `  kind from → to` for every kind that differs (in colour: standing out); false when
+/// none does.
+fn changes(line: &mut String, from: &NsSet, to: &NsSet, colour: bool) -> bool {
+    use std::fmt::Write as _;
     let differ = from.differences(to);
     for kind in differ {
         line.push_str("  ");
+        if colour {
+            let _ = write!(line, "{}", style::CHANGED.render());
+        }
         line.push_str(kind.name());
         line.push(' ');
         push_num(line, from.inum[kind.slot()]);
         line.push_str(" \u{2192} ");
         push_num(line, to.inum[kind.slot()]);
+        if colour {
+            let _ = write!(line, "{}", style::CHANGED.render_reset());
+        }
     }
     !differ.is_empty()
 }
@@ -371,7 +427,7 @@ mod tests {
     fn describe(t: &Transition) -> String {
         let mut line = String::new();
         if describe_head(&mut line, t) {
-            describe_tail(&mut line, t);
+            describe_tail(&mut line, t, false);
         }
         line
     }
