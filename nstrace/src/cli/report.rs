@@ -85,15 +85,24 @@ pub(crate) fn report(common: &Common, file: &Path) -> anyhow::Result<()> {
             origin.as_ref(),
         )?;
     }
-    for pid in &common.pid {
-        if !timeline.histories().any(|h| h.key.pid == *pid) {
-            nstrace::say!("nstrace: warning: --pid {pid}: no such process in {name}");
+    let kernel = escape(&header.kernel);
+    if at.is_some() {
+        // The answer says which processes were alive then.
+        nstrace::say!("nstrace: the state rebuilt from {name} (recorded on Linux {kernel})");
+    } else if asked.is_some() {
+        nstrace::say!(
+            "nstrace: the namespace's life rebuilt from {name} (recorded on Linux {kernel})"
+        );
+    } else {
+        for pid in &common.pid {
+            if !timeline.histories().any(|h| h.key.pid == *pid) {
+                nstrace::say!("nstrace: warning: --pid {pid}: no such process in {name}");
+            }
         }
+        nstrace::say!(
+            "nstrace: {shown} transitions shown, replayed from {name} (recorded on Linux {kernel})"
+        );
     }
-    nstrace::say!(
-        "nstrace: {shown} transitions shown, replayed from {name} (recorded on Linux {})",
-        escape(&header.kernel)
-    );
     let counts = &timeline.counts;
     if counts.lost_records > 0 {
         nstrace::say!(
