@@ -104,22 +104,9 @@ impl Tracer {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn nstrace");
-        let events = Arc::new(Mutex::new(Vec::new()));
         let stderr_text = Arc::new(Mutex::new(String::new()));
-        let stdout = child.stdout.take().expect("stdout");
+        let events = json_lines(child.stdout.take().expect("stdout"));
         let stderr = child.stderr.take().expect("stderr");
-        {
-            let events = Arc::clone(&events);
-            thread::spawn(move || {
-                for line in BufReader::new(stdout).lines() {
-                    let Ok(line) = line else { break };
-                    let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
-                        panic!("nstrace printed a line that is not JSON ({e}): {line}")
-                    });
-                    events.lock().expect("lock").push(value);
-                }
-            });
-        }
         let (ready_tx, ready_rx) = mpsc::channel();
         {
             let text = Arc::clone(&stderr_text);
@@ -231,6 +218,23 @@ impl Drop for Tracer {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Every line of an nstrace `--json` stream as it comes, parsed on a thread of its own (a line
+/// that is not JSON fails the test).
+pub fn json_lines(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<Value>>> {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let kept = Arc::clone(&events);
+    thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+                panic!("nstrace printed a line that is not JSON ({e}): {line}")
+            });
+            kept.lock().expect("lock").push(value);
+        }
+    });
+    events
 }
 
 /// A running nshelper (or a real tool that ends by running `nshelper hold`).

@@ -17,7 +17,7 @@ use std::{
 use nstrace_tests::{
     EVENT_TIMEOUT, Value, assert_root, assert_same_ns, by, changed,
     engines::{Engine, Running},
-    proc_ns,
+    json_lines, proc_ns,
 };
 
 /// Debian's docker CLI (another one may come first in PATH and speak another API).
@@ -137,21 +137,8 @@ impl Pod {
             .stderr(Stdio::piped())
             .spawn()
             .expect("docker logs");
-        let events = Arc::new(Mutex::new(Vec::new()));
+        let events = json_lines(logs.stdout.take().expect("stdout"));
         let stderr = Arc::new(Mutex::new(String::new()));
-        let stdout = logs.stdout.take().expect("stdout");
-        {
-            let events = Arc::clone(&events);
-            thread::spawn(move || {
-                for line in BufReader::new(stdout).lines() {
-                    let Ok(line) = line else { break };
-                    let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
-                        panic!("nstrace printed a line that is not JSON ({e}): {line}")
-                    });
-                    events.lock().expect("lock").push(value);
-                }
-            });
-        }
         let err = logs.stderr.take().expect("stderr");
         {
             let text = Arc::clone(&stderr);

@@ -149,40 +149,50 @@ pub(crate) fn finish(
         utc: common.utc,
     };
     outputs.pictures(timeline, &times)?;
-    match print_summary(common, timeline, &times, origin) {
-        // Nobody is reading any more (a closed pipe, a hung-up terminal): nothing to tell.
-        Err(e) if nstrace::output::reader_gone(&e) => Ok(()),
-        result => result.context("writing the summary"),
-    }
-}
-
-/// `origin`: what every JSON object says of where it was seen (see [`nstrace::origin`]).
-pub(crate) fn print_summary(
-    common: &Common,
-    timeline: &Timeline,
-    times: &Times,
-    origin: Option<&Origin>,
-) -> io::Result<()> {
     if common.no_summary {
         return Ok(());
     }
-    let mut out = io::stdout().lock();
-    if common.json {
-        let mut line =
-            serde_json::to_vec(&summary::json(timeline, times, common.container.as_deref()))?;
-        if let Some(origin) = origin {
-            nstrace::output::json::open_with(&mut line, &origin.fields());
-        }
-        line.push(b'\n');
-        out.write_all(&line)?;
+    let only = common.container.as_deref();
+    let answer = if common.json {
+        Answer::Json(vec![summary::json(timeline, &times, only)])
     } else {
-        write!(
-            out,
-            "{}",
-            summary::text(timeline, times, common.container.as_deref())
-        )?;
+        Answer::Text(summary::text(timeline, &times, only))
+    };
+    print_answer(answer, origin, "the summary")
+}
+
+/// What is printed at the end, or instead of the timeline (`report --at`, `--ns`).
+pub(crate) enum Answer {
+    /// Objects, a line each.
+    Json(Vec<serde_json::Value>),
+    Text(String),
+}
+
+/// Writes `answer` on stdout, each JSON object opened with `origin`'s fields (see
+/// [`nstrace::origin`]). A reader that went away (a closed pipe, a hung-up terminal) is no
+/// error: nobody is left to tell.
+pub(crate) fn print_answer(
+    answer: Answer,
+    origin: Option<&Origin>,
+    what: &str,
+) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    let written = match answer {
+        Answer::Json(objects) => {
+            let fields = origin.map(Origin::fields).unwrap_or_default();
+            objects.iter().try_for_each(|object| -> io::Result<()> {
+                let mut line = serde_json::to_vec(object)?;
+                nstrace::output::json::open_with(&mut line, &fields);
+                line.push(b'\n');
+                out.write_all(&line)
+            })
+        }
+        Answer::Text(text) => out.write_all(text.as_bytes()),
+    };
+    match written.and_then(|()| out.flush()) {
+        Err(e) if nstrace::output::reader_gone(&e) => Ok(()),
+        result => result.with_context(|| format!("writing {what}")),
     }
-    out.flush()
 }
 
 /// The record file's sink (0600, whole entries only), JSON Lines or binary.

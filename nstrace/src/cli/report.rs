@@ -10,7 +10,7 @@ use nstrace::{
     timeline::{Scope, Timeline},
 };
 
-use super::outputs::{Outputs, finish};
+use super::outputs::{Answer, Outputs, finish, print_answer};
 use crate::{Common, filter, stdout_sink};
 
 /// Offline: rebuild the timeline from a record (a file, a FIFO, or `-` for standard input),
@@ -137,30 +137,22 @@ fn print_state(
     header: &record::Header,
     origin: Option<&nstrace::origin::Origin>,
 ) -> anyhow::Result<()> {
-    use std::io::Write as _;
     let times = Times {
         clock: header.clock(),
         utc: common.utc,
     };
-    let mut out = std::io::stdout().lock();
-    let written = if common.json {
-        let mut line = serde_json::to_vec(&state::json(timeline, at, &common.pid, &times))?;
-        if let Some(origin) = origin {
-            nstrace::output::json::open_with(&mut line, &origin.fields());
-        }
-        line.push(b'\n');
-        out.write_all(&line)
+    let answer = if common.json {
+        Answer::Json(vec![state::json(timeline, at, &common.pid, &times)])
     } else {
-        write!(
-            out,
-            "{}",
-            state::text(timeline, at, header.start_ts_ns, &common.pid, &times)
-        )
+        Answer::Text(state::text(
+            timeline,
+            at,
+            header.start_ts_ns,
+            &common.pid,
+            &times,
+        ))
     };
-    match written.and_then(|()| out.flush()) {
-        Err(e) if nstrace::output::reader_gone(&e) => Ok(()),
-        result => result.context("writing the state"),
-    }
+    print_answer(answer, origin, "the state")
 }
 
 /// A time given to --at, --since or --until, as the recording's kernel time: RFC 3339, a time
@@ -244,27 +236,14 @@ fn print_lives(
     header: &record::Header,
     origin: Option<&nstrace::origin::Origin>,
 ) -> anyhow::Result<()> {
-    use std::io::Write as _;
     let times = Times {
         clock: header.clock(),
         utc: common.utc,
     };
-    let mut out = std::io::stdout().lock();
-    let written = if common.json {
-        let fields = origin.map(|o| o.fields()).unwrap_or_default();
-        life::json(timeline, found, &times)
-            .iter()
-            .try_for_each(|life| -> std::io::Result<()> {
-                let mut line = serde_json::to_vec(life)?;
-                nstrace::output::json::open_with(&mut line, &fields);
-                line.push(b'\n');
-                out.write_all(&line)
-            })
+    let answer = if common.json {
+        Answer::Json(life::json(timeline, found, &times))
     } else {
-        write!(out, "{}", life::text(timeline, found, &times))
+        Answer::Text(life::text(timeline, found, &times))
     };
-    match written.and_then(|()| out.flush()) {
-        Err(e) if nstrace::output::reader_gone(&e) => Ok(()),
-        result => result.context("writing the namespace's life"),
-    }
+    print_answer(answer, origin, "the namespace's life")
 }

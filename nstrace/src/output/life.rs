@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use super::{
     FindingView,
     escape::Escaped,
-    summary::{Times, creator_call, namespace_row},
+    summary::{Times, creator_call, log_line, namespace_row},
 };
 use crate::timeline::{NsIdx, Timeline};
 
@@ -81,19 +81,7 @@ pub fn text(tl: &Timeline, found: &[NsIdx], times: &Times) -> String {
             let _ = writeln!(out, "  LIFE (entries + and exits -)");
         }
         for m in &row.log {
-            let sign = if m.entered { '+' } else { '-' };
-            let who = if m.tid == m.pid {
-                m.pid.to_string()
-            } else {
-                format!("{}/{}", m.pid, m.tid)
-            };
-            let _ = writeln!(
-                out,
-                "    {} {sign} {who} {}: {}",
-                times.at(m.ts_ns),
-                Escaped(m.comm),
-                m.cause
-            );
+            log_line(&mut out, "    ", m, times);
         }
         if row.log_dropped > 0 {
             let _ = writeln!(out, "    ... {} more, not kept", row.log_dropped);

@@ -8,6 +8,7 @@ mod text;
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
+pub(crate) use text::log_line;
 pub use text::text;
 
 use crate::{

@@ -132,25 +132,30 @@ fn members(out: &mut String, rows: &[NamespaceRow<'_>]) {
         let ns = group[0];
         let times = ns.first_seen.times;
         for m in ns.log.iter().take(SHOWN) {
-            let sign = if m.entered { '+' } else { '-' };
-            let who = if m.tid == m.pid {
-                m.pid.to_string()
-            } else {
-                format!("{}/{}", m.pid, m.tid)
-            };
-            let _ = writeln!(
-                out,
-                "  {} {sign} {who} {}: {}",
-                times.at(m.ts_ns),
-                Escaped(m.comm),
-                m.cause
-            );
+            log_line(out, "  ", m, &times);
         }
         let more = ns.log.len().saturating_sub(SHOWN) as u64 + ns.log_dropped;
         if more > 0 {
             let _ = writeln!(out, "  ... {more} more");
         }
     }
+}
+
+/// One entry or exit of a namespace's log, after `indent`: `TIME + PID[/TID] COMM: cause`.
+pub(crate) fn log_line(out: &mut String, indent: &str, m: &super::LogRow<'_>, times: &Times) {
+    let sign = if m.entered { '+' } else { '-' };
+    let who = if m.tid == m.pid {
+        m.pid.to_string()
+    } else {
+        format!("{}/{}", m.pid, m.tid)
+    };
+    let _ = writeln!(
+        out,
+        "{indent}{} {sign} {who} {}: {}",
+        times.at(m.ts_ns),
+        Escaped(m.comm),
+        m.cause
+    );
 }
 
 /// `kind from → to` for each change.
