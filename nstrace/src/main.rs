@@ -113,6 +113,31 @@ struct Common {
         requires = "rotate_size"
     )]
     rotate_keep: usize,
+    /// Keep evidence of every finding in DIR (made 0700 when missing; live and run): a record
+    /// file of the time around it (--evidence-window before and after) that `nstrace report`
+    /// replays, so a node keeps what led to a finding without recording everything.
+    #[arg(long, global = true, value_name = "DIR")]
+    evidence: Option<PathBuf>,
+    /// With --evidence: the seconds kept before and after each finding.
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECONDS",
+        default_value = "10",
+        value_parser = seconds,
+        requires = "evidence"
+    )]
+    evidence_window: u64,
+    /// With --evidence: the files kept at most; later findings are counted, not kept (a flood
+    /// of findings cannot push out the first evidence).
+    #[arg(
+        long,
+        global = true,
+        value_name = "N",
+        default_value_t = 100,
+        requires = "evidence"
+    )]
+    evidence_keep: usize,
     /// At the end, write a Chrome/Perfetto trace (JSON) of the timeline to FILE.
     #[arg(long, global = true, value_name = "FILE")]
     perfetto: Option<PathBuf>,
@@ -178,6 +203,20 @@ fn power_of_two(s: &str) -> Result<usize, String> {
             n.next_power_of_two()
         ))
     }
+}
+
+/// Seconds (`10`, `2.5`) as nanoseconds: more than none, at most a day.
+fn seconds(s: &str) -> Result<u64, String> {
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?}: a number of seconds (10, 2.5)"))?;
+    if !(secs > 0.0 && secs <= 86_400.0) {
+        return Err(format!(
+            "{s:?}: more than 0 seconds, and at most a day (86400)"
+        ));
+    }
+    Ok((secs * 1e9) as u64)
 }
 
 /// `64K`, `100M`, `1G` or bytes; at least 4 KiB (a header and a snapshot must fit).

@@ -283,3 +283,114 @@ fn perfetto_and_svg_pictures_of_a_run_are_valid_and_hold_its_processes() {
     let _ = std::fs::remove_file(&trace);
     let _ = std::fs::remove_file(&svg);
 }
+
+/// `--evidence DIR`: a refused setns (NS-REFUSED) keeps a record of the second before and after
+/// it, which `report` replays to the same finding: an unshare just before it and one just
+/// after are in it, as /proc named their namespaces; one long after is not.
+#[test]
+#[ignore = "needs root: cargo xtask test runs it"]
+fn a_finding_keeps_its_evidence_and_the_evidence_replays() {
+    assert_root();
+    let dir = std::env::temp_dir().join(format!("nstrace-evidence-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let kept = dir.join("kept");
+    let truth = dir.join("truth");
+    std::fs::create_dir_all(&truth).unwrap();
+    let script = format!(
+        "unshare -u sh -c 'readlink /proc/self/ns/uts > {t}/before'; sleep 0.3; \
+         setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all {helper} try-setns \
+         /proc/self/ns/uts uts; sleep 0.3; \
+         unshare -i sh -c 'readlink /proc/self/ns/ipc > {t}/after'; sleep 2.5; \
+         unshare -n sh -c 'readlink /proc/self/ns/net > {t}/later'",
+        t = truth.display(),
+        helper = binary("nshelper").display(),
+    );
+    let mut run = Run::start_with_options(
+        &[
+            "--evidence",
+            kept.to_str().unwrap(),
+            "--evidence-window",
+            "1",
+        ],
+        &["sh", "-c", &script],
+    );
+    let (status, transitions, summary) = run.finish();
+    assert!(status.success(), "{}", run.stderr());
+    let ids: Vec<String> = findings(&summary).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(ids, ["NS-REFUSED"]);
+    let refused = transitions
+        .iter()
+        .find(|t| t["errno"] == "EPERM")
+        .unwrap_or_else(|| panic!("the refused setns in {transitions:?}"));
+    let pid = refused["pid"].as_u64().unwrap();
+    let files: Vec<PathBuf> = std::fs::read_dir(&kept)
+        .expect("the evidence directory")
+        .map(|e| e.unwrap().path())
+        .collect();
+    let suffix = format!("-NS-REFUSED-{pid}.jsonl");
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(
+        files[0].to_str().unwrap().ends_with(&suffix),
+        "{files:?} {suffix}"
+    );
+    assert!(
+        run.stderr()
+            .contains(&format!("evidence of NS-REFUSED (pid {pid}) kept in")),
+        "{}",
+        run.stderr()
+    );
+
+    let out = Command::new(binary("nstrace"))
+        .args(["report", "--json"])
+        .arg(&files[0])
+        .output()
+        .expect("nstrace report");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("is the evidence of NS-REFUSED"), "{stderr}");
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let replayed = lines.last().unwrap();
+    let found: Vec<(String, u64)> = replayed["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["id"].as_str().unwrap().to_owned(),
+                f["pid"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(found, [("NS-REFUSED".to_owned(), pid)]);
+    let inode = |slot: &str, file: &str| -> u64 {
+        let text = std::fs::read_to_string(truth.join(file)).unwrap();
+        text.trim()
+            .strip_prefix(&format!("{slot}:["))
+            .and_then(|t| t.strip_suffix(']'))
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("{text}"))
+    };
+    let made = |slot: &str, ino: u64| {
+        lines.iter().any(|l| {
+            l["type"] == "transition"
+                && l["call"] == "unshare"
+                && l["after"][slot].as_u64() == Some(ino)
+        })
+    };
+    assert!(
+        made("uts", inode("uts", "before")),
+        "the unshare 0.3 s before"
+    );
+    assert!(
+        made("ipc", inode("ipc", "after")),
+        "the unshare 0.3 s after"
+    );
+    assert!(
+        !made("net", inode("net", "later")),
+        "not the unshare 2.8 s after"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -191,6 +191,8 @@ pub fn test_tools() -> Result<()> {
         ("prometheus", "prometheus"),
         // The manual page is rendered once to check it.
         ("groff", "groff-base"),
+        // The SVG picture is rendered to PNG, as a report would.
+        ("rsvg-convert", "librsvg2-bin"),
     ];
     let mut missing: Vec<&str> = wanted
         .iter()

@@ -10,10 +10,13 @@ use nstrace::{
     names::{Resolver, Roots},
     ns::{NsKind, NsType},
     origin::Origin,
-    output::Sink,
+    output::{Sink, Tee, file::Directory},
     pipeline::Pipeline,
     proc,
-    record::{Header, ProcessLine},
+    record::{
+        Header, ProcessLine,
+        evidence::{Evidence, Window},
+    },
     timeline::{ProcEntry, Scope, Timeline},
 };
 
@@ -63,10 +66,28 @@ pub(crate) async fn live(common: &Common, command: Option<&Command>) -> anyhow::
         }
         None => None,
     };
+    let evidence = common
+        .evidence
+        .as_deref()
+        .map(Directory::open)
+        .transpose()
+        .context("--evidence")?;
     let nested = in_nested_pid_namespace();
     let mut loaded = load::load()?;
+    let clock = WallClock::now();
     // Loaded: from here on the trace runs, and its record takes the name given.
     let mut archive = outputs.record_sink(common)?;
+    if let Some(dir) = evidence {
+        let window = Window {
+            window_ns: common.evidence_window,
+            keep: common.evidence_keep,
+        };
+        let evidence: Box<dyn Sink> = Box::new(Evidence::new(dir, window, clock));
+        archive = Some(match archive {
+            Some(file) => Box::new(Tee(vec![file, evidence])),
+            None => evidence,
+        });
+    }
     let options = Options {
         buffer_pages: common
             .buffer_pages
@@ -77,7 +98,6 @@ pub(crate) async fn live(common: &Common, command: Option<&Command>) -> anyhow::
         resync_from_proc: !nested,
         ..Options::default()
     };
-    let clock = WallClock::now();
     let following_cmd = run_cmd.is_some();
     let mut stdout = stdout_sink(common, clock, Some(&origin));
     // A command is followed from its birth: its pid joins the scope when it starts.

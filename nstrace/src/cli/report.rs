@@ -27,6 +27,12 @@ pub(crate) fn report(common: &Common, file: &Path) -> anyhow::Result<()> {
              and ignores them (--svg and --perfetto draw the replayed timeline)"
         );
     }
+    if common.evidence.is_some() {
+        nstrace::say!(
+            "nstrace: warning: --evidence keeps the time around a live trace's findings; \
+             `report` ignores it (--since and --until read a window of a recording)"
+        );
+    }
     let mut outputs = Outputs::create(common, false, Some(file))?;
     let source = record::Source::open(file)?;
     let name = escape(&source.name).into_owned();
@@ -101,6 +107,28 @@ pub(crate) fn report(common: &Common, file: &Path) -> anyhow::Result<()> {
         }
         nstrace::say!(
             "nstrace: {shown} transitions shown, replayed from {name} (recorded on Linux {kernel})"
+        );
+    }
+    let times = Times {
+        clock: header.clock(),
+        utc: common.utc,
+    };
+    for e in &replayed.evidence {
+        let secs = |ns: u64| ns as f64 / 1e9;
+        nstrace::say!(
+            "nstrace: {name} is the evidence of {} (pid {}) at {}: from {} ({:.1} s before{}) \
+             until {:.1} s after",
+            escape(&e.id),
+            e.pid,
+            times.at(e.ts_ns),
+            times.at(e.from_ns),
+            secs(e.ts_ns.saturating_sub(e.from_ns)),
+            if e.cut {
+                ", less than the window: the trace's start or the memory cap"
+            } else {
+                ""
+            },
+            secs(e.window_ns)
         );
     }
     let counts = &timeline.counts;

@@ -83,6 +83,89 @@ impl PendingOutput {
     }
 }
 
+/// A directory nstrace keeps files in (`--evidence DIR`): made 0700 when it does not exist,
+/// reached as every output's directory is, and refused when another user owns it or may write
+/// in it (they could remove or replace what is kept). Held open: never looked up again by name.
+#[derive(Debug)]
+pub struct Directory {
+    dir: OwnedFd,
+    path: PathBuf,
+}
+
+impl Directory {
+    /// Opens (making it when it does not exist) the directory `path` names.
+    pub fn open(path: &Path) -> io::Result<Self> {
+        let Some(name) = path.file_name() else {
+            return Err(refuse(path, "not a directory's name"));
+        };
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let mut walk = Walk { path, links: 0 };
+        let cwd = open_dir(rustix::fs::CWD, OsStr::new("."), path)?;
+        let parent = walk.dir(cwd, parent)?;
+        match rustix::fs::mkdirat(&parent, name, Mode::from_raw_mode(0o700)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(at(path, "making the directory", e)),
+        }
+        let dir = walk.step(parent, name)?;
+        let stat = rustix::fs::fstat(&dir).map_err(|e| at(path, "opening", e))?;
+        if !trusted(stat.st_uid) {
+            return Err(refuse(
+                path,
+                format_args!(
+                    "is a directory of uid {}, who could remove or replace what nstrace keeps                      there: name a directory of your own (nstrace makes it, mode 0700)",
+                    stat.st_uid
+                ),
+            ));
+        }
+        if stat.st_mode & 0o022 != 0 {
+            return Err(refuse(
+                path,
+                format_args!(
+                    "is writable by other users (mode {:o}), who could remove or replace what                      nstrace keeps there: name a directory only you can write (nstrace makes a                      missing one, mode 0700), or chmod go-w it",
+                    stat.st_mode & 0o7777
+                ),
+            ));
+        }
+        Ok(Self {
+            dir,
+            path: path.to_owned(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A new file `name` in the directory, 0600 and the caller's; never one that exists (a name
+    /// taken is an `AlreadyExists` error, nothing replaced).
+    pub fn create_new(&self, name: &str) -> io::Result<OutputFile> {
+        let path = self.path.join(name);
+        let mut pending = new_file(&path, self.dir.try_clone()?, OsStr::new(name))?;
+        let (dir, temp, name) = pending.rename.take().expect("a new file is renamed");
+        let moved = rustix::fs::renameat_with(
+            &dir,
+            temp.as_os_str(),
+            &dir,
+            name.as_os_str(),
+            rustix::fs::RenameFlags::NOREPLACE,
+        );
+        if let Err(e) = moved {
+            let _ = rustix::fs::unlinkat(&dir, temp.as_os_str(), AtFlags::empty());
+            return Err(match e {
+                rustix::io::Errno::EXIST => io::Error::from(io::ErrorKind::AlreadyExists),
+                e => at(&path, "creating", e),
+            });
+        }
+        Ok(OutputFile {
+            file: pending.out.file.try_clone()?,
+            path,
+        })
+    }
+}
+
 /// Where a file rotates: its directory, held open (never looked up again by name), and its
 /// name in it.
 #[derive(Debug)]

@@ -66,6 +66,48 @@ pub trait Sink {
     }
 }
 
+/// Several sinks as one archive (a record file and evidence): each is given everything, and
+/// rotates when it is due.
+pub struct Tee(pub Vec<Box<dyn Sink>>);
+
+impl Tee {
+    fn each(&mut self, mut f: impl FnMut(&mut dyn Sink) -> io::Result<()>) -> io::Result<()> {
+        self.0.iter_mut().try_for_each(|s| f(s.as_mut()))
+    }
+}
+
+impl Sink for Tee {
+    fn start(&mut self) -> io::Result<()> {
+        self.each(|s| s.start())
+    }
+    fn record(&mut self, record: &Record) -> io::Result<()> {
+        self.each(|s| s.record(record))
+    }
+    fn note(&mut self, line: &serde_json::Value) -> io::Result<()> {
+        self.each(|s| s.note(line))
+    }
+    fn finding(&mut self, finding: &FindingView) -> io::Result<()> {
+        self.each(|s| s.finding(finding))
+    }
+    fn loss(&mut self, loss: &Loss) -> io::Result<()> {
+        self.each(|s| s.loss(loss))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.each(|s| s.flush())
+    }
+    fn rotation_due(&self) -> bool {
+        self.0.iter().any(|s| s.rotation_due())
+    }
+    fn rotate(&mut self, tasks: &[crate::timeline::ProcEntry], ts_ns: u64) -> io::Result<()> {
+        self.each(|s| {
+            if s.rotation_due() {
+                s.rotate(tasks, ts_ns)?;
+            }
+            Ok(())
+        })
+    }
+}
+
 /// A healing move with its namespaces named, ready to print.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealView<'a> {

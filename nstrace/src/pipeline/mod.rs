@@ -294,6 +294,10 @@ impl<'a> Pipeline<'a> {
                 .entry((f.id, f.severity.name()))
                 .or_default() += 1;
             let view = FindingView::new(&self.timeline, f);
+            // The archive: evidence keeps the time around it (a record file ignores it).
+            if let Some(archive) = &mut self.archive {
+                archive.finding(&view)?;
+            }
             self.emit(Out::Finding {
                 view,
                 container: f.container.clone(),

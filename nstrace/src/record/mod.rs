@@ -29,6 +29,7 @@ use crate::{
 };
 
 pub mod binary;
+pub mod evidence;
 pub mod read;
 pub mod replay;
 pub mod rotate;
@@ -265,6 +266,7 @@ enum Line {
     Container(ContainerLine),
     Loss(Loss),
     Resync(ResyncLine),
+    Evidence(evidence::EvidenceLine),
     Process(ProcessLine),
     Transition(Box<TransitionLine>),
     Fork(LifeLine),
@@ -292,6 +294,8 @@ pub enum Entry {
         ts: u64,
     },
     Record(Record),
+    /// A finding this file is the evidence of (see [`evidence`]).
+    Evidence(evidence::EvidenceLine),
 }
 
 /// Parses one line of a record file.
@@ -337,6 +341,7 @@ pub fn parse_line(line: &str) -> Result<Entry, String> {
             read_from: r.read_from_ns,
             ts: r.ts_ns,
         },
+        Line::Evidence(e) => Entry::Evidence(e),
         Line::Transition(t) => Entry::Record(Record::Transition(Box::new((*t).into()))),
         Line::Fork(l) => Entry::Record(Record::Fork(l.into_fork()?)),
         Line::Exec(l) => Entry::Record(Record::Exec(Box::new(l.into_exec()))),

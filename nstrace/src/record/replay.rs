@@ -31,6 +31,8 @@ pub struct Replayed {
     pub bad: Vec<BadLine>,
     /// Bad entries past those.
     pub more_bad: u64,
+    /// The findings the record is the evidence of (see [`super::evidence`]).
+    pub evidence: Vec<super::evidence::EvidenceLine>,
 }
 
 impl Replayed {
@@ -185,6 +187,7 @@ pub fn rebuild(
     let mut snapshot = Vec::new();
     let mut started = false;
     let mut resync: Option<(u64, u64, Vec<ProcEntry>)> = None;
+    let mut evidence = Vec::new();
     // Applies what the process lines read so far belong to.
     let settle = |pipeline: &mut Pipeline<'_>,
                   snapshot: &mut Vec<ProcEntry>,
@@ -201,7 +204,7 @@ pub fn rebuild(
         }
         Ok(())
     };
-    let replayed = replay(source, |entry| {
+    let mut replayed = replay(source, |entry| {
         if let Entry::Process(p) = entry {
             // Process lines belong to the snapshot, or to the resync line before them; a stray
             // one is not kept, and no machine has more tasks than a pid can name.
@@ -229,9 +232,15 @@ pub fn rebuild(
             Entry::Loss(loss) => pipeline.lost(loss)?,
             Entry::Resync { read_from, ts } => resync = Some((*read_from, *ts, Vec::new())),
             Entry::Record(r) => pipeline.feed(r, false)?,
+            Entry::Evidence(e) => {
+                if evidence.len() < MAX_BAD {
+                    evidence.push(e.clone());
+                }
+            }
         }
         Ok(())
     })?;
+    replayed.evidence = evidence;
     settle(pipeline, &mut snapshot, &mut started, &mut resync)
         .and_then(|()| pipeline.finish_names(std::time::Duration::ZERO))
         .map_err(|source| ReplayError::Read {

@@ -4,9 +4,8 @@
 //!
 //! Each file replays on its own: a new one starts as a record does, with a header (its
 //! snapshot's time the last record of the file before) and a `process` line for every task
-//! alive then, as the timeline has it; then the `follow` lines of the trace, every live
-//! process's latest `observation` (its cgroup, so its container) and every `container` line
-//! (the names), so that a replay of the file alone attributes and names as the live run did.
+//! alive then, as the timeline has it; then what [`Carried`] keeps, so that a replay of the
+//! file alone attributes and names as the live run did.
 use std::{cell::Cell, collections::BTreeMap, io, rc::Rc};
 
 use serde_json::Value;
@@ -40,6 +39,71 @@ pub fn file_sink(out: OutputFile, binary: bool, size: Rc<Cell<u64>>) -> io::Resu
     })
 }
 
+/// What a record file that starts mid-trace repeats so that it replays on its own: the trace's
+/// header, its `follow` lines, every live process's latest `observation` (its cgroup, so its
+/// container) and every `container` line (the names). Rotation and evidence (see
+/// [`super::evidence`]) keep one.
+#[derive(Debug, Default)]
+pub struct Carried {
+    header: Option<Value>,
+    follows: Vec<Value>,
+    /// The latest observation of each live process, by pid.
+    observations: BTreeMap<u64, Value>,
+    /// Containers' names, by runtime and id (the latest answer).
+    containers: BTreeMap<(String, String), Value>,
+}
+
+impl Carried {
+    pub fn record(&mut self, record: &Record) {
+        if let Record::Exit(x) = record
+            && x.group_dead
+        {
+            self.observations.remove(&u64::from(x.pid));
+        }
+    }
+
+    pub fn note(&mut self, line: &Value) {
+        match line["type"].as_str() {
+            Some("header") if self.header.is_none() => self.header = Some(line.clone()),
+            Some("follow") => self.follows.push(line.clone()),
+            Some("observation") => {
+                if let Some(pid) = line["pid"].as_u64() {
+                    self.observations.insert(pid, line.clone());
+                }
+            }
+            Some("container") => {
+                let key = |k: &str| line[k].as_str().unwrap_or_default().to_owned();
+                self.containers
+                    .insert((key("runtime"), key("id")), line.clone());
+            }
+            _ => {}
+        }
+    }
+
+    /// The start of a file with the state at `ts_ns` (`tasks`, every task alive then): the
+    /// header (its snapshot's time `ts_ns`), a `process` line per task, then what is carried.
+    pub fn start(&mut self, tasks: &[ProcEntry], ts_ns: u64) -> io::Result<Vec<Value>> {
+        let mut lines = Vec::with_capacity(tasks.len() + 1);
+        if let Some(mut header) = self.header.clone() {
+            header["start_ts_ns"] = ts_ns.into();
+            lines.push(header);
+        }
+        for task in tasks {
+            lines.push(serde_json::to_value(ProcessLine::from(task)).map_err(io::Error::other)?);
+        }
+        let live: std::collections::HashSet<u64> = tasks.iter().map(|t| u64::from(t.pid)).collect();
+        self.observations.retain(|pid, _| live.contains(pid));
+        lines.extend(
+            self.follows
+                .iter()
+                .chain(self.observations.values())
+                .chain(self.containers.values())
+                .cloned(),
+        );
+        Ok(lines)
+    }
+}
+
 pub struct RotatingSink {
     current: Box<dyn Sink>,
     size: Rc<Cell<u64>>,
@@ -48,13 +112,7 @@ pub struct RotatingSink {
     binary: bool,
     /// The bytes of the current file's start (its header and snapshot).
     start: u64,
-    /// What every new file repeats.
-    header: Option<Value>,
-    follows: Vec<Value>,
-    /// The latest observation of each live process, by pid.
-    observations: BTreeMap<u64, Value>,
-    /// Containers' names, by runtime and id (the latest answer).
-    containers: BTreeMap<(String, String), Value>,
+    carried: Carried,
 }
 
 impl RotatingSink {
@@ -72,40 +130,19 @@ impl RotatingSink {
             rotator,
             binary,
             start: 0,
-            header: None,
-            follows: Vec::new(),
-            observations: BTreeMap::new(),
-            containers: BTreeMap::new(),
+            carried: Carried::default(),
         })
     }
 }
 
 impl Sink for RotatingSink {
     fn record(&mut self, record: &Record) -> io::Result<()> {
-        if let Record::Exit(x) = record
-            && x.group_dead
-        {
-            self.observations.remove(&u64::from(x.pid));
-        }
+        self.carried.record(record);
         self.current.record(record)
     }
 
     fn note(&mut self, line: &Value) -> io::Result<()> {
-        match line["type"].as_str() {
-            Some("header") if self.header.is_none() => self.header = Some(line.clone()),
-            Some("follow") => self.follows.push(line.clone()),
-            Some("observation") => {
-                if let Some(pid) = line["pid"].as_u64() {
-                    self.observations.insert(pid, line.clone());
-                }
-            }
-            Some("container") => {
-                let key = |k: &str| line[k].as_str().unwrap_or_default().to_owned();
-                self.containers
-                    .insert((key("runtime"), key("id")), line.clone());
-            }
-            _ => {}
-        }
+        self.carried.note(line);
         self.current.note(line)
     }
 
@@ -130,23 +167,8 @@ impl Sink for RotatingSink {
         let out = self.rotator.rotate(self.rotation.keep)?;
         // The old file's last whole entries reach it as its sink goes.
         self.current = file_sink(out, self.binary, Rc::clone(&self.size))?;
-        if let Some(mut header) = self.header.clone() {
-            header["start_ts_ns"] = ts_ns.into();
-            self.current.note(&header)?;
-        }
-        for task in tasks {
-            let line = serde_json::to_value(ProcessLine::from(task)).map_err(io::Error::other)?;
+        for line in self.carried.start(tasks, ts_ns)? {
             self.current.note(&line)?;
-        }
-        let live: std::collections::HashSet<u64> = tasks.iter().map(|t| u64::from(t.pid)).collect();
-        self.observations.retain(|pid, _| live.contains(pid));
-        for line in self
-            .follows
-            .iter()
-            .chain(self.observations.values())
-            .chain(self.containers.values())
-        {
-            self.current.note(line)?;
         }
         self.current.flush()?;
         self.start = self.size.get();
