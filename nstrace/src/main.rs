@@ -149,8 +149,9 @@ struct Common {
     /// (14:03:05.25, local unless --utc), or +SECONDS from its start (+12.5).
     #[arg(long, global = true, value_name = "TIME", conflicts_with_all = ["since", "until"])]
     at: Option<String>,
-    /// report: the life of one namespace instead of the timeline: who made it, every member's
-    /// entry and exit with its cause, when it emptied, the findings that name it. TYPE:INODE
+    /// The life of one namespace: who made it, every member's entry and exit with its cause,
+    /// when it emptied, the findings that name it (report: instead of the timeline; live: at
+    /// the end, instead of the summary, the stream showing only the calls that touch it). TYPE:INODE
     /// (net:4026532176, or net:[4026532176] as `ls -l /proc/PID/ns` shows it), or an inode or
     /// the kernel's namespace id alone.
     #[arg(
@@ -309,7 +310,7 @@ fn main() -> ExitCode {
 }
 
 /// Whether text goes out in colour: to a terminal, unless NO_COLOR is set (https://no-color.org).
-fn colour() -> bool {
+pub(crate) fn colour() -> bool {
     use std::io::IsTerminal as _;
     io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
@@ -332,6 +333,7 @@ fn filter(common: &Common) -> Filter {
         container: common.container.clone(),
         since_ns: None,
         until_ns: None,
+        namespace: None,
     }
 }
 

@@ -981,7 +981,7 @@ fn findings_and_changes_are_coloured_on_a_terminal_only() {
     assert_root();
     let inner = "unshare -u true; setpriv --bounding-set -sys_admin unshare -u true; true";
     let nstrace = binary("nstrace");
-    let cmd = format!("{} run --no-summary -- sh -c '{inner}'", nstrace.display());
+    let cmd = format!("{} run -- sh -c '{inner}'", nstrace.display());
     let on_terminal = |no_color: Option<&str>| {
         let mut c = Command::new("script");
         c.args(["-qec", &cmd, "/dev/null"]).env_remove("NO_COLOR");
@@ -999,13 +999,29 @@ fn findings_and_changes_are_coloured_on_a_terminal_only() {
     );
     assert!(coloured.contains("!! LOW NS-REFUSED"), "{coloured:?}");
     assert!(coloured.contains("\u{1b}[0m"), "{coloured:?}");
+    // The summary too: its finding and the changed namespaces of each process.
+    let summary = coloured
+        .split_once("\nPROCESSES (")
+        .map(|(_, s)| s)
+        .unwrap_or_else(|| panic!("a summary: {coloured:?}"));
+    let findings = summary.split_once("FINDINGS (1)").unwrap().1;
+    assert!(
+        findings.contains("\u{1b}[1m!! LOW NS-REFUSED"),
+        "{findings:?}"
+    );
+    assert!(
+        summary.contains("\u{1b}[36muts ")
+            || summary.contains("36m\u{1b}[1muts ")
+            || summary.contains("\u{1b}[1;36muts "),
+        "{summary:?}"
+    );
     let plain = on_terminal(Some("1"));
     assert!(
         plain.contains("uts ") && !plain.contains('\u{1b}'),
         "NO_COLOR: {plain:?}"
     );
     let piped = Command::new(&nstrace)
-        .args(["run", "--no-summary", "--", "sh", "-c", inner])
+        .args(["run", "--", "sh", "-c", inner])
         .output()
         .unwrap();
     let piped = String::from_utf8_lossy(&piped.stdout);

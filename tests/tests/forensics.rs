@@ -238,12 +238,18 @@ fn perfetto_and_svg_pictures_of_a_run_are_valid_and_hold_its_processes() {
     let dir = std::env::temp_dir();
     let trace = dir.join(format!("nstrace-{}.perfetto.json", std::process::id()));
     let svg = dir.join(format!("nstrace-{}.svg", std::process::id()));
+    let png = dir.join(format!("nstrace-{}.png", std::process::id()));
+    let truth = dir.join(format!("nstrace-{}.net", std::process::id()));
     let out = Command::new(binary("nstrace"))
         .args(["run", "--no-summary", "--perfetto"])
         .arg(&trace)
         .arg("--svg")
         .arg(&svg)
-        .args(["--", "unshare", "-p", "-f", "-n", "sh", "-c", "sleep 0.1"])
+        .args(["--", "unshare", "-p", "-f", "-n", "sh", "-c"])
+        .arg(format!(
+            "readlink /proc/self/ns/net > {}; sleep 0.1",
+            truth.display()
+        ))
         .output()
         .expect("nstrace run");
     assert!(
@@ -280,8 +286,36 @@ fn perfetto_and_svg_pictures_of_a_run_are_valid_and_hold_its_processes() {
     let picture = std::fs::read_to_string(&svg).unwrap();
     assert!(picture.starts_with("<svg ") && picture.trim_end().ends_with("</svg>"));
     assert!(picture.contains("unshare"), "rows name the processes");
-    let _ = std::fs::remove_file(&trace);
-    let _ = std::fs::remove_file(&svg);
+    // The child's net namespace, as /proc named it, is in the legend and labels its bar.
+    let net = std::fs::read_to_string(&truth).unwrap();
+    let inode = net
+        .trim()
+        .strip_prefix("net:[")
+        .and_then(|n| n.strip_suffix(']'))
+        .unwrap_or_else(|| panic!("{net}"));
+    let named = format!("net:{inode}");
+    assert!(
+        picture.matches(&named).count() >= 2,
+        "{named} in a bar and the legend:\n{picture}"
+    );
+    // A real renderer draws it (a report embeds the PNG).
+    let out = Command::new("rsvg-convert")
+        .arg(&svg)
+        .arg("-o")
+        .arg(&png)
+        .output()
+        .expect("rsvg-convert (librsvg2-bin)");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let head = std::fs::read(&png).unwrap();
+    assert_eq!(&head[1..4], b"PNG");
+    assert_eq!(u32::from_be_bytes(head[16..20].try_into().unwrap()), 1400);
+    for file in [&trace, &svg, &png, &truth] {
+        let _ = std::fs::remove_file(file);
+    }
 }
 
 /// `--evidence DIR`: a refused setns (NS-REFUSED) keeps a record of the second before and after

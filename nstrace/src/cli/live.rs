@@ -10,7 +10,7 @@ use nstrace::{
     names::{Resolver, Roots},
     ns::{NsKind, NsType},
     origin::Origin,
-    output::{Sink, Tee, file::Directory},
+    output::{Sink, Tee, escape::escape, file::Directory, summary::Times},
     pipeline::Pipeline,
     proc,
     record::{
@@ -23,6 +23,7 @@ use nstrace::{
 use super::{
     command::{NotStarted, check_command, exit_code, start_command, wait_for_command},
     outputs::{Outputs, finish},
+    report::{namespace_spec, print_lives},
     signals::StopSignals,
 };
 use crate::{Command, Common, filter, stdout_sink};
@@ -33,16 +34,17 @@ pub(crate) async fn live(common: &Common, command: Option<&Command>) -> anyhow::
     // arrives while the programs load (a process started in the background by a script
     // inherits SIGINT ignored until a handler is installed).
     let mut signals = StopSignals::install();
-    if common.at.is_some()
-        || common.since.is_some()
-        || common.until.is_some()
-        || common.namespace.is_some()
-    {
+    if common.at.is_some() || common.since.is_some() || common.until.is_some() {
         bail!(
-            "--at, --ns, --since and --until read a recording: record with -o FILE, then use \
-             them with `nstrace report FILE`"
+            "--at, --since and --until read a recording: record with -o FILE, then use them \
+             with `nstrace report FILE`"
         );
     }
+    let asked = common
+        .namespace
+        .as_deref()
+        .map(|spec| namespace_spec(spec).with_context(|| format!("--ns {spec:?}")))
+        .transpose()?;
     if matches!(command, Some(Command::Record)) && common.output.is_none() {
         bail!("`nstrace record` needs -o FILE, the file to write");
     }
@@ -106,7 +108,12 @@ pub(crate) async fn live(common: &Common, command: Option<&Command>) -> anyhow::
     } else {
         Scope::All
     };
-    let mut pipeline = Pipeline::new(Timeline::new(scope), filter(common));
+    let mut filter = filter(common);
+    filter.namespace = asked;
+    let mut pipeline = Pipeline::new(Timeline::new(scope), filter);
+    if let Some((ty, key)) = asked {
+        pipeline.timeline.pin(ty, key);
+    }
     pipeline.metrics = metrics.clone();
     pipeline.names = Some(Box::new(
         Resolver::spawn(Roots::default()).context("starting the container names' reader")?,
@@ -178,7 +185,28 @@ pub(crate) async fn live(common: &Common, command: Option<&Command>) -> anyhow::
     let Pipeline { timeline, .. } = pipeline;
     drop(stdout);
     nstrace::say!("{}", summary.closing_line());
-    finish(common, &mut outputs, &timeline, clock, Some(&origin))?;
+    match asked {
+        // --ns: the namespace's life instead of the summary.
+        Some((ty, key)) => {
+            let times = Times {
+                clock,
+                utc: common.utc,
+            };
+            outputs.pictures(&timeline, &times)?;
+            let found = timeline.find_namespaces(ty, key);
+            let spec = common.namespace.as_deref().unwrap_or_default();
+            if found.is_empty() {
+                nstrace::say!(
+                    "nstrace: --ns {}: no such namespace was made, entered or left while \
+                     tracing, nor held by a process that acted",
+                    escape(spec)
+                );
+            } else if !common.no_summary {
+                print_lives(common, &timeline, &found, clock, Some(&origin))?;
+            }
+        }
+        None => finish(common, &mut outputs, &timeline, clock, Some(&origin))?,
+    }
     Ok(exit_code(status.get()))
 }
 

@@ -156,7 +156,7 @@ pub(crate) fn finish(
     let answer = if common.json {
         Answer::Json(vec![summary::json(timeline, &times, only)])
     } else {
-        Answer::Text(summary::text(timeline, &times, only))
+        Answer::Text(summary::text_in(timeline, &times, only, crate::colour()))
     };
     print_answer(answer, origin, "the summary")
 }

@@ -81,7 +81,7 @@ pub(crate) fn report(common: &Common, file: &Path) -> anyhow::Result<()> {
                 common.namespace.as_deref().unwrap_or_default()
             );
         }
-        print_lives(common, &timeline, &found, &header, origin.as_ref())?;
+        print_lives(common, &timeline, &found, header.clock(), origin.as_ref())?;
     } else {
         finish(
             common,
@@ -234,7 +234,7 @@ pub(crate) fn when(text: &str, header: &record::Header, utc: bool) -> anyhow::Re
 }
 
 /// `--ns`: the type (when given) and the inode or id asked for.
-fn namespace_spec(spec: &str) -> anyhow::Result<(Option<NsType>, u64)> {
+pub(crate) fn namespace_spec(spec: &str) -> anyhow::Result<(Option<NsType>, u64)> {
     let (ty, key) = match spec.split_once(':') {
         Some((ty, key)) => {
             let ty = NsType::from_name(ty.trim()).ok_or_else(|| {
@@ -257,15 +257,15 @@ fn namespace_spec(spec: &str) -> anyhow::Result<(Option<NsType>, u64)> {
 }
 
 /// `--ns`: each namespace found, text or a JSON object each.
-fn print_lives(
+pub(crate) fn print_lives(
     common: &Common,
     timeline: &Timeline,
     found: &[nstrace::timeline::NsIdx],
-    header: &record::Header,
+    clock: nstrace::clock::WallClock,
     origin: Option<&nstrace::origin::Origin>,
 ) -> anyhow::Result<()> {
     let times = Times {
-        clock: header.clock(),
+        clock,
         utc: common.utc,
     };
     let answer = if common.json {

@@ -27,7 +27,7 @@ pub struct TextSink<W: io::Write> {
 }
 
 /// The styles of a coloured line: the namespaces a call changed, and findings by severity.
-mod style {
+pub(crate) mod style {
     use anstyle::{AnsiColor, Style};
 
     pub const CHANGED: Style = Style::new()
@@ -43,6 +43,24 @@ mod style {
     pub const LOSS: Style = Style::new()
         .fg_color(Some(anstyle::Color::Ansi(AnsiColor::Red)))
         .bold();
+
+    /// A finding's style by its severity's name.
+    pub fn severity(name: &str) -> Style {
+        match name {
+            "high" => HIGH,
+            "medium" => MEDIUM,
+            _ => LOW,
+        }
+    }
+
+    /// `text` in `style` when `colour`, else as it is.
+    pub fn paint(colour: bool, style: Style, text: &str) -> String {
+        if colour {
+            format!("{}{text}{}", style.render(), style.render_reset())
+        } else {
+            text.to_owned()
+        }
+    }
 }
 
 /// A line's head as made, with what it depends on and whether the call succeeded; and the
@@ -204,12 +222,9 @@ impl<W: io::Write> Sink for TextSink<W> {
 
     fn finding(&mut self, finding: &super::FindingView) -> io::Result<()> {
         self.start_line(finding.ts_ns);
-        let style = match finding.severity {
-            "high" => style::HIGH,
-            "medium" => style::MEDIUM,
-            _ => style::LOW,
-        };
-        self.painted(style, |line| line.push_str(&finding.line()));
+        self.painted(style::severity(finding.severity), |line| {
+            line.push_str(&finding.line())
+        });
         self.end_line()
     }
 

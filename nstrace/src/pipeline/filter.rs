@@ -1,4 +1,5 @@
-//! What is printed of the records: `--comm`, `--type`, `--findings`, `--container`.
+//! What is printed of the records: `--comm`, `--type`, `--findings`, `--container`, live
+//! `--ns`.
 use crate::{container::Container, event::Record, ns::NsType, timeline::Timeline};
 
 /// What is printed: records of followed processes that pass these.
@@ -18,6 +19,9 @@ pub struct Filter {
     pub since_ns: Option<u64>,
     /// Nothing after this kernel time (`--until`, `--at`): later records are not applied.
     pub until_ns: Option<u64>,
+    /// Live `--ns`: only transitions into, out of or within this namespace (its type, when
+    /// given, and its inode or id).
+    pub namespace: Option<(Option<NsType>, u64)>,
 }
 
 impl Filter {
@@ -35,6 +39,22 @@ impl Filter {
                 Record::Exit(x) => &x.comm,
             };
             if name != comm {
+                return false;
+            }
+        }
+        if let (Some((ty, key)), Record::Transition(t)) = (self.namespace, record) {
+            let sets = [
+                Some(&t.before),
+                Some(&t.after),
+                t.child.as_ref().map(|c| &c.ns),
+            ];
+            let holds = |set: &crate::event::NsSet| {
+                crate::ns::NsKind::ALL.into_iter().any(|k| {
+                    ty.is_none_or(|ty| k.ns_type() == ty)
+                        && (u64::from(set.inum[k.slot()]) == key || set.id[k.slot()] == key)
+                })
+            };
+            if !sets.into_iter().flatten().any(holds) {
                 return false;
             }
         }

@@ -180,6 +180,7 @@ impl Timeline {
             marked.extend(task.set.iter().flatten());
         }
         for h in self.histories.values() {
+            marked.extend(h.start_set.iter().flatten());
             for m in &h.moves {
                 for c in &m.changes {
                     marked.extend(c.from.into_iter().chain(c.to));

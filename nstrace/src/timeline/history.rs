@@ -1,4 +1,6 @@
 //! Process histories: who moved where, why, and when, kept per process for the summary.
+use nstrace_common::NS_SLOTS;
+
 use super::{HISTORY_LIMIT, NsIdx, Timeline};
 use crate::{
     container::Container,
@@ -140,6 +142,9 @@ pub struct ProcessHistory {
     pub moves_dropped: u64,
     /// Its container, once known.
     pub container: Option<Container>,
+    /// Its namespaces as the timeline knew them when its history began (slots a first move
+    /// changed may already hold the move's result: its `from` is the set before).
+    pub start_set: [Option<NsIdx>; NS_SLOTS],
 }
 
 /// Moves kept per process; later ones are counted.
@@ -168,11 +173,12 @@ impl Timeline {
                 self.order.push(key);
                 self.latest.insert(key.pid, key);
                 // Its birth, when it was seen: a process of the trace's own.
-                let born_ns = self
+                let task = self
                     .tasks
                     .get(&key.pid)
-                    .filter(|t| t.pid == key.pid && t.start_ns == key.start_ns)
-                    .and_then(|t| t.born_ns);
+                    .filter(|t| t.pid == key.pid && t.start_ns == key.start_ns);
+                let born_ns = task.and_then(|t| t.born_ns);
+                let start_set = task.map_or([None; NS_SLOTS], |t| t.set);
                 Some(slot.insert(ProcessHistory {
                     key,
                     ppid,
@@ -184,6 +190,7 @@ impl Timeline {
                     moves: Vec::new(),
                     moves_dropped: 0,
                     container: self.containers.get(&key.pid).cloned(),
+                    start_set,
                 }))
             }
         }

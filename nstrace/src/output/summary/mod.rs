@@ -9,7 +9,7 @@ use serde::{Serialize, Serializer};
 use serde_json::Value;
 
 pub(crate) use text::log_line;
-pub use text::text;
+pub use text::{text, text_in};
 
 use crate::{
     clock::WallClock,

@@ -6,23 +6,30 @@ use super::{
     ChangeRow, ContainerRow, FoldedRows, LossRow, NamespaceRow, ProcessRow, Summary, Times, summary,
 };
 use crate::{
-    output::escape::Escaped,
+    output::{escape::Escaped, text::style},
     timeline::{KEEP_HISTORIES, KEEP_NAMESPACES, Timeline},
 };
 
 /// The human summary.
 pub fn text(tl: &Timeline, times: &Times, only: Option<&str>) -> String {
+    text_in(tl, times, only, false)
+}
+
+/// The human summary, findings, losses and changed namespaces standing out when `colour` (a
+/// terminal).
+pub fn text_in(tl: &Timeline, times: &Times, only: Option<&str>, colour: bool) -> String {
     let s = summary(tl, times, only);
     let mut out = String::new();
     namespaces(&mut out, &s.namespaces);
     members(&mut out, &s.namespaces);
-    processes(&mut out, &s.processes);
+    processes(&mut out, &s.processes, colour);
     folded(&mut out, &s.folded);
     containers(&mut out, &s.containers);
-    losses(&mut out, &s);
+    losses(&mut out, &s, colour);
     let _ = writeln!(out, "\nFINDINGS ({})", s.findings.len());
     for f in &s.findings {
-        let _ = writeln!(out, "  {}  {}", f.time.at(), f.view.line());
+        let line = style::paint(colour, style::severity(f.view.severity), &f.view.line());
+        let _ = writeln!(out, "  {}  {line}", f.time.at());
     }
     let c = &s.counts;
     let _ = write!(
@@ -170,7 +177,7 @@ fn changes(changes: &[ChangeRow]) -> String {
 }
 
 /// Per process that moved, who it is and where it went.
-fn processes(out: &mut String, rows: &[ProcessRow<'_>]) {
+fn processes(out: &mut String, rows: &[ProcessRow<'_>], colour: bool) {
     let (moved, still): (Vec<&ProcessRow<'_>>, Vec<&ProcessRow<'_>>) =
         rows.iter().partition(|h| !h.moves.is_empty());
     let _ = writeln!(
@@ -218,7 +225,11 @@ fn processes(out: &mut String, rows: &[ProcessRow<'_>]) {
             let what = match &m.errno {
                 Some(errno) => format!("{} REFUSED ({errno}), nothing changed", m.cause),
                 None if m.changes.is_empty() => format!("{}: already there", m.cause),
-                None => format!("{}: {}", m.cause, changes(&m.changes)),
+                None => format!(
+                    "{}: {}",
+                    m.cause,
+                    style::paint(colour, style::CHANGED, &changes(&m.changes))
+                ),
             };
             let _ = writeln!(out, "  {}  {who}{what}", m.time.at());
         }
@@ -318,19 +329,19 @@ fn containers(out: &mut String, rows: &[ContainerRow]) {
 }
 
 /// Where records were lost, and what reading /proc again found.
-fn losses(out: &mut String, s: &Summary<'_>) {
+fn losses(out: &mut String, s: &Summary<'_>, colour: bool) {
     const SHOWN: usize = 20;
     let c = &s.counts;
     if s.losses.is_empty() && c.losses_dropped == 0 {
         return;
     }
-    let _ = writeln!(
-        out,
-        "\nLOSSES ({} records in {} gaps: the kernel found a CPU's perf buffer full; \
+    let head = format!(
+        "LOSSES ({} records in {} gaps: the kernel found a CPU's perf buffer full; \
          --buffer-pages makes them larger)",
         c.lost_records,
         s.losses.len() as u64 + c.losses_dropped
     );
+    let _ = writeln!(out, "\n{}", style::paint(colour, style::LOSS, &head));
     for LossRow { loss, time } in s.losses.iter().take(SHOWN) {
         let what = if loss.records == 0 {
             format!(
