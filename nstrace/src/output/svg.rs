@@ -8,6 +8,8 @@
 //! the host, type and inode, as far as its width allows (the legend lists every set in full). A
 //! tick marks each transition; an arrow runs from each namespace's maker to each process born
 //! into it or entering it; a red mark and the finding's id mark each finding. Hover for details.
+//! Time runs left to right with quiet stretches compressed (see [`Axis`]): a container's start
+//! takes milliseconds, and a picture of seconds would squeeze it to a line.
 use std::{collections::BTreeMap, fmt::Write as _};
 
 use nstrace_common::NS_SLOTS;
@@ -150,6 +152,68 @@ struct Proc<'a> {
     first: u64,
 }
 
+/// The time axis: every instant something happens gets room, and quiet stretches are
+/// compressed (each gap between two instants is as wide as the logarithm of its length), so
+/// that a container's start, a few milliseconds, reads beside seconds of nothing.
+struct Axis {
+    /// The instants, in order, and the room before each (cumulative, from 0).
+    times: Vec<u64>,
+    room: Vec<f64>,
+}
+
+impl Axis {
+    fn new(mut times: Vec<u64>, start: u64, end: u64) -> Self {
+        times.retain(|t| (start..=end).contains(t));
+        times.push(start);
+        times.push(end);
+        times.sort_unstable();
+        times.dedup();
+        let mut room = Vec::with_capacity(times.len());
+        let mut total = 0.0;
+        room.push(0.0);
+        for pair in times.windows(2) {
+            // A gap of 100 µs is worth ln 2; a second, ln 10001.
+            total += (1.0 + (pair[1] - pair[0]) as f64 / 100_000.0).ln();
+            room.push(total);
+        }
+        if total > 0.0 {
+            room.iter_mut().for_each(|r| *r /= total);
+        }
+        Self { times, room }
+    }
+
+    /// Where `ts` falls, from 0 (the start) to 1 (the end).
+    fn fraction(&self, ts: u64) -> f64 {
+        let i = self.times.partition_point(|&t| t <= ts);
+        if i == 0 {
+            return 0.0;
+        }
+        if i == self.times.len() {
+            return *self.room.last().unwrap_or(&0.0);
+        }
+        let (t0, t1) = (self.times[i - 1], self.times[i]);
+        let (r0, r1) = (self.room[i - 1], self.room[i]);
+        r0 + (r1 - r0) * (ts - t0) as f64 / (t1 - t0) as f64
+    }
+
+    /// The instant at `fraction` of the way.
+    fn at(&self, fraction: f64) -> u64 {
+        let i = self.room.partition_point(|&r| r < fraction);
+        if i == 0 {
+            return self.times[0];
+        }
+        if i == self.times.len() {
+            return *self.times.last().expect("two instants at least");
+        }
+        let (t0, t1) = (self.times[i - 1], self.times[i]);
+        let (r0, r1) = (self.room[i - 1], self.room[i]);
+        if r1 <= r0 {
+            return t1;
+        }
+        t0 + ((t1 - t0) as f64 * (fraction - r0) / (r1 - r0)) as u64
+    }
+}
+
 /// The processes of one container (None: of none): those shown, and the idle ones counted by
 /// command name.
 struct Group<'a> {
@@ -250,10 +314,6 @@ fn idle(tl: &Timeline, p: &Proc<'_>, makers: &[ProcessKey]) -> bool {
 pub fn render(tl: &Timeline, times: &Times) -> String {
     let start = tl.first_ns.unwrap_or(0);
     let end = tl.last_ns.max(start + 1);
-    let x = |ts: u64| {
-        LABEL
-            + (ts.clamp(start, end) - start) as f64 / (end - start) as f64 * (WIDTH - LABEL - RIGHT)
-    };
     // Every namespace made during the trace, with its maker.
     let made: Vec<(&crate::timeline::Creation, String)> = tl
         .namespaces()
@@ -356,6 +416,19 @@ pub fn render(tl: &Timeline, times: &Times) -> String {
         }
     }
     let rows_end = y;
+    let mut events = vec![start, end];
+    for (r, _) in &rows {
+        events.extend(r.stretches.iter().flat_map(|s| [s.from, s.to]));
+        events.extend(
+            r.p.history
+                .iter()
+                .flat_map(|h| h.moves.iter().map(|m| m.ts_ns)),
+        );
+    }
+    events.extend(tl.findings().iter().map(|f| f.ts_ns));
+    events.extend(made.iter().map(|(c, _)| c.ts_ns));
+    let axis = Axis::new(events, start, end);
+    let x = |ts: u64| LABEL + axis.fraction(ts) * (WIDTH - LABEL - RIGHT);
 
     // The rows: label, bars, ticks, findings.
     for (r, y) in &rows {
@@ -581,13 +654,13 @@ pub fn render(tl: &Timeline, times: &Times) -> String {
     let folded: u64 = groups.iter().flat_map(|g| g.folded.values()).sum();
     let _ = writeln!(
         svg,
-        r##"<text x="10" y="40" fill="#555">{processes} processes shown ({folded} folded), {} containers, {} namespace sets besides the host's, {} findings</text>"##,
+        r##"<text x="10" y="40" fill="#555">{processes} processes shown ({folded} folded), {} containers, {} namespace sets besides the host's, {} findings; time runs left to right, quiet stretches compressed</text>"##,
         groups.iter().filter(|g| g.container.is_some()).count(),
         sets.keys.len(),
         tl.findings().len()
     );
     for i in 0..=4 {
-        let ts = start + (end - start) * i / 4;
+        let ts = axis.at(i as f64 / 4.0);
         let anchor = match i {
             0 => "start",
             4 => "end",

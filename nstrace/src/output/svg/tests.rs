@@ -240,3 +240,23 @@ fn sets_past_the_palette_still_have_colours_of_their_own() {
     assert_eq!(colours.len(), 40);
     assert!(!colours.contains(HOST_COLOUR));
 }
+
+/// A container's start of a few milliseconds beside seconds of nothing: the time axis gives the
+/// busy milliseconds room, keeps order, and reads back.
+#[test]
+fn quiet_stretches_are_compressed_and_order_is_kept() {
+    const MS: u64 = 1_000_000;
+    let events = vec![0, MS, 2 * MS, 3 * MS, 3_000 * MS];
+    let axis = Axis::new(events, 0, 3_000 * MS);
+    let f = |t: u64| axis.fraction(t);
+    assert_eq!((f(0), f(3_000 * MS)), (0.0, 1.0));
+    // Three busy milliseconds take more than a fifth of the width; linear, a thousandth.
+    assert!(f(3 * MS) > 0.2, "{}", f(3 * MS));
+    let mut last = -1.0;
+    for t in (0..3_000 * MS).step_by(7 * MS as usize) {
+        assert!(f(t) > last, "{t}");
+        last = f(t);
+        let back = axis.at(f(t));
+        assert!(back.abs_diff(t) <= MS / 1000, "{t} read back as {back}");
+    }
+}
