@@ -428,3 +428,42 @@ fn a_finding_keeps_its_evidence_and_the_evidence_replays() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Evidence on a full disk: said once, no more evidence is kept, and the trace goes on (a later
+/// transition is still shown; nstrace exits as its command did).
+#[test]
+#[ignore = "needs root: cargo xtask test runs it"]
+fn evidence_on_a_full_disk_is_said_and_the_trace_goes_on() {
+    assert_root();
+    let dir = std::env::temp_dir().join(format!("nstrace-evidence-full-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // 8 KiB: less than the machine's snapshot an evidence file starts with.
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8k,mode=0700", "tmpfs"])
+        .arg(&dir)
+        .status()
+        .expect("mount");
+    assert!(mounted.success());
+    let script = "setpriv --reuid=65534 --regid=65534 --clear-groups unshare -n true; \
+                  sleep 0.2; unshare -u true";
+    let mut run = Run::start_with_options(
+        &["--evidence", dir.to_str().unwrap()],
+        &["sh", "-c", script],
+    );
+    let (status, transitions, _) = run.finish();
+    let stderr = run.stderr();
+    let _ = Command::new("umount").arg(&dir).status();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("no more evidence is kept (the trace goes on)"),
+        "{stderr}"
+    );
+    assert!(
+        transitions
+            .iter()
+            .any(|t| t["call"] == "unshare" && t["changed"] == serde_json::json!(["uts"])),
+        "the unshare after the failure is shown: {transitions:?}"
+    );
+}

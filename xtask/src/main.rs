@@ -52,7 +52,8 @@ enum Cmd {
         /// places them.
         #[arg(long)]
         cpu: Option<usize>,
-        /// Run only this storm (unshare, fork, setns, setns-json, setns-metrics, clone, docker);
+        /// Run only this storm (unshare, fork, setns, setns-json, setns-metrics, setns-evidence,
+        /// clone, docker);
         /// repeatable.
         #[arg(long = "storm")]
         storms: Vec<String>,

@@ -253,6 +253,47 @@ pub struct Transition {
 }
 
 impl Transition {
+    /// Makes this transition a copy of `other` in place, field by field: no allocation (but a
+    /// child's) and no temporary, for allocations that are filled again (see [`Spare`]).
+    pub fn copy_from(&mut self, other: &Transition) {
+        let Transition {
+            ts_ns,
+            call,
+            flags,
+            ret,
+            fd,
+            tid,
+            pid,
+            ppid,
+            uid,
+            ns_tid,
+            pid_level,
+            start_boottime_ns,
+            comm,
+            before,
+            after,
+            child,
+            before_inferred,
+        } = other;
+        self.ts_ns = *ts_ns;
+        self.call = *call;
+        self.flags = *flags;
+        self.ret = *ret;
+        self.fd = *fd;
+        self.tid = *tid;
+        self.pid = *pid;
+        self.ppid = *ppid;
+        self.uid = *uid;
+        self.ns_tid = *ns_tid;
+        self.pid_level = *pid_level;
+        self.start_boottime_ns = *start_boottime_ns;
+        self.comm.clone_from(comm);
+        self.before = *before;
+        self.after = *after;
+        self.child.clone_from(child);
+        self.before_inferred = *before_inferred;
+    }
+
     /// Takes `known` (what the collector knew of the task) as the `before` the kernel could not
     /// tell. A namespace known by inode only (from /proc) that the task is still in gets the id
     /// the kernel reports for it now: the same inode cannot name another namespace meanwhile.

@@ -25,14 +25,14 @@ use serde_json::Value;
 use super::rotate::{Carried, file_sink};
 use crate::{
     clock::WallClock,
-    event::{Loss, Record},
+    event::{Loss, Record, Spare},
     output::{FindingView, Sink, file::Directory},
     timeline::ProcEntry,
 };
 
-/// Entries kept in memory at most (about 200 bytes each): past it, the time kept before a
-/// finding is cut short.
-pub const KEPT_ENTRIES: usize = 65_536;
+/// Entries kept in memory at most (a transition is about 420 bytes: some 7 MiB): past it, the
+/// time kept before a finding is cut short.
+pub const KEPT_ENTRIES: usize = 16_384;
 
 /// The `evidence` line: what was found, and what of the time around it the file holds.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -105,6 +105,9 @@ pub struct Evidence {
     older: Option<Snapshot>,
     newer: Snapshot,
     kept: VecDeque<Kept>,
+    /// Transitions' allocations from entries that went, filled again by the next ones: a
+    /// storm then neither allocates nor frees one per record.
+    spare: Spare,
     /// Entries kept in memory at most ([`KEPT_ENTRIES`]).
     pub cap: usize,
     /// The index, from the trace's start, of `kept[0]`.
@@ -133,6 +136,7 @@ impl Evidence {
                 at: 0,
             },
             kept: VecDeque::new(),
+            spare: Vec::new(),
             cap: KEPT_ENTRIES,
             first: 0,
             now_ns: 0,
@@ -271,7 +275,17 @@ impl Sink for Evidence {
     fn record(&mut self, record: &Record) -> io::Result<()> {
         self.advance(record.ts_ns());
         self.carried.record(record);
-        self.keep(Kept::Record(record.clone()))
+        let kept = match (record, self.spare.pop()) {
+            (Record::Transition(t), Some(mut spare)) => {
+                spare.copy_from(t);
+                Record::Transition(spare)
+            }
+            (record, spare) => {
+                self.spare.extend(spare);
+                record.clone()
+            }
+        };
+        self.keep(Kept::Record(kept))
     }
 
     fn note(&mut self, line: &Value) -> io::Result<()> {
@@ -347,8 +361,15 @@ impl Sink for Evidence {
         let older = std::mem::replace(&mut self.newer, snapshot);
         self.older = if self.full { None } else { Some(older) };
         let from = self.older.as_ref().map_or(at, |o| o.at);
-        while self.first < from && self.kept.pop_front().is_some() {
+        while self.first < from
+            && let Some(gone) = self.kept.pop_front()
+        {
             self.first += 1;
+            if let Kept::Record(Record::Transition(t)) = gone
+                && self.spare.len() < KEPT_ENTRIES
+            {
+                self.spare.push(t);
+            }
         }
         self.full = false;
         Ok(())

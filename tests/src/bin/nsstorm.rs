@@ -304,6 +304,12 @@ fn json(n: u64) {
 }
 
 fn pipe(n: u64, json: bool) {
+    pipe_with(n, json, None)
+}
+
+/// [`pipe`] keeping `--evidence` in `dir` besides: the machine's tasks (from /proc) are the
+/// timeline's, so that each snapshot costs what it would on this machine.
+fn pipe_with(n: u64, json: bool, evidence: Option<&str>) {
     use nstrace::{
         clock::WallClock,
         output::{Sink, text::TextSink},
@@ -323,6 +329,21 @@ fn pipe(n: u64, json: bool) {
     };
     let mut pipeline = Pipeline::new(Timeline::new(Scope::All), Filter::default());
     pipeline.sinks.push(sink.as_mut());
+    let mut archive = evidence.map(|dir| {
+        let dir = nstrace::output::file::Directory::open(std::path::Path::new(dir))
+            .unwrap_or_else(|e| fail(&format!("--evidence {dir}: {e}")));
+        let window = nstrace::record::evidence::Window {
+            window_ns: 10_000_000_000,
+            keep: 100,
+        };
+        nstrace::record::evidence::Evidence::new(dir, window, WallClock::with_offset(0))
+    });
+    if let Some(archive) = archive.as_mut() {
+        pipeline.archive = Some(archive);
+        if pipeline.snapshot(&nstrace::proc::snapshot(), 0).is_err() {
+            fail("snapshot");
+        }
+    }
     let mut reorder = Reorder::new(0);
     let start = Instant::now();
     let mut bytes = Vec::new();
@@ -347,7 +368,8 @@ fn pipe(n: u64, json: bool) {
         fail(&format!("{} of {n} records shown", pipeline.shown));
     }
     println!(
-        "{{\"storm\":\"pipe\",\"json\":{json},\"records\":{n},\"seconds\":{elapsed:.3},\"ns_per_record\":{:.1}}}",
+        "{{\"storm\":\"pipe\",\"json\":{json},\"evidence\":{},\"records\":{n},\"seconds\":{elapsed:.3},\"ns_per_record\":{:.1}}}",
+        evidence.is_some(),
         elapsed * 1e9 / n as f64
     );
 }
@@ -364,6 +386,11 @@ fn main() {
         [pipe_cmd, n] if pipe_cmd == "pipe" => {
             pipe(n.parse().unwrap_or_else(|_| fail("bad count")), false)
         }
+        [pipe_cmd, n, evidence, dir] if pipe_cmd == "pipe" && evidence == "evidence" => pipe_with(
+            n.parse().unwrap_or_else(|_| fail("bad count")),
+            false,
+            Some(dir),
+        ),
         [pipe_cmd, n, json] if pipe_cmd == "pipe" && json == "json" => {
             pipe(n.parse().unwrap_or_else(|_| fail("bad count")), true)
         }

@@ -53,6 +53,9 @@ enum Output {
     JsonFile,
     /// Text to /dev/null, with `--metrics` served and scraped every second.
     Metrics,
+    /// Text to /dev/null, keeping `--evidence` (no finding comes: the cost is keeping the
+    /// window in memory and its snapshots).
+    Evidence,
 }
 
 /// A storm the bench runs.
@@ -86,7 +89,7 @@ const fn storm(kind: &'static str, ratio: f64, none_lost: bool, per_op: u64) -> 
     }
 }
 
-const STORMS: [Storm; 7] = [
+const STORMS: [Storm; 8] = [
     storm("unshare", 0.95, false, 1),
     storm("fork", 0.95, false, 0),
     storm("setns", 0.60, true, 2),
@@ -106,6 +109,13 @@ const STORMS: [Storm; 7] = [
         output: Output::Metrics,
         peer: false,
         ..storm("setns-metrics", 0.60, true, 2)
+    },
+    // And keeping evidence: every record held for the window (capped), a snapshot a window.
+    Storm {
+        workload: "setns",
+        output: Output::Evidence,
+        peer: false,
+        ..storm("setns-evidence", 0.60, true, 2)
     },
     storm("clone", 0.98, false, 1),
     // `docker run --rm`: the engine's whole start, traced from dockerd to runc's exit.
@@ -230,6 +240,12 @@ impl Setup {
                 cmd.args(["--metrics", METRICS_ADDR]);
                 Stdio::null()
             }
+            Output::Evidence => {
+                let dir = self.root.join("target/bench-evidence");
+                let _ = std::fs::remove_dir_all(&dir);
+                cmd.arg("--evidence").arg(&dir);
+                Stdio::null()
+            }
             Output::JsonFile => {
                 cmd.arg("--json");
                 Stdio::from(
@@ -294,6 +310,8 @@ pub(super) struct Storms {
     /// nstrace's VmHWM, the largest of all its runs, and its largest RSS under a storm, in KiB.
     pub(super) peak_rss: u64,
     pub(super) storm_rss: u64,
+    /// The RSS under the evidence storm (`--evidence` holds its window of entries).
+    pub(super) evidence_rss: u64,
 }
 
 /// Runs the chosen storms, in the order of [`STORMS`].
@@ -349,7 +367,9 @@ impl Storms {
             self.startups.push(run.startup);
             row.tracer_ticks += run.ticks;
             row.traced_seconds += seconds;
-            self.peak_rss = self.peak_rss.max(run.hwm_kib);
+            if storm.output != Output::Evidence {
+                self.peak_rss = self.peak_rss.max(run.hwm_kib);
+            }
             row.count(&run, per_op);
             let (_, after) = setup.storm(workload, &secs)?;
             row.ratios.push(bracketed(run.rate, before, after));
@@ -373,8 +393,13 @@ impl Storms {
         // Memory under a storm needs a run long enough for a lagging collector to pile up
         // records: one traced run of at least 3 s.
         let run = setup.traced(storm, &seconds.max(3.0).to_string(), true)?;
-        self.storm_rss = self.storm_rss.max(run.rss_kib);
-        self.peak_rss = self.peak_rss.max(run.hwm_kib);
+        // Evidence holds up to its cap of entries on purpose: its own row.
+        if storm.output == Output::Evidence {
+            self.evidence_rss = self.evidence_rss.max(run.rss_kib);
+        } else {
+            self.storm_rss = self.storm_rss.max(run.rss_kib);
+            self.peak_rss = self.peak_rss.max(run.hwm_kib);
+        }
         row.count(&run, per_op);
         self.rows.push(row);
         self.peer_rows.push(peer);
@@ -486,6 +511,8 @@ pub(super) struct Collector {
     pub(super) min: f64,
     pub(super) json_median: f64,
     pub(super) json_min: f64,
+    /// Text, keeping `--evidence` besides (the machine's tasks in the timeline).
+    pub(super) evidence_median: f64,
     pub(super) serialise: f64,
 }
 
@@ -493,8 +520,8 @@ pub(super) struct Collector {
 /// (`nsstorm json`), `repeats` times each.
 fn collector(bin: &Path, repeats: usize) -> Result<Collector> {
     step(
-        "collector: 1M setns records through decode, reorder, timeline and text, then JSON \
-         (nsstorm pipe); the JSON serialiser alone (nsstorm json)",
+        "collector: 1M setns records through decode, reorder, timeline and text, then JSON, \
+         then text keeping --evidence (nsstorm pipe); the JSON serialiser alone (nsstorm json)",
     );
     let runs = |args: &[&str], name: &str| -> Result<Vec<f64>> {
         let mut values = Vec::new();
@@ -510,8 +537,21 @@ fn collector(bin: &Path, repeats: usize) -> Result<Collector> {
         runs(&["pipe", "1000000"], "ns_per_record")?,
         runs(&["pipe", "1000000", "json"], "ns_per_record")?,
     );
+    let evidence_dir = bin.join("bench-pipe-evidence");
+    let _ = std::fs::remove_dir_all(&evidence_dir);
+    let mut evidence = runs(
+        &[
+            "pipe",
+            "1000000",
+            "evidence",
+            &evidence_dir.display().to_string(),
+        ],
+        "ns_per_record",
+    )?;
+    let _ = std::fs::remove_dir_all(&evidence_dir);
     let mut serialise = runs(&["json", "1000000"], "rate")?;
     Ok(Collector {
+        evidence_median: median(&mut evidence),
         min: min(&text),
         json_min: min(&json),
         median: median(&mut text),

@@ -63,10 +63,12 @@ pub(super) fn report(
         format!("{:.3} s", median(&mut storms.peer_startups))
     };
     let (storm_rss, peak_rss) = (storms.storm_rss, storms.peak_rss);
+    let evidence_rss = storms.evidence_rss;
     let (replay_bin, replay_json) = (replay.binary, replay.json);
     let (to_text, to_json) = (replay.to_text, replay.to_json);
     let (pipe, pipe_min) = (collector.median, collector.min);
     let (pipe_json, pipe_json_min) = (collector.json_median, collector.json_min);
+    let pipe_evidence = collector.evidence_median;
     let serialise = collector.serialise;
     // The --json stream's catching up after the storm: the slowest run.
     let caught_up = storms
@@ -89,6 +91,13 @@ pub(super) fn report(
         "| peak RSS including start-up (VmHWM) | {:.1} MiB | | | | | | | | |\n",
         peak_rss as f64 / 1024.0
     ));
+    if evidence_rss > 0 {
+        let mib = evidence_rss as f64 / 1024.0;
+        table.push_str(&format!(
+            "| peak RSS keeping `--evidence` (setns-evidence) | {mib:.1} MiB | | | | | | | ≤ 24 MiB | {} |\n",
+            tally.count(Verdict::of(mib <= 24.0), false)
+        ));
+    }
     table.push_str(&format!(
         "| `report` replay, binary record (`--binary`) | {replay_bin:.0} records/s | | | | | | | ≥ 1M/s | {} |\n",
         tally.count(Verdict::of(replay_bin >= 1e6), false)
@@ -104,6 +113,9 @@ pub(super) fn report(
     ));
     table.push_str(&format!(
         "| collector per setns record, no kernel, `--json` (median, min) | {pipe_json:.0} ns ({pipe_json_min:.0} ns) | | | | | | | | |\n"
+    ));
+    table.push_str(&format!(
+        "| collector per setns record, no kernel, text keeping `--evidence` (median) | {pipe_evidence:.0} ns | | | | | | | | |\n"
     ));
     table.push_str(&format!(
         "| `--json` serialisation, one core (nsstorm json) | {serialise:.0} transitions/s | | | | | | | ≥ 1M/s | {} |\n",
@@ -124,7 +136,7 @@ pub(super) fn report(
         tally.met, tally.targets, tally.clear, tally.storms
     );
     let json = format!(
-        "{{\"rounds\":{rounds},\"seconds\":{seconds},\"cpu\":{},\"storms\":[{}],\"startup_s\":{startup:.4},\"storm_rss_kib\":{storm_rss},\"peak_rss_kib\":{peak_rss},\"replay_records_per_s\":{replay_bin:.0},\"replay_json_records_per_s\":{replay_json:.0},\"collector_ns_per_record\":{pipe:.1},\"collector_json_ns_per_record\":{pipe_json:.1},\"json_transitions_per_s\":{serialise:.0},\"replay_to_text_records_per_s\":{to_text:.0},\"replay_to_json_records_per_s\":{to_json:.0},\"json_caught_up_s\":{},\"targets_met\":{},\"targets\":{},\"storms_clear\":{},\"storms_judged\":{}}}\n",
+        "{{\"rounds\":{rounds},\"seconds\":{seconds},\"cpu\":{},\"storms\":[{}],\"startup_s\":{startup:.4},\"storm_rss_kib\":{storm_rss},\"peak_rss_kib\":{peak_rss},\"evidence_rss_kib\":{evidence_rss},\"replay_records_per_s\":{replay_bin:.0},\"replay_json_records_per_s\":{replay_json:.0},\"collector_ns_per_record\":{pipe:.1},\"collector_json_ns_per_record\":{pipe_json:.1},\"collector_evidence_ns_per_record\":{pipe_evidence:.1},\"json_transitions_per_s\":{serialise:.0},\"replay_to_text_records_per_s\":{to_text:.0},\"replay_to_json_records_per_s\":{to_json:.0},\"json_caught_up_s\":{},\"targets_met\":{},\"targets\":{},\"storms_clear\":{},\"storms_judged\":{}}}\n",
         cpu.map_or_else(|| "null".into(), |c| c.to_string()),
         storms_json.join(","),
         caught_up.map_or_else(|| "null".into(), |c| format!("{c:.3}")),
