@@ -148,12 +148,10 @@ impl Evidence {
         }
     }
 
-    /// Files written so far.
-    pub fn written(&self) -> usize {
-        self.written
-    }
-
     fn keep(&mut self, entry: Kept) -> io::Result<()> {
+        if self.failed {
+            return Ok(());
+        }
         if let Some(open) = &mut self.open
             && let Err(e) = entry.write(open.sink.as_mut())
         {
@@ -273,6 +271,9 @@ impl Evidence {
 
 impl Sink for Evidence {
     fn record(&mut self, record: &Record) -> io::Result<()> {
+        if self.failed {
+            return Ok(());
+        }
         self.advance(record.ts_ns());
         self.carried.record(record);
         let kept = match (record, self.spare.pop()) {
@@ -348,7 +349,8 @@ impl Sink for Evidence {
 
     /// A snapshot is due a window after the newer one, or at once when memory is full.
     fn rotation_due(&self) -> bool {
-        self.full || self.now_ns >= self.newer.ts_ns.saturating_add(self.window.window_ns)
+        !self.failed
+            && (self.full || self.now_ns >= self.newer.ts_ns.saturating_add(self.window.window_ns))
     }
 
     fn rotate(&mut self, tasks: &[ProcEntry], ts_ns: u64) -> io::Result<()> {
