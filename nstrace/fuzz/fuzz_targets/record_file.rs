@@ -60,7 +60,7 @@ fuzz_target!(|data: &[u8]| {
             Ok(Entry::Follow(pid)) => tl.follow(pid),
             Ok(Entry::Loss(loss)) => tl.lost(&loss),
             Ok(Entry::Resync { read_from, ts }) => resync = Some((read_from, ts, Vec::new())),
-            Ok(Entry::Header(_) | Entry::Process(_)) | Err(_) => {}
+            Ok(Entry::Header(_) | Entry::Process(_) | Entry::Evidence(_)) | Err(_) => {}
         }
         true
     });
