@@ -113,9 +113,10 @@ struct Common {
         requires = "rotate_size"
     )]
     rotate_keep: usize,
-    /// Keep evidence of every finding in DIR (made 0700 when missing; live and run): a record
-    /// file of the time around it (--evidence-window before and after) that `nstrace report`
-    /// replays, so a node keeps what led to a finding without recording everything.
+    /// Keep evidence of every finding in DIR (made 0700 when missing): a record file of the
+    /// time around it (--evidence-window before and after) that `nstrace report` replays, so a
+    /// node keeps what led to a finding without recording everything (report: cut out of the
+    /// recording).
     #[arg(long, global = true, value_name = "DIR")]
     evidence: Option<PathBuf>,
     /// With --evidence: the seconds kept before and after each finding.

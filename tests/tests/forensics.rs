@@ -382,6 +382,7 @@ fn a_finding_keeps_its_evidence_and_the_evidence_replays() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("is the evidence of NS-REFUSED"), "{stderr}");
+    let out_live = out.stdout.clone();
     let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -426,6 +427,54 @@ fn a_finding_keeps_its_evidence_and_the_evidence_replays() {
         !made("net", inode("net", "later")),
         "not the unshare 2.8 s after"
     );
+
+    // The same evidence cut out of the run's whole recording by `report`: the same file name
+    // (the finding's time, id and pid), the same finding and calls when replayed.
+    let cut = dir.join("cut");
+    let out = Command::new(binary("nstrace"))
+        .args([
+            "report",
+            "--no-summary",
+            "--evidence-window",
+            "1",
+            "--evidence",
+        ])
+        .arg(&cut)
+        .arg(&run.file)
+        .output()
+        .expect("nstrace report --evidence");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names = |d: &std::path::Path| -> Vec<std::ffi::OsString> {
+        std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect()
+    };
+    assert_eq!(names(&cut), names(&kept));
+    let again = Command::new(binary("nstrace"))
+        .args(["report", "--json"])
+        .arg(cut.join(&names(&cut)[0]))
+        .output()
+        .expect("nstrace report");
+    assert!(again.status.success());
+    let calls = |stdout: &[u8]| -> Vec<(u64, String)> {
+        String::from_utf8_lossy(stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|l| l["type"] == "transition")
+            .map(|l| {
+                (
+                    l["pid"].as_u64().unwrap(),
+                    l["call"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(calls(&again.stdout), calls(&out_live), "cut and kept live");
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -4,9 +4,12 @@ use std::path::Path;
 use anyhow::{Context as _, bail};
 use nstrace::{
     ns::NsType,
-    output::{escape::escape, life, state, summary::Times},
+    output::{escape::escape, file::Directory, life, state, summary::Times},
     pipeline::Pipeline,
-    record,
+    record::{
+        self,
+        evidence::{Evidence, Window},
+    },
     timeline::{Scope, Timeline},
 };
 
@@ -25,12 +28,6 @@ pub(crate) fn report(common: &Common, file: &Path) -> anyhow::Result<()> {
         nstrace::say!(
             "nstrace: warning: -o and --binary write a record while tracing; `report` reads one \
              and ignores them (--svg and --perfetto draw the replayed timeline)"
-        );
-    }
-    if common.evidence.is_some() {
-        nstrace::say!(
-            "nstrace: warning: --evidence keeps the time around a live trace's findings; \
-             `report` ignores it (--since and --until read a window of a recording)"
         );
     }
     let mut outputs = Outputs::create(common, false, Some(file))?;
@@ -53,7 +50,23 @@ pub(crate) fn report(common: &Common, file: &Path) -> anyhow::Result<()> {
         .as_deref()
         .map(|spec| namespace_spec(spec).with_context(|| format!("--ns {spec:?}")))
         .transpose()?;
+    // --evidence: the time around each finding cut out of the recording, as live.
+    let mut evidence = common
+        .evidence
+        .as_deref()
+        .map(|dir| -> anyhow::Result<Evidence> {
+            let dir = Directory::open(dir).context("--evidence")?;
+            let window = Window {
+                window_ns: common.evidence_window,
+                keep: common.evidence_keep,
+            };
+            Ok(Evidence::new(dir, window, header.clock()))
+        })
+        .transpose()?;
     let mut pipeline = Pipeline::new(Timeline::new(Scope::All), filter);
+    if let Some(evidence) = evidence.as_mut() {
+        pipeline.archive = Some(evidence);
+    }
     if let Some((ty, key)) = asked {
         pipeline.timeline.pin(ty, key);
     }

@@ -183,6 +183,13 @@ pub fn rebuild(
         pipeline.timeline.pin(ty, key);
     }
     let start_ts = header.start_ts_ns;
+    // An archive (evidence cut from the recording) starts as the recording did.
+    to_archive(pipeline, &header).map_err(|source| ReplayError::Read {
+        path: name.clone(),
+        unit: "entry",
+        line: 0,
+        source,
+    })?;
     // The processes of the snapshot, until the first other entry; then of each resync.
     let mut snapshot = Vec::new();
     let mut started = false;
@@ -196,6 +203,9 @@ pub fn rebuild(
      -> io::Result<()> {
         if !*started {
             *started = true;
+            for task in snapshot.iter() {
+                to_archive(pipeline, &super::ProcessLine::from(task))?;
+            }
             pipeline.timeline.snapshot(snapshot, start_ts);
             snapshot.clear();
         }
@@ -222,6 +232,7 @@ pub fn rebuild(
                 if pids.is_empty() {
                     pipeline.timeline.follow(*pid);
                 }
+                to_archive(pipeline, &serde_json::json!({"type": "follow", "pid": pid}))?;
             }
             Entry::Observation(pid, ts, cgroup, uid_map, runtime) => {
                 pipeline.observed(*pid, *ts, cgroup, uid_map, *runtime)?;
@@ -250,4 +261,12 @@ pub fn rebuild(
             source,
         })?;
     Ok((header, replayed))
+}
+
+/// Hands a header, process or follow line to the pipeline's archive, when it has one.
+fn to_archive(pipeline: &mut Pipeline<'_>, line: &impl serde::Serialize) -> io::Result<()> {
+    match pipeline.archive.as_mut() {
+        Some(archive) => archive.note(&serde_json::to_value(line).map_err(io::Error::other)?),
+        None => Ok(()),
+    }
 }
