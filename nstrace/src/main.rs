@@ -152,7 +152,8 @@ struct Common {
     at: Option<String>,
     /// The life of one namespace: who made it, every member's entry and exit with its cause,
     /// when it emptied, the findings that name it (report: instead of the timeline; live: at
-    /// the end, instead of the summary, the stream showing only the calls that touch it). TYPE:INODE
+    /// the end, instead of the summary, the stream showing only the transitions that touch it,
+    /// besides findings and losses). TYPE:INODE
     /// (net:4026532176, or net:[4026532176] as `ls -l /proc/PID/ns` shows it), or an inode or
     /// the kernel's namespace id alone.
     #[arg(
@@ -207,15 +208,15 @@ fn power_of_two(s: &str) -> Result<usize, String> {
     }
 }
 
-/// Seconds (`10`, `2.5`) as nanoseconds: more than none, at most a day.
+/// Seconds (`10`, `2.5`) as nanoseconds: a millisecond at least, a day at most.
 fn seconds(s: &str) -> Result<u64, String> {
     let secs: f64 = s
         .trim()
         .parse()
         .map_err(|_| format!("{s:?}: a number of seconds (10, 2.5)"))?;
-    if !(secs > 0.0 && secs <= 86_400.0) {
+    if !(0.001..=86_400.0).contains(&secs) {
         return Err(format!(
-            "{s:?}: more than 0 seconds, and at most a day (86400)"
+            "{s:?}: from a millisecond (0.001) to a day (86400) of seconds"
         ));
     }
     Ok((secs * 1e9) as u64)

@@ -156,6 +156,13 @@ fn the_queries_of_a_recording_are_refused_live() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("read a recording"), "{args:?}: {err}");
     }
+    // No namespace is 0: refused before anything is traced.
+    let out = Command::new(binary("nstrace"))
+        .args(["--ns", "net:0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("TYPE:INODE"), "{err}");
 }
 
 /// `--ns`: one namespace's life, as it happened: the process that made it, a process that

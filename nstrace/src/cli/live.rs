@@ -113,6 +113,7 @@ pub(crate) async fn live(common: &Common, command: Option<&Command>) -> anyhow::
     let mut pipeline = Pipeline::new(Timeline::new(scope), filter);
     if let Some((ty, key)) = asked {
         pipeline.timeline.pin(ty, key);
+        pipeline.timeline.pinned_log_limit = nstrace::timeline::PINNED_LOG_LIMIT;
     }
     pipeline.metrics = metrics.clone();
     pipeline.names = Some(Box::new(

@@ -263,9 +263,13 @@ pub(crate) fn namespace_spec(spec: &str) -> anyhow::Result<(Option<NsType>, u64)
         }
         None => (None, spec.trim()),
     };
-    let key = key.parse().map_err(|_| {
-        anyhow::anyhow!("a namespace is TYPE:INODE (net:4026532176) or an inode or id alone")
-    })?;
+    let key = key
+        .parse()
+        .ok()
+        .filter(|&key: &u64| key != 0)
+        .ok_or_else(|| {
+            anyhow::anyhow!("a namespace is TYPE:INODE (net:4026532176) or an inode or id alone")
+        })?;
     Ok((ty, key))
 }
 

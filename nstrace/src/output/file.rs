@@ -140,27 +140,24 @@ impl Directory {
     }
 
     /// A new file `name` in the directory, 0600 and the caller's; never one that exists (a name
-    /// taken is an `AlreadyExists` error, nothing replaced).
+    /// taken is an `AlreadyExists` error, nothing replaced) nor a link. Made under its own name
+    /// at once: no one else may write in the directory (see [`Directory::open`]), so no one
+    /// can race for the name, and this works on every filesystem (NFS has no
+    /// `RENAME_NOREPLACE`).
     pub fn create_new(&self, name: &str) -> io::Result<OutputFile> {
         let path = self.path.join(name);
-        let mut pending = new_file(&path, self.dir.try_clone()?, OsStr::new(name))?;
-        let (dir, temp, name) = pending.rename.take().expect("a new file is renamed");
-        let moved = rustix::fs::renameat_with(
-            &dir,
-            temp.as_os_str(),
-            &dir,
-            name.as_os_str(),
-            rustix::fs::RenameFlags::NOREPLACE,
-        );
-        if let Err(e) = moved {
-            let _ = rustix::fs::unlinkat(&dir, temp.as_os_str(), AtFlags::empty());
-            return Err(match e {
-                rustix::io::Errno::EXIST => io::Error::from(io::ErrorKind::AlreadyExists),
-                e => at(&path, "creating", e),
-            });
-        }
+        let fd = rustix::fs::openat(
+            &self.dir,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| match e {
+            rustix::io::Errno::EXIST => io::Error::from(io::ErrorKind::AlreadyExists),
+            e => at(&path, "creating", e),
+        })?;
         Ok(OutputFile {
-            file: pending.out.file.try_clone()?,
+            file: File::from(fd),
             path,
         })
     }

@@ -163,18 +163,20 @@ impl<'a> Pipeline<'a> {
             self.timeline.container_of(pid).cloned()
         };
         let followed = self.timeline.apply(record);
-        if let Some(archive) = &mut self.archive
-            && archive.rotation_due()
-        {
-            archive.rotate(&self.timeline.live_entries(), record.ts_ns())?;
-        }
         if followed && self.filter.accepts(record) {
             self.emit_record(record, pid, before)?;
         }
         if live && let Record::Exec(e) = record {
             self.observe(e.pid, e.ts_ns)?;
         }
-        self.findings()
+        self.findings()?;
+        // After the findings: evidence of one the record made starts before the record.
+        if let Some(archive) = &mut self.archive
+            && archive.rotation_due()
+        {
+            archive.rotate(&self.timeline.live_entries(), record.ts_ns())?;
+        }
+        Ok(())
     }
 
     /// Live: reads the process's cgroup and uid_map (gone processes are skipped quietly).

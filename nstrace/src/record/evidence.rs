@@ -7,12 +7,13 @@
 //! what came before the older of the last two goes, so that the entries since a snapshot at
 //! least a window old are always at hand. A finding opens a file in DIR: that snapshot, every
 //! entry since, an `evidence` line saying what was found; then every entry as it comes, until a
-//! window after the finding (a later finding in the same file stretches it). The file is a
-//! record: header and `process` lines first, whole entries, 0600, a new name never replacing
-//! one.
+//! window after the finding (a later finding stretches the file, [`STRETCH_WINDOWS`] windows
+//! after its first at most; past that a new file begins). The file is a record: header and
+//! `process` lines first, whole entries, 0600, a new name never replacing one.
 //!
-//! Memory is bounded: past [`KEPT_ENTRIES`] entries in memory (a storm), a snapshot is taken at
-//! once and the entries before it go; a file whose time before the finding was cut so says
+//! Memory is bounded: past [`KEPT_ENTRIES`] entries in memory the entries before the newer
+//! snapshot go, and when there are none (a storm) a snapshot is taken at once and the entries
+//! before it go; a file whose time before the finding was cut so says
 //! (`"cut": true`, with `from_ns` where it begins). After `--evidence-keep` files, later
 //! findings are counted and said, not kept: the first evidence of an attack is what a flood of
 //! findings after it cannot push out. A file that cannot be written (a full disk) is said, and
@@ -92,8 +93,15 @@ impl Kept {
 struct Open {
     sink: Box<dyn Sink>,
     until_ns: u64,
+    /// Where its snapshot was taken, and how far later findings may stretch it.
+    from_ns: u64,
+    limit_ns: u64,
     path: PathBuf,
 }
+
+/// Windows after its first finding a file may be stretched to by later ones: a process that
+/// raises a finding every few seconds cannot turn one file into a recording of everything.
+pub const STRETCH_WINDOWS: u64 = 10;
 
 pub struct Evidence {
     dir: Directory,
@@ -159,7 +167,12 @@ impl Evidence {
         }
         self.kept.push_back(entry);
         if self.kept.len() >= self.cap {
-            self.full = true;
+            if self.older.take().is_some() && self.newer.at > self.first {
+                // The newer snapshot is base enough: the entries before it go, no snapshot.
+                self.drop_until(self.newer.at);
+            } else {
+                self.full = true;
+            }
         }
         Ok(())
     }
@@ -193,6 +206,25 @@ impl Evidence {
              trace goes on)"
         );
         self.failed = true;
+        self.kept = VecDeque::new();
+        self.spare = Vec::new();
+        self.older = None;
+        self.newer.lines = Vec::new();
+    }
+
+    /// The entries before index `from` go (their transitions' allocations are kept to fill
+    /// again).
+    fn drop_until(&mut self, from: u64) {
+        while self.first < from
+            && let Some(gone) = self.kept.pop_front()
+        {
+            self.first += 1;
+            if let Kept::Record(Record::Transition(t)) = gone
+                && self.spare.len() < KEPT_ENTRIES
+            {
+                self.spare.push(t);
+            }
+        }
     }
 
     /// The snapshot a file for a finding at `ts_ns` starts from: the latest at least a window
@@ -204,9 +236,8 @@ impl Evidence {
         self.older.as_ref().unwrap_or(&self.newer)
     }
 
-    /// The `evidence` line of a finding.
-    fn line_for(&self, finding: &FindingView) -> io::Result<Value> {
-        let from_ns = self.snapshot_for(finding.ts_ns).ts_ns;
+    /// The `evidence` line of a finding in a file whose snapshot was taken at `from_ns`.
+    fn line_for(&self, finding: &FindingView, from_ns: u64) -> io::Result<Value> {
         let line = EvidenceLine {
             kind: evidence_kind(),
             ts_ns: finding.ts_ns,
@@ -251,7 +282,8 @@ impl Evidence {
         for entry in self.kept.iter().skip(from) {
             entry.write(sink.as_mut())?;
         }
-        sink.note(&self.line_for(finding)?)?;
+        let from_ns = snapshot.ts_ns;
+        sink.note(&self.line_for(finding, from_ns)?)?;
         sink.flush()?;
         crate::say!(
             "nstrace: evidence of {} (pid {}) kept in {}",
@@ -260,9 +292,14 @@ impl Evidence {
             path.display()
         );
         self.written += 1;
+        let window = self.window.window_ns;
         self.open = Some(Open {
             sink,
-            until_ns: finding.ts_ns.saturating_add(self.window.window_ns),
+            until_ns: finding.ts_ns.saturating_add(window),
+            from_ns,
+            limit_ns: finding
+                .ts_ns
+                .saturating_add(window.saturating_mul(STRETCH_WINDOWS)),
             path,
         });
         Ok(())
@@ -290,6 +327,13 @@ impl Sink for Evidence {
     }
 
     fn note(&mut self, line: &Value) -> io::Result<()> {
+        if self.failed {
+            return Ok(());
+        }
+        // An observation or resync after the window is not the open file's.
+        if let Some(ts) = line["ts_ns"].as_u64() {
+            self.advance(ts);
+        }
         self.carried.note(line);
         if line["type"] == "header"
             && let Some(ts) = line["start_ts_ns"].as_u64()
@@ -310,16 +354,25 @@ impl Sink for Evidence {
         if self.failed {
             return Ok(());
         }
-        if self.open.is_some() {
-            let line = self.line_for(finding)?;
-            let until = finding.ts_ns.saturating_add(self.window.window_ns);
-            if let Some(open) = &mut self.open {
-                open.until_ns = open.until_ns.max(until);
-                if let Err(e) = open.sink.note(&line) {
-                    self.fail(&e);
+        // Within the open file's window, and its stretch: the file goes on; else a new one.
+        let until = finding.ts_ns.saturating_add(self.window.window_ns);
+        if let Some((from_ns, stretches)) = self.open.as_ref().map(|o| {
+            (
+                o.from_ns,
+                finding.ts_ns <= o.until_ns && until <= o.limit_ns,
+            )
+        }) {
+            if stretches {
+                let line = self.line_for(finding, from_ns)?;
+                if let Some(open) = &mut self.open {
+                    open.until_ns = open.until_ns.max(until);
+                    if let Err(e) = open.sink.note(&line) {
+                        self.fail(&e);
+                    }
                 }
+                return Ok(());
             }
-            return Ok(());
+            self.close();
         }
         if self.written >= self.window.keep {
             self.not_kept += 1;
@@ -363,16 +416,7 @@ impl Sink for Evidence {
         let older = std::mem::replace(&mut self.newer, snapshot);
         self.older = if self.full { None } else { Some(older) };
         let from = self.older.as_ref().map_or(at, |o| o.at);
-        while self.first < from
-            && let Some(gone) = self.kept.pop_front()
-        {
-            self.first += 1;
-            if let Kept::Record(Record::Transition(t)) = gone
-                && self.spare.len() < KEPT_ENTRIES
-            {
-                self.spare.push(t);
-            }
-        }
+        self.drop_until(from);
         self.full = false;
         Ok(())
     }
@@ -584,18 +628,52 @@ mod tests {
 
     #[test]
     fn the_memory_cap_cuts_the_time_before_and_says_so() {
-        let dir = scratch("cap");
         let window = Window {
             window_ns: 4 * SECOND,
             keep: 10,
         };
-        // 5 entries at most: a snapshot every half second, where a window is four.
-        trace(&dir, window, 5, &[60], 8);
+        // 5 entries at most: a snapshot every half second, where a window is four. Wherever
+        // the cap falls, the record that made the finding is in its file.
+        for step in 55..=64 {
+            let dir = scratch(&format!("cap-{step}"));
+            trace(&dir, window, 5, &[step], 8);
+            let files = files(&dir);
+            let (found, first, _, evidence) = replayed(&files[0]);
+            assert_eq!(found, [("NS-REFUSED", step * SECOND / 10)], "step {step}");
+            assert!(first >= 5 * SECOND, "{first}");
+            assert!(evidence[0].cut, "{:?}", evidence[0]);
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+
+    #[test]
+    fn a_file_stretches_ten_windows_at_most() {
+        let dir = scratch("stretch");
+        let window = Window {
+            window_ns: SECOND,
+            keep: 10,
+        };
+        // A finding every half second from 1 s to 20 s: the first file takes those until
+        // 10 s (a window after them within ten of the first), the next those from 10.5 s to
+        // 19.5 s, a third the last.
+        let refused: Vec<u64> = (2..=40).map(|half| half * 5).collect();
+        trace(&dir, window, KEPT_ENTRIES, &refused, 22);
         let files = files(&dir);
-        let (found, first, _, evidence) = replayed(&files[0]);
-        assert_eq!(found, [("NS-REFUSED", 6 * SECOND)]);
-        assert!(first >= 5 * SECOND, "{first}");
-        assert!(evidence[0].cut, "{:?}", evidence[0]);
+        assert_eq!(files.len(), 3, "{files:?}");
+        let (first, _, last, evidence) = replayed(&files[0]);
+        assert_eq!(evidence.len(), 19, "{evidence:?}");
+        // It ends where the next begins (with the record of the finding that could not
+        // stretch it).
+        assert_eq!(last, 21 * SECOND / 2);
+        assert_eq!(first.len(), 20, "{first:?}");
+        let (_, _, _, second) = replayed(&files[1]);
+        let times: Vec<u64> = second.iter().map(|e| e.ts_ns).collect();
+        assert_eq!(
+            times,
+            (21..=39).map(|half| half * SECOND / 2).collect::<Vec<_>>()
+        );
+        let (_, _, _, third) = replayed(&files[2]);
+        assert_eq!(third[0].ts_ns, 20 * SECOND);
         let _ = std::fs::remove_dir_all(dir);
     }
 

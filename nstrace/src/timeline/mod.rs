@@ -40,6 +40,10 @@ pub use tasks::{ProcEntry, Scope};
 
 /// Entries kept in one namespace's membership log; later ones are counted.
 const LOG_LIMIT: usize = 256;
+
+/// A pinned namespace's log entries kept at most live (`--ns`): some 10 MiB; later ones are
+/// counted.
+pub const PINNED_LOG_LIMIT: usize = 100_000;
 /// How far a /proc start time (clock ticks) may be from the kernel's exact one.
 const APPROX_START_NS: u64 = 20_000_000;
 /// Findings kept; later ones are counted.
@@ -97,6 +101,9 @@ pub struct Timeline {
     own_mnt: Option<u32>,
     /// Namespaces asked about, by type and inode or id (see `pin`).
     pins: Vec<(Option<NsType>, u64)>,
+    /// Entries a pinned namespace's log keeps at most: all of a recording's (its file bounds
+    /// them), [`PINNED_LOG_LIMIT`] live (a trace may run for days).
+    pub pinned_log_limit: usize,
     /// Containers of live processes, by pid.
     containers: FxHashMap<u32, Container>,
     /// Each container's namespace set, as its first process was seen in it.
@@ -148,6 +155,7 @@ impl Timeline {
             host_mnt_net: [None, None],
             own_mnt: None,
             pins: Vec::new(),
+            pinned_log_limit: usize::MAX,
             containers: FxHashMap::default(),
             container_sets: std::collections::BTreeMap::new(),
             seen_containers: FxHashSet::default(),

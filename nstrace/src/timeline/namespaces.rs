@@ -249,7 +249,12 @@ impl Timeline {
             // Threads coming and going with their process: counted, not listed.
             return;
         }
-        if ns.log.len() < LOG_LIMIT || ns.pinned {
+        let limit = if ns.pinned {
+            self.pinned_log_limit
+        } else {
+            LOG_LIMIT
+        };
+        if ns.log.len() < limit {
             ns.log.push(entry());
         } else {
             ns.log_dropped += 1;
