@@ -237,6 +237,14 @@ pub fn json_lines(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<
     events
 }
 
+/// Every line of a finished `--json` output (a line that is not JSON fails the test).
+pub fn json_objects(output: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(output)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
 /// A running nshelper (or a real tool that ends by running `nshelper hold`).
 pub struct Helper {
     child: Child,

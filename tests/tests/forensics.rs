@@ -1,7 +1,7 @@
 //! Containers and findings with real runtimes: attribution, and exactly the expected findings.
 use std::{path::PathBuf, process::Command};
 
-use nstrace_tests::{Run, Value, assert_root, binary, busybox_bundle};
+use nstrace_tests::{Run, Value, assert_root, binary, busybox_bundle, json_objects};
 
 /// A runc bundle in a fresh directory, removed (with its container) at the end.
 struct Bundle {
@@ -383,10 +383,7 @@ fn a_finding_keeps_its_evidence_and_the_evidence_replays() {
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("is the evidence of NS-REFUSED"), "{stderr}");
     let out_live = out.stdout.clone();
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_objects(&out.stdout);
     let replayed = lines.last().unwrap();
     let found: Vec<(String, u64)> = replayed["findings"]
         .as_array()
@@ -462,9 +459,8 @@ fn a_finding_keeps_its_evidence_and_the_evidence_replays() {
         .expect("nstrace report");
     assert!(again.status.success());
     let calls = |stdout: &[u8]| -> Vec<(u64, String)> {
-        String::from_utf8_lossy(stdout)
-            .lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        json_objects(stdout)
+            .into_iter()
             .filter(|l| l["type"] == "transition")
             .map(|l| {
                 (

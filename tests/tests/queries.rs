@@ -2,7 +2,7 @@
 //! as it was at known instants.
 use std::{process::Command, time::Duration};
 
-use nstrace_tests::{Helper, NsSet, Tracer, assert_root, binary, by, proc_ns};
+use nstrace_tests::{Helper, NsSet, Tracer, assert_root, binary, by, json_objects, proc_ns};
 use serde_json::Value;
 
 /// The wall clock now, RFC 3339 with nanoseconds (date(1), as a responder would note it).
@@ -25,10 +25,7 @@ fn report(args: &[&str]) -> Vec<Value> {
         "report {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
+    json_objects(&out.stdout)
 }
 
 /// A process's set in a `--at --pid` answer, as /proc names the slots.
@@ -279,10 +276,7 @@ fn live_ns_follows_one_namespace_and_tells_its_life() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
+    let lines = json_objects(&out.stdout);
     let calls: Vec<(&str, &str)> = lines
         .iter()
         .filter(|l| l["type"] == "transition")

@@ -4,7 +4,7 @@ use std::{ffi::OsString, io, path::PathBuf};
 
 use nstrace::pipeline::Pipeline;
 
-use super::{live::write_line, signals::StopSignals};
+use super::signals::StopSignals;
 
 /// A command `run` could not start: the exit status shells and env(1) give (127: not found,
 /// 126: found but not executable).
@@ -69,7 +69,7 @@ pub(crate) fn start_command(
     if let Some(pid) = child.id() {
         pipeline.timeline.follow(pid);
         if let Some(archive) = pipeline.archive.as_mut() {
-            write_line(
+            nstrace::output::note_line(
                 &mut **archive,
                 &serde_json::json!({"type": "follow", "pid": pid}),
             )?;

@@ -10,19 +10,16 @@ use nstrace::{
     names::{Resolver, Roots},
     ns::{NsKind, NsType},
     origin::Origin,
-    output::{Sink, Tee, escape::escape, file::Directory, summary::Times},
+    output::{Sink, Tee, escape::escape, note_line, summary::Times},
     pipeline::Pipeline,
     proc,
-    record::{
-        Header, ProcessLine,
-        evidence::{Evidence, Window},
-    },
+    record::{Header, ProcessLine},
     timeline::{ProcEntry, Scope, Timeline},
 };
 
 use super::{
     command::{NotStarted, check_command, exit_code, start_command, wait_for_command},
-    outputs::{Outputs, finish},
+    outputs::{Outputs, evidence_dir, evidence_sink, finish},
     report::{namespace_spec, print_lives},
     signals::StopSignals,
 };
@@ -68,23 +65,14 @@ pub(crate) async fn live(common: &Common, command: Option<&Command>) -> anyhow::
         }
         None => None,
     };
-    let evidence = common
-        .evidence
-        .as_deref()
-        .map(Directory::open)
-        .transpose()
-        .context("--evidence")?;
+    let evidence = evidence_dir(common)?;
     let nested = in_nested_pid_namespace();
     let mut loaded = load::load()?;
     let clock = WallClock::now();
     // Loaded: from here on the trace runs, and its record takes the name given.
     let mut archive = outputs.record_sink(common)?;
     if let Some(dir) = evidence {
-        let window = Window {
-            window_ns: common.evidence_window,
-            keep: common.evidence_keep,
-        };
-        let evidence: Box<dyn Sink> = Box::new(Evidence::new(dir, window, clock));
+        let evidence: Box<dyn Sink> = Box::new(evidence_sink(common, dir, clock));
         archive = Some(match archive {
             Some(file) => Box::new(Tee(vec![file, evidence])),
             None => evidence,
@@ -230,9 +218,9 @@ pub(crate) fn begin(
         );
     }
     if let Some(archive) = pipeline.archive.as_mut() {
-        write_line(&mut **archive, &header)?;
+        note_line(&mut **archive, &header)?;
         for entry in snapshot {
-            write_line(&mut **archive, &ProcessLine::from(entry))?;
+            note_line(&mut **archive, &ProcessLine::from(entry))?;
         }
     }
     pipeline.snapshot(snapshot, at)?;
@@ -301,9 +289,4 @@ pub(crate) fn kernel_release() -> String {
 
 pub(crate) fn clock_offset(clock: &WallClock) -> i64 {
     clock.to_utc(0).timestamp_nanos_opt().unwrap_or(0)
-}
-
-/// Writes a header, snapshot or follow line into a record file.
-pub(crate) fn write_line(sink: &mut dyn Sink, value: &impl serde::Serialize) -> io::Result<()> {
-    sink.note(&serde_json::to_value(value).map_err(io::Error::other)?)
 }

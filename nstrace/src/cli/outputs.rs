@@ -10,10 +10,13 @@ use nstrace::{
     origin::Origin,
     output::{
         Sink,
-        file::{self, OutputFile, PendingOutput},
+        file::{self, Directory, OutputFile, PendingOutput},
         summary::{self, Times},
     },
-    record::rotate::{RotatingSink, Rotation, file_sink},
+    record::{
+        evidence::{Evidence, Window},
+        rotate::{RotatingSink, Rotation, file_sink},
+    },
     timeline::Timeline,
 };
 
@@ -124,6 +127,26 @@ impl Outputs {
         }
         Ok(())
     }
+}
+
+/// `--evidence DIR` opened (made when missing), before tracing or replaying begins.
+pub(crate) fn evidence_dir(common: &Common) -> anyhow::Result<Option<Directory>> {
+    common
+        .evidence
+        .as_deref()
+        .map(Directory::open)
+        .transpose()
+        .context("--evidence")
+}
+
+/// The evidence archive in `dir`, as `--evidence-window` and `--evidence-keep` ask, its file
+/// names by `clock`.
+pub(crate) fn evidence_sink(common: &Common, dir: Directory, clock: WallClock) -> Evidence {
+    let window = Window {
+        window_ns: common.evidence_window,
+        keep: common.evidence_keep,
+    };
+    Evidence::new(dir, window, clock)
 }
 
 pub(crate) fn write_picture(out: PendingOutput, bytes: &[u8], what: &str) -> anyhow::Result<()> {

@@ -4,16 +4,13 @@ use std::path::Path;
 use anyhow::{Context as _, bail};
 use nstrace::{
     ns::NsType,
-    output::{escape::escape, file::Directory, life, state, summary::Times},
+    output::{escape::escape, life, state, summary::Times},
     pipeline::Pipeline,
-    record::{
-        self,
-        evidence::{Evidence, Window},
-    },
+    record,
     timeline::{Scope, Timeline},
 };
 
-use super::outputs::{Answer, Outputs, finish, print_answer};
+use super::outputs::{Answer, Outputs, evidence_dir, evidence_sink, finish, print_answer};
 use crate::{Common, filter, stdout_sink};
 
 /// Offline: rebuild the timeline from a record (a file, a FIFO, or `-` for standard input),
@@ -51,18 +48,7 @@ pub(crate) fn report(common: &Common, file: &Path) -> anyhow::Result<()> {
         .map(|spec| namespace_spec(spec).with_context(|| format!("--ns {spec:?}")))
         .transpose()?;
     // --evidence: the time around each finding cut out of the recording, as live.
-    let mut evidence = common
-        .evidence
-        .as_deref()
-        .map(|dir| -> anyhow::Result<Evidence> {
-            let dir = Directory::open(dir).context("--evidence")?;
-            let window = Window {
-                window_ns: common.evidence_window,
-                keep: common.evidence_keep,
-            };
-            Ok(Evidence::new(dir, window, header.clock()))
-        })
-        .transpose()?;
+    let mut evidence = evidence_dir(common)?.map(|dir| evidence_sink(common, dir, header.clock()));
     let mut pipeline = Pipeline::new(Timeline::new(Scope::All), filter);
     if let Some(evidence) = evidence.as_mut() {
         pipeline.archive = Some(evidence);

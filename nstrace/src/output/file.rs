@@ -98,13 +98,7 @@ impl Directory {
         let Some(name) = path.file_name() else {
             return Err(refuse(path, "not a directory's name"));
         };
-        let parent = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let mut walk = Walk { path, links: 0 };
-        let cwd = open_dir(rustix::fs::CWD, OsStr::new("."), path)?;
-        let parent = walk.dir(cwd, parent)?;
+        let (mut walk, parent) = Walk::to_parent(path)?;
         match rustix::fs::mkdirat(&parent, name, Mode::from_raw_mode(0o700)) {
             Ok(()) | Err(rustix::io::Errno::EXIST) => {}
             Err(e) => return Err(at(path, "making the directory", e)),
@@ -245,7 +239,20 @@ struct Walk<'a> {
     links: u32,
 }
 
-impl Walk<'_> {
+impl<'a> Walk<'a> {
+    /// The directory `path`'s last component is in (the working directory for a bare name),
+    /// walked to from the working directory or /, and the walk, to go on from there.
+    fn to_parent(path: &'a Path) -> io::Result<(Self, OwnedFd)> {
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let mut walk = Walk { path, links: 0 };
+        let cwd = open_dir(rustix::fs::CWD, OsStr::new("."), path)?;
+        let dir = walk.dir(cwd, parent)?;
+        Ok((walk, dir))
+    }
+
     /// Opens the directory `dir` names, component by component from `from` (or from / for an
     /// absolute `dir`), following only trusted links.
     fn dir(&mut self, from: OwnedFd, dir: &Path) -> io::Result<OwnedFd> {
@@ -340,13 +347,7 @@ pub fn create(path: &Path) -> io::Result<PendingOutput> {
     let Some(name) = name.filter(|n| *n != "." && *n != "..") else {
         return Err(refuse(path, "not a file name"));
     };
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut walk = Walk { path, links: 0 };
-    let cwd = open_dir(rustix::fs::CWD, OsStr::new("."), path)?;
-    let dir = walk.dir(cwd, parent)?;
+    let (_, dir) = Walk::to_parent(path)?;
     match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Err(rustix::io::Errno::NOENT) => new_file(path, dir, name),
         Err(e) => Err(at(path, "reading", e)),

@@ -29,24 +29,28 @@ pub fn set(overrides: &[(NsKind, u32)]) -> NsSet {
     s
 }
 
-/// runc:[1:CHILD] unshares, its child is born into the new pid namespace, then a process
-/// from the host joins the new net namespace.
-pub fn stream() -> Timeline {
-    let mut tl = Timeline::new(Scope::All);
-    let host = set(&[]);
-    let entry = |tid: u32, comm: &str| ProcEntry {
+/// A task of the stream's machine found in /proc in the host's namespaces (child of 1, started
+/// at 0).
+pub fn task(tid: u32, comm: &str) -> ProcEntry {
+    ProcEntry {
         tid,
         pid: tid,
         ppid: 1,
         comm: comm.into(),
         start_ns: 0,
-        inodes: host.inum.map(Some),
-    };
+        inodes: set(&[]).inum.map(Some),
+    }
+}
+
+/// runc:[1:CHILD] unshares, its child is born into the new pid namespace, then a process
+/// from the host joins the new net namespace.
+pub fn stream() -> Timeline {
+    let mut tl = Timeline::new(Scope::All);
     tl.snapshot(
         &[
-            entry(2, "kthreadd"),
-            entry(50, "runc:[1:CHILD]"),
-            entry(60, "nsenter"),
+            task(2, "kthreadd"),
+            task(50, "runc:[1:CHILD]"),
+            task(60, "nsenter"),
         ],
         0,
     );
@@ -69,7 +73,7 @@ pub fn stream() -> Timeline {
         pid_level: 0,
         start_boottime_ns: 0,
         comm: "runc:[1:CHILD]".into(),
-        before: host,
+        before: set(&[]),
         after: unshared,
         child: None,
         before_inferred: false,

@@ -66,6 +66,16 @@ pub trait Sink {
     }
 }
 
+/// `line` (a header, process, follow, container or other line of a record) as a JSON value.
+pub fn line_value(line: &impl serde::Serialize) -> io::Result<serde_json::Value> {
+    serde_json::to_value(line).map_err(io::Error::other)
+}
+
+/// Hands `line` to `sink` as a note (see [`Sink::note`]).
+pub fn note_line(sink: &mut dyn Sink, line: &impl serde::Serialize) -> io::Result<()> {
+    sink.note(&line_value(line)?)
+}
+
 /// Several sinks as one archive (a record file and evidence): each is given everything, and
 /// rotates when it is due.
 pub struct Tee(pub Vec<Box<dyn Sink>>);

@@ -327,7 +327,7 @@ impl Pipeline<'_> {
     pub fn named(&mut self, container: Container, names: Names) -> io::Result<()> {
         if let Some(archive) = &mut self.archive {
             let line = ContainerLine::new(&container, &names);
-            archive.note(&serde_json::to_value(line).map_err(io::Error::other)?)?;
+            crate::output::note_line(&mut **archive, &line)?;
         }
         self.pending.remove(&container);
         self.labels.remove(&container);

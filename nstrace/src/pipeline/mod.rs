@@ -17,7 +17,7 @@ use crate::{
     event::{Loss, Record},
     metrics::{Counts, Metrics, PUBLISH_PERIOD},
     names::NameSource,
-    output::{FindingView, HealView, Sink, reader_gone},
+    output::{FindingView, HealView, Sink, note_line, reader_gone},
     record::{ProcessLine, ResyncLine},
     timeline::{ProcEntry, Timeline},
 };
@@ -257,12 +257,9 @@ impl<'a> Pipeline<'a> {
             return Ok(());
         }
         if let Some(archive) = &mut self.archive {
-            let line = ResyncLine::new(read_from, ts_ns);
-            archive.note(&serde_json::to_value(line).map_err(io::Error::other)?)?;
+            note_line(&mut **archive, &ResyncLine::new(read_from, ts_ns))?;
             for entry in entries {
-                archive.note(
-                    &serde_json::to_value(ProcessLine::from(entry)).map_err(io::Error::other)?,
-                )?;
+                note_line(&mut **archive, &ProcessLine::from(entry))?;
             }
         }
         if read_from >= self.loss_noticed_ns {

@@ -109,7 +109,7 @@ impl crate::output::Sink for BinSink {
 
     fn loss(&mut self, loss: &crate::event::Loss) -> io::Result<()> {
         let line = crate::lines::LossLine::new(loss, None);
-        self.note(&serde_json::to_value(line).map_err(io::Error::other)?)
+        crate::output::note_line(self, &line)
     }
 
     fn flush(&mut self) -> io::Result<()> {

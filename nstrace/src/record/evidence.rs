@@ -247,29 +247,30 @@ impl Evidence {
             window_ns: self.window.window_ns,
             cut: from_ns.saturating_add(self.window.window_ns) > finding.ts_ns,
         };
-        serde_json::to_value(&line).map_err(io::Error::other)
+        crate::output::line_value(&line)
     }
 
     /// A new file in the directory, named by the finding's time, id and pid.
-    fn create(&mut self, finding: &FindingView) -> io::Result<(Box<dyn Sink>, PathBuf)> {
+    fn create(&self, finding: &FindingView) -> io::Result<(Box<dyn Sink>, PathBuf)> {
         let time = self
             .clock
             .to_utc(finding.ts_ns)
             .format("%Y%m%dT%H%M%S%.3fZ");
-        let mut name = format!("{time}-{}-{}.jsonl", finding.id, finding.pid);
-        for n in 2.. {
-            match self.dir.create_new(&name) {
-                Ok(out) => {
-                    let path = out.path.clone();
-                    return Ok((file_sink(out, false, Rc::new(Cell::new(0)))?, path));
+        let stem = format!("{time}-{}-{}", finding.id, finding.pid);
+        let mut made = self.dir.create_new(&format!("{stem}.jsonl"));
+        // A name taken (the same finding of the same process in the same millisecond, or a
+        // file left there): the next number.
+        for n in 2..1000 {
+            match &made {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    made = self.dir.create_new(&format!("{stem}-{n}.jsonl"));
                 }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 1000 => {
-                    name = format!("{time}-{}-{}-{n}.jsonl", finding.id, finding.pid);
-                }
-                Err(e) => return Err(e),
+                _ => break,
             }
         }
-        unreachable!("the loop returns")
+        let out = made?;
+        let path = out.path.clone();
+        Ok((file_sink(out, false, Rc::new(Cell::new(0)))?, path))
     }
 
     fn open(&mut self, finding: &FindingView) -> io::Result<()> {

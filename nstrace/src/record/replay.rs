@@ -266,7 +266,7 @@ pub fn rebuild(
 /// Hands a header, process or follow line to the pipeline's archive, when it has one.
 fn to_archive(pipeline: &mut Pipeline<'_>, line: &impl serde::Serialize) -> io::Result<()> {
     match pipeline.archive.as_mut() {
-        Some(archive) => archive.note(&serde_json::to_value(line).map_err(io::Error::other)?),
+        Some(archive) => crate::output::note_line(&mut **archive, line),
         None => Ok(()),
     }
 }

@@ -89,7 +89,7 @@ impl Carried {
             lines.push(header);
         }
         for task in tasks {
-            lines.push(serde_json::to_value(ProcessLine::from(task)).map_err(io::Error::other)?);
+            lines.push(crate::output::line_value(&ProcessLine::from(task))?);
         }
         let live: std::collections::HashSet<u64> = tasks.iter().map(|t| u64::from(t.pid)).collect();
         self.observations.retain(|pid, _| live.contains(pid));

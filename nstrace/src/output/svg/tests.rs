@@ -158,16 +158,9 @@ fn a_hundred_processes_fold_to_those_that_moved() {
         (NsKind::Net, 4026532302),
     ]);
     let mut tl = Timeline::new(Scope::Descendants([100].into()));
-    let entry = |tid: u32, comm: &str| crate::timeline::ProcEntry {
-        tid,
-        pid: tid,
-        ppid: 1,
-        comm: comm.into(),
-        start_ns: 0,
-        inodes: host.inum.map(Some),
-    };
+    let task = fixture::task;
     tl.snapshot(
-        &[entry(1, "init"), entry(2, "kthreadd"), entry(100, "runc")],
+        &[task(1, "init"), task(2, "kthreadd"), task(100, "runc")],
         0,
     );
     let mut clone = Transition::blank();
